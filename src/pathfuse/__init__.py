@@ -1,0 +1,3 @@
+"""pathfuse: fusion of pathology foundation models, from whole-slide images to benchmark tables."""
+
+__version__ = "0.1.0"

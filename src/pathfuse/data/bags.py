@@ -1,0 +1,167 @@
+"""Memory-mapped bags of tile features for slide-level heads.
+
+A cohort of 10,000 slides × 2,000 tiles × 1,536 dims is ~60 GB in float16, so bags are never
+loaded together: :class:`BagStore` opens a slide's safetensors file (memory-mapped by
+``safe_open``) only while one bag is read, copies that bag out as float32 and closes it again.
+Peak memory is then a batch of bags plus the model, whatever the cohort size (measured in
+benchmarks/experts.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from torch.utils.data import Dataset
+
+from pathfuse.config import Config
+from pathfuse.io import read_parquet
+from pathfuse.paths import shard_name
+
+log = logging.getLogger(__name__)
+
+FEATURES_KEY = "features"
+
+
+class BagStore:
+    """Slide id → features file; reads one bag at a time from memory-mapped safetensors.
+
+    Args:
+        paths: slide id → path of its ``features`` safetensors file ([n_tiles, dim]).
+    """
+
+    def __init__(self, paths: Mapping[str, str | Path]) -> None:
+        self.paths = {str(k): Path(v) for k, v in paths.items()}
+
+    def _path(self, slide_id: str) -> Path:
+        try:
+            path = self.paths[slide_id]
+        except KeyError:
+            raise KeyError(f"slide {slide_id!r} has no features file in this bag store") from None
+        if not path.exists():
+            raise FileNotFoundError(
+                f"features of slide {slide_id!r} not found at {path}; re-run the embedding stage"
+            )
+        return path
+
+    def shape(self, slide_id: str) -> tuple[int, int]:
+        """(n_tiles, dim) of a slide, read from the file header only."""
+        with safe_open(self._path(slide_id), framework="pt") as fh:
+            n, dim = fh.get_slice(FEATURES_KEY).get_shape()
+        return int(n), int(dim)
+
+    def get(
+        self,
+        slide_ids: Sequence[str],
+        max_tiles: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> torch.Tensor:
+        """float32 [n_tiles, dim]: the tiles of one or more slides (one patient) concatenated.
+
+        With ``max_tiles`` and ``rng``, a random subset of at most ``max_tiles`` tiles (kept in
+        their original order) bounds the cost of very large bags during training.
+        """
+        parts = []
+        for slide_id in slide_ids:
+            with safe_open(self._path(slide_id), framework="pt") as fh:
+                parts.append(fh.get_tensor(FEATURES_KEY))
+        bag = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if max_tiles is not None and rng is not None and len(bag) > max_tiles:
+            keep = np.sort(rng.choice(len(bag), size=max_tiles, replace=False))
+            bag = bag[torch.from_numpy(keep)]
+        return bag.float()
+
+
+class BagDataset(Dataset):
+    """One item per sample: its bag and its targets.
+
+    Args:
+        store: where the bags are.
+        slide_ids: per sample, the slides that form its bag (one, or all of a patient's).
+        targets: name → array aligned with ``slide_ids`` (e.g. ``label``, ``bin``, ``event``);
+            the sample's position is added as ``index``.
+        max_tiles: subsample bags larger than this (training only; None = all tiles).
+        seed: seeds the subsampling; the draw sequence follows the (seeded) loader order.
+    """
+
+    def __init__(
+        self,
+        store: BagStore,
+        slide_ids: Sequence[Sequence[str]],
+        targets: Mapping[str, np.ndarray],
+        max_tiles: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.store, self.slide_ids = store, [list(s) for s in slide_ids]
+        self.targets = {k: np.asarray(v) for k, v in targets.items()}
+        for name, values in self.targets.items():
+            if len(values) != len(self.slide_ids):
+                raise ValueError(f"target {name!r} has {len(values)} values for {len(self.slide_ids)} bags")
+        self.max_tiles = max_tiles
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.slide_ids)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        item: dict[str, object] = {
+            "features": self.store.get(self.slide_ids[i], self.max_tiles, self._rng),
+            "index": i,
+        }
+        item.update({k: v[i] for k, v in self.targets.items()})
+        return item
+
+
+def collate_bags(items: list[dict[str, object]]) -> dict[str, object]:
+    """Pad bags to the longest one in the batch and mark real tiles in ``mask``."""
+    bags = [it["features"] for it in items]
+    lengths = torch.tensor([len(b) for b in bags])
+    features = torch.zeros(len(bags), int(lengths.max()), bags[0].shape[1], dtype=bags[0].dtype)
+    for row, bag in enumerate(bags):
+        features[row, : len(bag)] = bag
+    mask = torch.arange(features.shape[1])[None, :] < lengths[:, None]
+    batch: dict[str, object] = {"inputs": {"features": features, "mask": mask}}
+    for key in items[0]:
+        if key != "features":
+            batch[key] = torch.as_tensor(np.asarray([it[key] for it in items]))
+    return batch
+
+
+def cohort_feature_paths(cfg: Config, encoder: str, cohort: str) -> tuple[dict[str, Path], dict[str, str]]:
+    """Read a cohort's feature shard manifests: (slide → features path, slide → why unavailable).
+
+    Raises FileNotFoundError naming the first missing manifest (the embedding stage has not
+    run for that shard).
+    """
+    paths: dict[str, Path] = {}
+    unavailable: dict[str, str] = {}
+    for shard in range(cfg.n_shards(cohort)):
+        manifest = cfg.layout.feature_shard(encoder, cohort, shard_name(shard))
+        if not manifest.exists():
+            raise FileNotFoundError(
+                f"{manifest}: feature manifest of encoder {encoder!r}, cohort {cohort!r}, shard "
+                f"{shard_name(shard)} is missing; run the embed_slides rule for it first"
+            )
+        df, _ = read_parquet(manifest, schema="feature_shard")
+        for row in df.itertuples(index=False):
+            if row.status == "ok":
+                paths[str(row.slide_id)] = Path(row.features_path)
+            else:
+                unavailable[str(row.slide_id)] = (
+                    f"embedding {row.status}: {getattr(row, 'reason', '')}".strip()
+                )
+    return paths, unavailable
+
+
+def tiling_skipped(cfg: Config, cohort: str) -> dict[str, str]:
+    """Slides the tiling stage skipped (slide → reason); empty when no skip list exists."""
+    path = cfg.layout.tile_skipped(cohort)
+    if not path.exists():
+        return {}
+    df, _ = read_parquet(path, schema="skipped")
+    reasons = df["reason"] if "reason" in df else [""] * len(df)
+    return {str(s): f"skipped at tiling: {r}" for s, r in zip(df["slide_id"], reasons, strict=True)}

@@ -1,0 +1,185 @@
+"""Encoders built from ``config/encoders.yaml``: a timm trunk plus a named embedding rule.
+
+The registry is data (architecture, kwargs, how the embedding is formed, preprocessing,
+precision, weight file); this module turns one entry into a module that maps a normalised
+image batch to one embedding per image. Building never touches weights (see :mod:`.weights`),
+so every entry can be built — on the meta device, without memory — in a test, which catches a
+wrong kwarg or embedding dimension before anyone downloads a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pathfuse.compat import import_timm
+from pathfuse.config import Config, ConfigError
+from pathfuse.encoders.layers import HEADS, LAYERS
+from pathfuse.registry import Registry
+
+#: How token outputs become one embedding: ``rule(tokens, trunk, head) -> [B, dim]``.
+EmbeddingRule = Callable[[torch.Tensor, nn.Module, "nn.Module | None"], torch.Tensor]
+EMBEDDING_RULES: Registry[EmbeddingRule] = Registry("embedding rule")
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@EMBEDDING_RULES.register("cls")
+def cls_token(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+    """The class token (UNI, GigaPath, H-optimus, Phikon-v2, Lunit, Kaiko)."""
+    return tokens[:, 0]
+
+
+@EMBEDDING_RULES.register("mean_patch")
+def mean_patch(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+    """Mean of the patch tokens; class and register tokens (``num_prefix_tokens``) are skipped."""
+    return tokens[:, trunk.num_prefix_tokens:].mean(dim=1)
+
+
+@EMBEDDING_RULES.register("cls_mean_patch")
+def cls_mean_patch(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+    """Class token ⊕ mean of patch tokens (Virchow2: 1280 + 1280 = 2560-d), registers skipped."""
+    return torch.cat([tokens[:, 0], tokens[:, trunk.num_prefix_tokens:].mean(dim=1)], dim=-1)
+
+
+@EMBEDDING_RULES.register("pooled")
+def pooled(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+    """The trunk's own global pooling (``forward_head(pre_logits=True)``), e.g. Swin's average."""
+    return trunk.forward_head(tokens, pre_logits=True)
+
+
+@EMBEDDING_RULES.register("attn_pool")
+def attention_pooled(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+    """A learned attention-pooling head over all tokens (CONCH v1.5)."""
+    if head is None:
+        raise RuntimeError("embedding rule 'attn_pool' needs a 'head' in the encoder entry")
+    return head(tokens)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One encoder registry entry with its defaults applied."""
+
+    name: str
+    dim: int
+    kind: str = "timm"
+    arch: str = ""
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    embedding: str = "cls"
+    head: Mapping[str, Any] | None = None
+    input_px: int = 224
+    resize_px: int | None = None
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    precision: str = "fp32"
+    weights: str | None = None
+    remap: str = "timm"
+    weights_url: str | None = None
+    description: str = ""
+
+    @classmethod
+    def from_entry(cls, name: str, entry: Mapping[str, Any]) -> EncoderSpec:
+        """Build from a (schema-validated) registry entry."""
+        values = dict(entry)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        values["kwargs"] = dict(values.get("kwargs") or {})
+        return cls(name=name, **values)
+
+    @property
+    def is_byo(self) -> bool:
+        """Bring-your-own features: nothing to build, features are imported (see :mod:`.byo`)."""
+        return self.kind == "byo"
+
+    @property
+    def crop_source_px(self) -> int:
+        """Side the shorter image side is resized to before the centre crop."""
+        return self.resize_px or self.input_px
+
+
+def encoder_spec(cfg: Config, name: str) -> EncoderSpec:
+    """The spec of encoder ``name`` from the run's encoder registry."""
+    return EncoderSpec.from_entry(name, cfg.encoder_entry(name))
+
+
+class EncoderModel(nn.Module):
+    """timm trunk → token sequence → embedding rule (optionally through a pooling head)."""
+
+    def __init__(self, trunk: nn.Module, rule: str, head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.rule_name = rule
+        self._rule = EMBEDDING_RULES.get(rule)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._rule(self.trunk.forward_features(images), self.trunk, self.head)
+
+
+def resolve_layer_kwargs(spec: EncoderSpec) -> dict[str, Any]:
+    """Replace layer names in ``kwargs`` (keys ending in ``_layer``) by the classes they name.
+
+    Looked up in :data:`.layers.LAYERS`, then ``timm.layers``, then ``torch.nn`` — so YAML can
+    say ``mlp_layer: SwiGLUPacked`` and ``act_layer: SiLU``.
+    """
+    timm = import_timm()
+    kwargs = dict(spec.kwargs)
+    for key, value in spec.kwargs.items():
+        if not (key.endswith("_layer") and isinstance(value, str)):
+            continue
+        if value in LAYERS:
+            kwargs[key] = LAYERS.get(value)
+        elif hasattr(timm.layers, value):
+            kwargs[key] = getattr(timm.layers, value)
+        elif hasattr(nn, value):
+            kwargs[key] = getattr(nn, value)
+        else:
+            raise ConfigError(
+                f"encoder {spec.name!r}: kwargs.{key}={value!r} names no layer in pathfuse "
+                f"({', '.join(LAYERS.names())}), timm.layers or torch.nn"
+            )
+    return kwargs
+
+
+def build_encoder(spec: EncoderSpec) -> EncoderModel:
+    """Build the architecture with timm's random initialisation (on the current device).
+
+    Wrap in ``with torch.device("meta"):`` to build without memory. ``num_classes`` is forced to 0
+    so no classifier is built; weights are loaded separately by :func:`.weights.load_encoder`.
+    """
+    if spec.is_byo:
+        raise ConfigError(f"encoder {spec.name!r} is kind 'byo': its features are imported, not computed")
+    timm = import_timm()
+    kwargs = resolve_layer_kwargs(spec)
+    kwargs["num_classes"] = 0
+    try:
+        trunk = timm.create_model(spec.arch, pretrained=False, **kwargs)
+    except Exception as err:  # timm raises TypeError/RuntimeError/KeyError for bad kwargs or names
+        raise ConfigError(
+            f"encoder {spec.name!r}: timm could not build {spec.arch!r} with kwargs {dict(spec.kwargs)}: {err}"
+        ) from err
+    head = None
+    if spec.head is not None:
+        head_kwargs = {k: v for k, v in spec.head.items() if k != "type"}
+        head = HEADS.get(spec.head["type"])(context_dim=trunk.num_features, **head_kwargs)
+    if spec.embedding in ("cls", "cls_mean_patch") and getattr(trunk, "cls_token", None) is None:
+        raise ConfigError(f"encoder {spec.name!r}: embedding {spec.embedding!r} needs a class token, "
+                          f"but {spec.arch!r} with these kwargs has none")
+    return EncoderModel(trunk, spec.embedding, head)
+
+
+def output_dim(model: EncoderModel, spec: EncoderSpec) -> int:
+    """Embedding width the model produces for one ``input_px`` image (works on meta modules)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, spec.input_px, spec.input_px, device=device))
+    if out.ndim != 2:
+        raise ConfigError(f"encoder {spec.name!r}: embedding rule {spec.embedding!r} gave shape "
+                          f"{tuple(out.shape)}, expected [batch, dim]")
+    return int(out.shape[1])

@@ -1,0 +1,139 @@
+"""Stage entry ``embed_tiles``: embed every image of a tile dataset with one encoder.
+
+Output: one safetensors file per (encoder, dataset) with ``features`` float16 [n, dim] and a
+Parquet index (schema ``tile_feature_index``: row, sample_id, label, split, group). The index is
+written last, so its presence means the pair is done and a re-run returns at once. Datasets in
+``features`` format, or encoders with bring-your-own features for the dataset, are imported
+(:func:`pathfuse.encoders.byo.import_tile_features`) instead of embedded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+import pathfuse
+from pathfuse.config import Config
+from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, check_finite
+from pathfuse.encoders.registry import encoder_spec
+from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples, read_image
+from pathfuse.encoders.transforms import ResizeCrop
+from pathfuse.io import write_parquet, write_safetensors
+
+log = logging.getLogger(__name__)
+
+
+class TileImages(Dataset):
+    """Items ``(uint8 image [3, S, S], sample index, read ok)`` of a listed tile dataset."""
+
+    def __init__(self, samples: pd.DataFrame, geometry: ResizeCrop, on_error: str, dataset: str) -> None:
+        self.files = samples["file"].tolist()
+        self.rows = samples["row"].to_numpy(np.int64)
+        self.ids = samples["sample_id"].tolist()
+        self.geometry = geometry
+        self.on_error = on_error
+        self.dataset = dataset
+        self._h5: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
+        try:
+            return self.geometry(read_image(self.files[index], int(self.rows[index]), self._h5)), index, True
+        except Exception as err:  # unreadable or corrupt image: policy decides
+            where = f"tile dataset {self.dataset}: sample {self.ids[index]} ({self.files[index]}) unreadable: {err}"
+            if self.on_error == "fail":
+                raise RuntimeError(f"{where}; set embedding.on_tile_error to drop or zero to go on") from err
+            log.warning("%s; %s", where, "dropped" if self.on_error == "drop" else "zero-filled")
+            size = self.geometry.crop_px
+            return torch.zeros(3, size, size, dtype=torch.uint8), index, False
+
+    def close(self) -> None:
+        for handle in self._h5.values():
+            handle.close()
+        self._h5.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_h5"] = {}
+        return state
+
+
+def embed_dataset(cfg: Config, encoder: str, dataset: str) -> Path:
+    """Embed tile dataset ``dataset`` with ``encoder``; return the index Parquet path."""
+    from pathfuse.encoders import byo
+
+    spec = encoder_spec(cfg, encoder)
+    index_path = cfg.layout.tile_feature_index(encoder, dataset)
+    features_path = cfg.layout.tile_features(encoder, dataset)
+    if (spec.is_byo or cfg.tile_dataset(dataset).format == "features"
+            or byo.tile_source(cfg, encoder, dataset) is not None):
+        return byo.import_tile_features(cfg, encoder, dataset)
+    if index_path.exists() and features_path.exists():
+        log.info("%s/%s: already embedded (%s)", encoder, dataset, index_path)
+        return index_path
+    samples = list_samples(cfg, dataset)
+    feats, ok, metadata = _embed_samples(cfg, spec.name, dataset, samples)
+    ids = samples["sample_id"].tolist()
+    check_finite(feats, encoder, f"dataset {dataset}", "embedding", lambda i: f"sample {ids[i]}")
+    settings = cfg.section("embedding")
+    keep = ok if settings["on_tile_error"] == "drop" else np.ones_like(ok)
+    dropped = samples.loc[~keep, "sample_id"].tolist()
+    if (~ok).any():
+        failed = samples.loc[~ok, "sample_id"].tolist()
+        log.warning("%s/%s: %d unreadable image(s) %s: %s", encoder, dataset, len(failed),
+                    "dropped" if settings["on_tile_error"] == "drop" else "zero-filled", failed[:20])
+    half = feats[keep].astype(np.float16)
+    kept = samples.loc[keep, INDEX_COLUMNS].reset_index(drop=True)
+    check_finite(half, encoder, f"dataset {dataset}", "float16 embedding (overflow)",
+                 lambda i: f"sample {kept['sample_id'].iloc[i]}")
+    metadata.update(dataset=dataset, n_tiles_failed=str(int((~ok).sum())),
+                    on_tile_error=str(settings["on_tile_error"]))
+    write_safetensors({"features": half}, features_path, metadata=metadata)
+    index = pd.DataFrame({"row": np.arange(len(kept), dtype=np.int64), **{c: kept[c].astype(str) for c in
+                                                                          INDEX_COLUMNS}})
+    meta = {"encoder": encoder, "dataset": dataset, "format": cfg.tile_dataset(dataset).format,
+            "weights_sha256": metadata["weights_sha256"], "dim": int(half.shape[1]),
+            "dropped": [{"sample_id": s, "reason": "unreadable image"} for s in dropped]}
+    return write_parquet(index, index_path, schema="tile_feature_index", meta=meta)
+
+
+def _embed_samples(cfg: Config, encoder: str, dataset: str,
+                   samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    from pathfuse.encoders.inference import Embedder, embed_batches, make_loader, select_runtime
+    from pathfuse.encoders.weights import load_encoder
+
+    settings = cfg.section("embedding")
+    loaded = load_encoder(cfg, encoder)
+    spec = loaded.spec
+    runtime = select_runtime(settings, spec.precision)
+    embedder = Embedder(loaded, runtime)
+    images = TileImages(samples, ResizeCrop.for_encoder(spec), settings["on_tile_error"], dataset)
+    feats = np.empty((len(images), spec.dim), dtype=np.float32)
+    ok = np.zeros(len(images), dtype=bool)
+    start = time.perf_counter()
+    try:
+        with tqdm(total=len(images), unit="tile", desc=f"{encoder}/{dataset}", mininterval=10) as bar:
+            for (index, batch_ok), out in embed_batches(embedder, make_loader(images, settings, runtime)):
+                rows = index.numpy()
+                feats[rows], ok[rows] = out, batch_ok.numpy().astype(bool)
+                bar.update(len(rows))
+    finally:
+        images.close()
+    seconds = time.perf_counter() - start
+    log.info("%s/%s: %d images in %.1f s (%.1f/s)", encoder, dataset, len(images), seconds,
+             len(images) / max(seconds, 1e-9))
+    metadata = {"encoder": encoder, "weights_sha256": loaded.weights_sha256,
+                "weights_source": loaded.weights_source, "code_version": pathfuse.__version__,
+                "schema_version": str(FEATURES_SCHEMA_VERSION), "embedding": spec.embedding,
+                "input_px": str(spec.input_px), "dim": str(spec.dim), "precision": runtime.precision}
+    return feats, ok, metadata

@@ -1,0 +1,207 @@
+"""The bars a fuser must clear, on the same folds and rows as the fusers.
+
+* ``best_val_expert``: per fold, the expert with the best validation score (the fair bar: a
+  user without test labels could have picked it).
+* ``oracle_expert``: per fold, the expert with the best TEST score; reported but marked
+  family ``oracle`` (no honest method can know it).
+* ``mean_logits`` / ``mean_probs``: untrained averages. Survival: the mean of the hazard
+  logits (a geometric mean of the hazard odds) / the mean of the event distributions over
+  T+1 outcomes, converted back to hazards — both are valid survival models.
+* ``stacking``: a linear model on the concatenated expert outputs, fitted on the experts'
+  out-of-fold training logits (in-sample logits are over-confident on the very samples the
+  stacker would learn from). Classification: multinomial logistic regression on the
+  standardised log-probabilities; survival: a linear map of the standardised hazard logits to
+  T hazard logits fitted by the discrete-time NLL with the same L2 convention.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from pathfuse.fusion import FUSERS, FoldOutput, Method
+from pathfuse.fusion.inputs import Block, FusionContext
+from pathfuse.fusion.logitprod import expert_log_distributions, per_sample_nll
+from pathfuse.heads.losses import event_distribution_to_hazards, survival_nll
+from pathfuse.metrics import HIGHER_IS_BETTER, score
+
+log = logging.getLogger(__name__)
+
+
+def _map_blocks(ctx: FusionContext, fold: int, combine: Any, extra: dict[str, Any] | None = None) -> FoldOutput:
+    """Apply an untrained ``combine(logits [N, M, K]) -> [N, K]`` to every block of a fold."""
+    start = time.perf_counter()
+    logits = {key: np.asarray(combine(torch.as_tensor(b.logits)), dtype=np.float32)
+              for key, b in ctx.blocks[fold].items()}
+    cost = {"train_seconds": time.perf_counter() - start, "params": 0, "flops": None, "best_epoch": None}
+    return FoldOutput(logits=logits, cost={**cost, **(extra or {})})
+
+
+# ----------------------------------------------------------------------------- expert choice
+def selection_metric(ctx: FusionContext) -> str:
+    """The metric that ranks experts: ``fusion.selection_metric`` or the task's primary metric."""
+    return ctx.settings.get("selection_metric") or ctx.task.primary_metric
+
+
+def rank_experts(ctx: FusionContext, fold: int, split: str) -> list[dict[str, Any]]:
+    """Each expert's score on one split of a fold, best first.
+
+    Ties (and undefined metrics, e.g. one class in a small validation set) are broken by the
+    mean NLL on the same split, then by the experts' order in the config.
+    """
+    metric = selection_metric(ctx)
+    block = ctx.block(fold, split)
+    frame = block.frame(fold, split, False)
+    nll = per_sample_nll(expert_log_distributions(torch.as_tensor(block.logits), ctx.is_survival), block,
+                         ctx.is_survival, ctx.settings["survival_alpha"]).mean(0).numpy()
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    ranked = []
+    for m, enc in enumerate(ctx.encoders):
+        frame["logits"] = list(block.logits[:, m])
+        value = score(ctx.task, frame, metrics=[metric], bin_edges=ctx.fold_bin_edges(fold))[metric]
+        key = (-math.inf if math.isnan(value) else sign * value, -float(nll[m]), -m)
+        ranked.append({"encoder": enc, "index": m, "metric": metric, "value": value, "nll": float(nll[m]), "_key": key})
+    ranked.sort(key=lambda r: r["_key"], reverse=True)
+    return [{k: v for k, v in r.items() if k != "_key"} for r in ranked]
+
+
+def _chosen_expert(ctx: FusionContext, fold: int, split: str) -> FoldOutput:
+    start = time.perf_counter()
+    ranked = rank_experts(ctx, fold, split)
+    m = ranked[0]["index"]
+    out = _map_blocks(ctx, fold, lambda z: z[:, m])
+    out.cost.update(train_seconds=time.perf_counter() - start, chosen_expert=ranked[0]["encoder"],
+                    chosen_on=split, ranking=ranked)
+    return out
+
+
+def best_val_expert(ctx: FusionContext, fold: int) -> FoldOutput:
+    """The validation-selected expert's predictions, unchanged."""
+    return _chosen_expert(ctx, fold, "val")
+
+
+def oracle_expert(ctx: FusionContext, fold: int) -> FoldOutput:
+    """The test-selected expert's predictions (an upper bound on expert selection)."""
+    return _chosen_expert(ctx, fold, "test")
+
+
+# ----------------------------------------------------------------------------- averages
+def mean_logits(ctx: FusionContext, fold: int) -> FoldOutput:
+    """Average of the experts' logits (class logits, or hazard logits)."""
+    return _map_blocks(ctx, fold, lambda z: z.mean(1))
+
+
+def mean_probs(ctx: FusionContext, fold: int) -> FoldOutput:
+    """Average of the experts' distributions; output as log-probs or hazard logits."""
+    survival = ctx.is_survival
+
+    def combine(z: torch.Tensor) -> torch.Tensor:
+        log_p = expert_log_distributions(z, survival)
+        log_mean = torch.logsumexp(log_p, dim=1) - math.log(z.shape[1])
+        return event_distribution_to_hazards(log_mean, log=True) if survival else log_mean
+
+    return _map_blocks(ctx, fold, combine)
+
+
+# ----------------------------------------------------------------------------- stacking
+def _stack_features(block: Block, survival: bool) -> np.ndarray:
+    """Concatenated expert outputs [N, M·K]: log-probabilities, or raw hazard logits."""
+    z = torch.as_tensor(block.logits)
+    out = z if survival else expert_log_distributions(z, False)
+    return out.reshape(len(block), -1).numpy().astype(np.float64)
+
+
+def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
+    """Linear stacker on the concatenated expert outputs, fitted on out-of-fold training logits."""
+    start = time.perf_counter()
+    settings = ctx.settings["stacking"]
+    oof = ctx.has_block(fold, "train", True)
+    if not oof:
+        log.warning("task %s fold %d: no out-of-fold expert logits; stacking fits on in-sample logits",
+                    ctx.task.id, fold)
+    train = ctx.block(fold, "train", oof)
+    scaler = StandardScaler().fit(_stack_features(train, ctx.is_survival))
+    if ctx.is_survival:
+        predict, params = _fit_survival_stack(train, scaler, settings, ctx.settings["survival_alpha"],
+                                              ctx.seed("stacking", fold))
+    else:
+        predict, params = _fit_logistic_stack(ctx, train, scaler, settings)
+    train_seconds = time.perf_counter() - start
+    logits = {key: predict(scaler.transform(_stack_features(b, ctx.is_survival))).astype(np.float32)
+              for key, b in ctx.blocks[fold].items()}
+    n_features = scaler.n_features_in_
+    cost = {"train_seconds": train_seconds, "params": params, "flops": 2 * n_features * logits[("val", False)].shape[1],
+            "best_epoch": None, "trained_on": "oof" if oof else "in_sample"}
+    return FoldOutput(logits=logits, cost=cost)
+
+
+def _fit_logistic_stack(ctx: FusionContext, train: Block, scaler: StandardScaler, settings: dict[str, Any]):
+    """Multinomial logistic regression; classes absent from training get log-probability −30."""
+    n_classes = train.logits.shape[2]
+    x = scaler.transform(_stack_features(train, False))
+    present = np.unique(train.label)
+    if len(present) < 2:
+        log.warning("task %s: one class in the stacker's training rows; predicting it always", ctx.task.id)
+        return lambda feats: np.where(np.arange(n_classes) == present[0], 0.0, -30.0)[None].repeat(len(feats), 0), 0
+    model = LogisticRegression(C=settings["C"], max_iter=settings["max_iter"]).fit(x, train.label)
+
+    def predict(feats: np.ndarray) -> np.ndarray:
+        out = np.full((len(feats), n_classes), -30.0)
+        out[:, model.classes_] = model.predict_log_proba(feats)
+        return out
+
+    return predict, int(model.coef_.size + model.intercept_.size)
+
+
+def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: dict[str, Any], alpha: float, seed: int):
+    """Linear map of standardised hazard logits [M·T] → T hazard logits, by L-BFGS on the survival NLL.
+
+    Starts from the mean of the experts' hazard logits (in standardised units) and uses the
+    logistic-regression L2 convention: mean NLL + ‖W‖² / (2·C·N).
+    """
+    torch.manual_seed(seed)
+    n_bins = train.logits.shape[2]
+    x = torch.as_tensor(scaler.transform(_stack_features(train, True)), dtype=torch.float32)
+    bins = torch.as_tensor(train.bin_index, dtype=torch.long)
+    event = torch.as_tensor(train.event, dtype=torch.float32)
+    linear = torch.nn.Linear(x.shape[1], n_bins)
+    with torch.no_grad():
+        scale = torch.as_tensor(scaler.scale_, dtype=torch.float32)
+        mean = torch.as_tensor(scaler.mean_, dtype=torch.float32)
+        n_experts = x.shape[1] // n_bins
+        avg = torch.eye(n_bins).repeat(1, n_experts) / n_experts  # [T, M·T]: mean over experts
+        linear.weight.copy_(avg * scale)
+        linear.bias.copy_(avg @ mean)
+    l2 = 1.0 / (2.0 * settings["C"] * max(len(x), 1))
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=settings["max_iter"], line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = survival_nll(linear(x), bins, event, alpha) + l2 * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def predict(feats: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return linear(torch.as_tensor(feats, dtype=torch.float32)).numpy()
+
+    return predict, int(linear.weight.numel() + linear.bias.numel())
+
+
+for _name, _fn, _family, _text in [
+    ("best_val_expert", best_val_expert, "baseline", "single expert chosen per fold on validation"),
+    ("oracle_expert", oracle_expert, "oracle", "single expert chosen per fold on TEST (not a method)"),
+    ("mean_logits", mean_logits, "baseline", "mean of the experts' logits"),
+    ("mean_probs", mean_probs, "baseline", "mean of the experts' distributions"),
+    ("stacking", stacking, "baseline", "linear stacker on out-of-fold expert outputs"),
+]:
+    FUSERS.register(_name)(Method(family=_family, fit_fold=_fn, description=_text))

@@ -1,0 +1,85 @@
+"""The simple feature-fusion baseline: concatenate the teachers' features, train one head.
+
+Tile tasks: the teachers' tile embeddings concatenated → the experts' MLP probe. Slide tasks:
+each tile's features from every teacher concatenated (the teachers embed the same tiles) →
+one gated ABMIL, trained like an expert (Adam, cosine warm restarts, checkpoint by validation
+loss, or validation c-index for survival). This is the "Concat" of Shazam's fusion ablation and
+the bar any feature-level fuser has to clear.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from pathfuse.fusion import FUSERS, FoldOutput, Method
+from pathfuse.fusion.features import MultiBagDataset, TeacherFeatures, collate_multibags
+from pathfuse.fusion.fitting import TensorBatches, block_targets, forward_flops, scored_monitor, task_loss
+from pathfuse.fusion.inputs import Block, FusionContext
+from pathfuse.heads import build_head
+from pathfuse.training import count_parameters, fit, make_loader, predict
+
+
+def _forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    inputs = batch["inputs"]
+    if "masks" in inputs:
+        return model(inputs["features"][0], inputs["masks"][0])
+    return model(inputs["features"])
+
+
+def _data(feats: TeacherFeatures, block: Block, survival: bool, batch_size: int, shuffle: bool, seed: int,
+          max_tiles: int | None):
+    targets = block_targets(block, survival)
+    if feats.is_slide:
+        dataset = MultiBagDataset(feats, block.sample_id, {k: v.numpy() for k, v in targets.items()},
+                                  max_tiles=max_tiles, seed=seed, concatenate=True)
+        return make_loader(dataset, batch_size, shuffle=shuffle, seed=seed, collate_fn=collate_multibags)
+    features = torch.cat(feats.tile_matrix(block), dim=1)
+    return TensorBatches({"features": features}, targets, batch_size, shuffle=shuffle, seed=seed)
+
+
+def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
+    """Train the concatenated-feature head on one outer fold and predict every block."""
+    start = time.perf_counter()
+    cfg, survival = ctx.settings["concat"], ctx.is_survival
+    feats: TeacherFeatures = ctx.features
+    train, val = ctx.block(fold, "train"), ctx.block(fold, "val")
+    seed = ctx.seed("concat", fold)
+    torch.manual_seed(seed)
+    n_outputs = train.logits.shape[2]
+    if feats.is_slide:
+        head = "abmil_survival" if survival else "abmil"
+        epochs = cfg["max_epochs_survival"] if survival else cfg["max_epochs_classification"]
+        lr, batch_size = cfg["lr"], cfg["bag_batch_size"]
+    else:
+        head, epochs, lr, batch_size = "mlp", cfg["max_epochs_tile"], cfg["tile_lr"], cfg["batch_size"]
+    model = build_head(head, sum(feats.dims), n_outputs)
+    train_data = _data(feats, train, survival, batch_size, True, seed, cfg["max_tiles"])
+    val_data = _data(feats, val, survival, batch_size if feats.is_slide else max(len(val), 1), False, seed, None)
+    monitor: dict[str, Any] = {"monitor": "loss", "mode": "min"}
+    if survival:
+        name, mode, metric_fn = scored_monitor(ctx, val, fold, "c_index", {"c_index": 1.0})
+        monitor = {"monitor": name, "mode": mode, "metric_fn": metric_fn}
+    result = fit(model, train_data, val_data, task_loss(survival, ctx.settings["survival_alpha"]), epochs=epochs,
+                 lr=lr, weight_decay=cfg["weight_decay"], patience=cfg["patience"], seed=seed, forward=_forward,
+                 optimizer="adam", scheduler="cosine_restarts", **monitor)
+    train_seconds = time.perf_counter() - start
+    logits = {key: predict(model, _data(feats, block, survival, batch_size, False, seed, None), _forward)[0].numpy()
+              for key, block in ctx.blocks[fold].items() if not key[1]}
+    first_val = next(iter(_data(feats, val, survival, batch_size, False, seed, None)))
+    cost = {
+        "train_seconds": train_seconds, "params": count_parameters(model),
+        "flops": forward_flops(model, lambda: _forward(model, first_val), len(first_val["index"])),
+        "best_epoch": result.best_epoch, "epochs_run": len(result.curve), "monitor": result.monitor,
+        "best_value": result.best_value,
+    }
+    return FoldOutput(logits=logits, cost=cost)
+
+
+FUSERS.register("concat")(Method(
+    family="baseline", fit_fold=fit_fold, needs_features=True,
+    description="concatenated teacher features + one head (MLP probe or gated ABMIL)",
+))

@@ -1,0 +1,128 @@
+"""Stage entry ``fuse``: every fusion method of one task, all folds → one predictions file per method.
+
+Each method's file is a unit of work, written atomically once all its folds are done. A re-run
+(e.g. after a killed job) keeps a method's existing file when it was produced from the same
+settings, seed and expert files (a digest in its metadata says so), and redoes the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pathfuse.config import Config
+from pathfuse.fusion import FUSERS, FoldOutput
+from pathfuse.fusion.inputs import FusionContext, load_context
+from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def fuse_task(cfg: Config, task: str) -> list[Path]:
+    """Train and apply every method of ``fusion.methods`` to ``task``; return the files written.
+
+    Inputs are the experts' predictions of every encoder of the task (and, for Shazam and
+    concat, the teachers' features). Outputs follow the ``predictions`` contract of
+    docs/architecture.md, with per-fold cost facts in the metadata.
+    """
+    methods = list(cfg.section("fusion")["methods"])
+    for method in methods:
+        FUSERS.get(method)  # an unknown name fails before any work
+    outputs = [cfg.layout.fusion_predictions(task, m) for m in methods]
+    digests = {m: _digest(cfg, task, m) for m in methods}
+    todo = [m for m, path in zip(methods, outputs, strict=True) if not _up_to_date(path, digests[m])]
+    for method in sorted(set(methods) - set(todo)):
+        log.info("task %s: %s is up to date, kept", task, method)
+    if not todo:
+        return outputs
+    ctx = load_context(cfg, task)
+    _warm_up_torch()
+    if any(FUSERS.get(m).needs_features for m in todo):
+        ctx.features  # noqa: B018 - locate/read the teachers' features once, outside any method's clock
+    for method in tqdm(todo, desc=f"fuse {task}", unit="method"):
+        log.info("task %s: fitting %s on %d fold(s)", task, method, len(ctx.folds))
+        results = {fold: FUSERS.get(method).fit_fold(ctx, fold) for fold in ctx.folds}
+        frame = pd.concat([_fold_frame(ctx, fold, out) for fold, out in results.items()], ignore_index=True)
+        write_parquet(frame, cfg.layout.fusion_predictions(task, method), schema="predictions",
+                      meta=_metadata(ctx, method, results, digests[method]))
+    return outputs
+
+
+def _warm_up_torch() -> None:
+    """Pay torch's one-time lazy imports before any method's clock starts.
+
+    The first optimizer a process builds imports ``torch._dynamo`` (seconds); without this,
+    whichever method runs first would be charged for it in its ``train_seconds``.
+    """
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+
+
+def _fold_frame(ctx: FusionContext, fold: int, out: FoldOutput) -> pd.DataFrame:
+    """Contract rows of one fold: every block the method predicted."""
+    parts = []
+    for key, logits in out.logits.items():
+        split, oof = key
+        frame = ctx.block(fold, split, oof).frame(fold, split, oof)
+        frame["logits"] = list(np.asarray(logits, dtype=np.float32))
+        frame["embedding"] = None
+        gates = out.gate_weights.get(key) if out.gate_weights else None
+        frame["gate_weights"] = list(np.asarray(gates, dtype=np.float32)) if gates is not None else None
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], digest: str) -> dict[str, Any]:
+    spec = FUSERS.get(method)
+    settings = ctx.settings
+    meta: dict[str, Any] = {
+        "task": ctx.task.id, "kind": ctx.kind, "method": method, "family": spec.family,
+        "description": spec.description, "encoders": ctx.encoders,
+        "classes": None if ctx.is_survival else ctx.classes,
+        "folds": {str(f): {**ctx.fold_facts(f), **out.cost} for f, out in results.items()},
+        "dropped": ctx.dropped, "seed": ctx.cfg.seed,
+        "settings": _method_settings(settings, method),
+        "digest": digest,
+    }
+    if ctx.is_survival:
+        meta["n_bins"] = ctx.expert_meta.get("n_bins", ctx.task.n_bins)
+        meta["bin_edges"] = {str(f): e for f, e in (ctx.bin_edges or {}).items()}
+    if method == "logitprod":
+        n_groups = (ctx.task.n_bins + 1) if ctx.is_survival else 1
+        meta["gate_layout"] = {"n_groups": n_groups, "n_experts": len(ctx.encoders), "order": "group-major",
+                               "groups": "survival outcomes (bins 0..T-1, then survived)" if ctx.is_survival else "one"}
+    return meta
+
+
+def _digest(cfg: Config, task: str, method: str) -> str:
+    """What a method's output depends on: its settings, the seed and the experts' files."""
+    spec = cfg.task(task)
+    experts = []
+    for enc in spec.encoders:
+        path = cfg.layout.expert_predictions(task, enc)
+        stat = path.stat() if path.exists() else None
+        experts.append([enc, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
+    payload = {"method": method, "seed": cfg.seed, "experts": experts,
+               "settings": _method_settings(cfg.section("fusion"), method)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _method_settings(settings: dict[str, Any], method: str) -> dict[str, Any]:
+    """The settings one method reads: its own block and the shared keys."""
+    return {k: settings[k] for k in (method, "survival_alpha", "selection_metric") if k in settings}
+
+
+def _up_to_date(path: Path, digest: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return read_parquet_meta(path, schema="predictions").get("digest") == digest
+    except (SchemaError, OSError, ValueError):
+        return False

@@ -1,0 +1,85 @@
+"""The output layout of the data contract (docs/architecture.md), in one place.
+
+The Snakefile and the library both build paths here, so a rule's declared output and the file
+a stage writes can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def shard_name(shard: int) -> str:
+    """Stable, sortable shard label used in file names and Snakemake wildcards."""
+    return f"shard{shard:04d}"
+
+
+def shard_index(name: str) -> int:
+    """Inverse of :func:`shard_name`."""
+    if not name.startswith("shard"):
+        raise ValueError(f"not a shard name: {name!r} (expected e.g. 'shard0000')")
+    return int(name[len("shard"):])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every output path of a run, rooted at ``root`` (the run config's ``results_dir``)."""
+
+    root: Path = Path("results")
+
+    # tiling
+    def tiles(self, cohort: str, slide: str) -> Path:
+        return self.root / "tiles" / cohort / f"{slide}.parquet"
+
+    def tile_shard(self, cohort: str, shard: str) -> Path:
+        return self.root / "tiles" / cohort / "_shards" / f"{shard}.parquet"
+
+    def tile_index(self, cohort: str) -> Path:
+        return self.root / "tiles" / cohort / "_index.parquet"
+
+    def tile_skipped(self, cohort: str) -> Path:
+        return self.root / "tiles" / cohort / "_skipped.parquet"
+
+    def qc(self, cohort: str, slide: str) -> Path:
+        return self.root / "qc" / cohort / f"{slide}.png"
+
+    # embedding
+    def features(self, encoder: str, cohort: str, slide: str) -> Path:
+        return self.root / "features" / encoder / cohort / f"{slide}.safetensors"
+
+    def feature_shard(self, encoder: str, cohort: str, shard: str) -> Path:
+        return self.root / "features" / encoder / cohort / "_shards" / f"{shard}.parquet"
+
+    def tile_features(self, encoder: str, dataset: str) -> Path:
+        return self.root / "features" / encoder / f"{dataset}.safetensors"
+
+    def tile_feature_index(self, encoder: str, dataset: str) -> Path:
+        return self.root / "features" / encoder / f"{dataset}.parquet"
+
+    # experts
+    def expert_dir(self, task: str, encoder: str) -> Path:
+        return self.root / "experts" / task / encoder
+
+    def expert_predictions(self, task: str, encoder: str) -> Path:
+        return self.expert_dir(task, encoder) / "predictions.parquet"
+
+    # fusion
+    def fusion_dir(self, task: str, method: str) -> Path:
+        return self.root / "fusion" / task / method
+
+    def fusion_predictions(self, task: str, method: str) -> Path:
+        return self.fusion_dir(task, method) / "predictions.parquet"
+
+    # evaluation + report
+    def metrics(self, task: str) -> Path:
+        return self.root / "metrics" / f"{task}.parquet"
+
+    def table(self, name: str) -> Path:
+        return self.root / "tables" / f"{name}.parquet"
+
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def log(self, rule: str, *parts: str) -> Path:
+        return self.root / "logs" / rule / ("_".join(parts) + ".log" if parts else "run.log")

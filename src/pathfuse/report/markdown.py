@@ -1,0 +1,271 @@
+"""Human-readable copies of the tables: Markdown (for GitHub, terminals) and HTML (for the
+Snakemake report, which shows HTML files inline and offers other files only as downloads).
+
+Both come from the same "views": small string DataFrames where a winner is wrapped in
+``**…**`` and a missing cell is "—". Views are shaped for reading (task × method matrices),
+not for computing; the Parquet tables stay the source of truth.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pathfuse.metrics import HIGHER_IS_BETTER
+
+MISSING = "—"
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}"
+    "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}"
+    "th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}"
+    "tr:nth-child(even) td{background:#fafafa}p.note{color:#555;max-width:60em}"
+)
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One table rendered twice."""
+
+    markdown: str
+    html: str
+
+
+Section = tuple[str, pd.DataFrame]
+
+
+# ----------------------------------------------------------------------------- renderers
+def markdown_table(view: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a string frame (first column left-aligned)."""
+    header = [str(c) for c in view.columns]
+    body = [[str(v).replace("|", "\\|") for v in row] for row in view.itertuples(index=False)]
+    align = [":--" if i == 0 or _is_text(view.iloc[:, i]) else "--:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _is_text(column: pd.Series) -> bool:
+    """A column of words (left-aligned) rather than numbers (right-aligned)."""
+    cells = [str(v).strip("*") for v in column if str(v) not in ("", MISSING)]
+    return bool(cells) and all(c[:1].isalpha() for c in cells)
+
+
+def _inline(text: object) -> str:
+    """Escape for HTML, turning ``**x**`` into bold."""
+    return _BOLD.sub(r"<b>\1</b>", html.escape(str(text)))
+
+
+def html_table(view: pd.DataFrame) -> str:
+    """An HTML table of a string frame; ``**x**`` becomes bold."""
+    def cell(value: object, tag: str) -> str:
+        return f"<{tag}>{_inline(value)}</{tag}>"
+
+    head = "".join(cell(c, "th") for c in view.columns)
+    rows = "".join("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>" for row in view.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def document(title: str, notes: Sequence[str], sections: Sequence[Section]) -> Doc:
+    """A titled document: explanatory notes, then one table per section."""
+    md = [f"# {title}", "", *[f"{n}\n" for n in notes]]
+    body = [f"<h1>{html.escape(title)}</h1>", *[f'<p class="note">{_inline(n)}</p>' for n in notes]]
+    for heading, view in sections:
+        if heading:
+            md += [f"## {heading}", ""]
+            body.append(f"<h2>{html.escape(heading)}</h2>")
+        md += [markdown_table(view) if len(view) else "_(empty)_", ""]
+        body.append(html_table(view) if len(view) else "<p><i>(empty)</i></p>")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    return Doc("\n".join(md).rstrip() + "\n", page)
+
+
+# ----------------------------------------------------------------------------- formatting
+def num(value: float, digits: int = 3) -> str:
+    """A number, or the missing mark."""
+    return MISSING if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def signed_points(value: float) -> str:
+    """A metric difference in percentage points (×100) with its sign."""
+    return MISSING if pd.isna(value) else f"{100 * value:+.1f}"
+
+
+def seconds(value: float) -> str:
+    if pd.isna(value):
+        return MISSING
+    if value < 1:
+        return f"{1000 * value:.0f} ms"
+    return f"{value:.1f} s" if value < 120 else (f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.1f} h")
+
+
+def ratio(value: float) -> str:
+    """A cost ratio: 12×, 1.5×, 0.0048×."""
+    if pd.isna(value):
+        return MISSING
+    return f"{value:.0f}×" if value >= 10 else (f"{value:.1f}×" if value >= 1 else f"{value:.2g}×")
+
+
+def count(value: float) -> str:
+    if pd.isna(value):
+        return MISSING
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f}"
+
+
+def _bold(text: str, flag: bool) -> str:
+    return f"**{text}**" if flag and text != MISSING else text
+
+
+# ----------------------------------------------------------------------------- views
+def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str]) -> list[Section]:
+    """Per task: methods × metrics as "mean ± sd", plus the primary metric's pooled value and CI."""
+    sections = []
+    for task, rows in bench.groupby("task", sort=False):
+        prim = primary.get(task, rows["metric"].iloc[0])
+        metrics = [prim, *(m for m in dict.fromkeys(rows["metric"]) if m != prim)]
+        view = pd.DataFrame({"method": list(dict.fromkeys(rows["method"]))})
+        by = rows.set_index(["method", "metric"])
+        view["family"] = [by.loc[m, "family"].iloc[0] for m in view["method"]]
+        for metric in metrics:
+            col = by.xs(metric, level="metric").reindex(view["method"])
+            best = col["mean"].max() if HIGHER_IS_BETTER[metric] else col["mean"].min()
+            view[metric] = [_bold(f"{num(mu)} ± {num(sd)}" if not pd.isna(sd) else num(mu), mu == best)
+                            for mu, sd in zip(col["mean"], col["sd"], strict=True)]
+        col = by.xs(prim, level="metric").reindex(view["method"])
+        view[f"{prim} pooled [95% CI]"] = [
+            f"{num(v)} [{num(lo)}, {num(hi)}]" if not pd.isna(v) else MISSING
+            for v, lo, hi in zip(col["pooled"], col["ci_low"], col["ci_high"], strict=True)]
+        view["folds"] = [f"{a}/{b}" for a, b in zip(col["n_folds"], col["n_folds_expected"], strict=True)]
+        kind = rows["kind"].iloc[0]
+        sections.append((f"{task} ({kind}; primary: {prim})", view))
+    return sections
+
+
+def ranks_sections(ranks: pd.DataFrame, methods: Sequence[str]) -> list[Section]:
+    """Task × method matrices: primary value (rank), then gain over the best expert."""
+    tasks = list(dict.fromkeys(ranks["task"]))
+    by = ranks.set_index(["task", "method"])
+    methods = [m for m in methods if m in set(ranks["method"])] + \
+        [m for m in dict.fromkeys(ranks["method"]) if m not in methods]
+    value, gain = pd.DataFrame({"task": tasks}), pd.DataFrame({"task": tasks})
+    value["metric"] = [by.loc[t, "metric"].iloc[0] for t in tasks]
+    gain["best expert"] = [by.loc[t, "reference"].dropna().iloc[0] if by.loc[t, "reference"].notna().any()
+                           else MISSING for t in tasks]
+    for m in methods:
+        cells = [by.loc[(t, m)] if (t, m) in by.index else None for t in tasks]
+        value[m] = [MISSING if c is None or pd.isna(c["value"]) else
+                    _bold(f"{c['value']:.3f} ({_rank(c['rank'])})", bool(c["is_first"])) for c in cells]
+        gain[m] = [MISSING if c is None or pd.isna(c["gain"]) else
+                   f"{signed_points(c['gain'])} [{signed_points(c['gain_ci_low'])}, "
+                   f"{signed_points(c['gain_ci_high'])}]{_arrow(c['significance'])}" for c in cells]
+    return [("Primary metric (rank); bold = first on the task", value),
+            ("Gain over the validation-selected best expert (points, paired 95% CI; ↑/↓ significant)", gain)]
+
+
+def _rank(rank: float) -> str:
+    return "–" if pd.isna(rank) else (f"{rank:.0f}" if float(rank).is_integer() else f"{rank:.1f}")
+
+
+def _arrow(significance: Any) -> str:
+    if pd.isna(significance):
+        return ""
+    return {1: " ↑", -1: " ↓"}.get(int(significance), "")
+
+
+def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": summary["method"], "family": summary["family"],
+        "first on": [w or MISSING for w in summary["wins_of"]],
+        "mean rank": [f"{num(r, 2)} ({s}/{n})" if not pd.isna(r) else MISSING
+                      for r, s, n in zip(summary["mean_rank"], summary["n_scored"], summary["n_tasks"], strict=True)],
+        "mean gain (points)": [f"{signed_points(g)} ({p}/{n})" if not pd.isna(g) else MISSING
+                               for g, p, n in zip(summary["mean_gain"], summary["n_paired"], summary["n_tasks"],
+                                                  strict=True)],
+        "mean gain (%)": [MISSING if pd.isna(g) else f"{g:+.1f}%" for g in summary["mean_gain_pct"]],
+        "significant wins / losses": [f"{w} / {lo}" for w, lo in zip(summary["sig_wins"], summary["sig_losses"],
+                                                                      strict=True)],
+        "missing cells": summary["n_missing"],
+    })
+
+
+def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": cost["method"], "family": cost["family"],
+        "tasks": [f"{n}" + (f" ({m} missing)" if m else "") for n, m in zip(cost["n_tasks"], cost["n_missing"],
+                                                                            strict=True)],
+        "training (total)": cost["train_seconds_total"].map(seconds),
+        "per fold": cost["train_seconds_per_fold"].map(seconds),
+        "parameters": cost["params_mean"].map(count),
+        f"time vs {cost['reference'].iloc[0] if len(cost) else 'reference'}":
+            cost["seconds_ratio"].map(ratio),
+        "parameters vs reference": cost["params_ratio"].map(ratio),
+    })
+
+
+def gate_sections(gates: pd.DataFrame) -> list[Section]:
+    sections = []
+    for method, rows in gates.groupby("method", sort=False):
+        experts = list(dict.fromkeys(rows["expert"]))
+        view = pd.DataFrame({"task": list(dict.fromkeys(rows["task"]))})
+        by = rows.set_index(["task", "expert"])
+        for e in experts:
+            cells = [by.loc[(t, e)] if (t, e) in by.index else None for t in view["task"]]
+            top = [by.loc[t, "weight_mean"].max() for t in view["task"]]
+            view[e] = [MISSING if c is None or pd.isna(c["weight_mean"]) else
+                       _bold(f"{c['weight_mean']:.2f} ± {c['weight_sd']:.2f}", c["weight_mean"] == mx)
+                       for c, mx in zip(cells, top, strict=True)]
+        sections.append((f"{method}: mean gate weight per expert (test samples; bold = most trusted)", view))
+    return sections
+
+
+def missing_view(missing: pd.DataFrame) -> pd.DataFrame:
+    return missing.rename(columns={"note": "why"})[["task", "method", "family", "why"]]
+
+
+# ----------------------------------------------------------------------------- documents
+def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Doc]:
+    """Markdown + HTML documents for the five tables."""
+    stat = "mean over folds" if meta["rank_statistic"] == "mean" else "metric of the pooled test predictions"
+    level = round(100 * float(meta["ci_level"]))
+    n_missing, n_cells = meta["missing_cells"], meta["expected_cells"]
+    missing_note = (f"**Missing cells: {n_missing} of {n_cells}** (task × method). Means are over the tasks a "
+                    "method has; each mean says over how many.")
+    selection = ("The reference of each task is the single expert with the best validation score of the primary "
+                 "metric, chosen per fold on validation data only (never on test labels).")
+    summary = frames["summary"]
+    docs = {
+        "benchmark": document("Benchmark: every task × method × metric", [
+            (f"Cells: mean ± sd over folds of the test split; the primary metric also as the metric of the pooled "
+            f"test predictions with its {level}% patient-level bootstrap CI ({meta['n_bootstrap']} resamples). "
+            "Bold: best mean in the column. A mean needs every fold."), missing_note,
+        ], benchmark_sections(frames["benchmark"], meta["primary_metric"])),
+        "ranks": document("Ranks on the primary metric", [
+            (f"Ranked value: {stat}. Ties share the mean of their places; all tied winners are first. "
+            f"Families ranked: {', '.join(meta['rank_families'])}."), selection,
+            (f"Gains: pooled paired bootstrap ({level}% CI) of the difference to that expert, in points "
+            "(×100); ↑/↓ where the CI excludes 0."), missing_note,
+        ], ranks_sections(frames["ranks"], meta["methods"])),
+        "summary": document("Summary: who wins where, by how much", [
+            "First on: tasks where the method has the best ranked value, out of the tasks it was run on.",
+            selection, missing_note,
+        ], [("", summary_view(summary)), ("Missing cells", missing_view(missing))]),
+        "cost": document("Training cost of the fusion methods", [
+            ("Training seconds and parameters from the fusion prediction files' metadata (fuser training only; "
+            "the experts every logit-level fuser needs are trained once and shared). Ratios use only the "
+            f"(task, fold) units both methods have; reference: {meta['cost_reference']}."),
+        ], [("", cost_view(frames["cost"]))]),
+        "gate_weights": document("Gate weights: which foundation model the gate trusts where", [
+            "Mean ± sd over test samples of each expert's gate weight (survival: averaged over the T+1 bins).",
+        ], gate_sections(frames["gate_weights"]) or [("No gated fusion method in this run", pd.DataFrame())]),
+    }
+    return docs

@@ -1,0 +1,183 @@
+"""Stage entry `report`: the five benchmark tables, their Markdown/HTML copies and the plots.
+
+Reads ``results/metrics/{task}.parquet`` of every task of the run (written by
+:func:`pathfuse.evaluation.evaluate_task`) and, for cost and gate weights, the fusion
+prediction files (metadata and the ``gate_weights`` column only). A task without a metrics
+file, or a method without predictions, shows up as missing cells — counted in the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pathfuse.config import Config
+from pathfuse.evaluation import fusion_methods, primary_metric
+from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
+from pathfuse.report import markdown, plots, tables
+
+log = logging.getLogger(__name__)
+
+TABLES = ("benchmark", "ranks", "summary", "cost", "gate_weights")
+PLOTS = ("heatmap", "gains", "gate_weights", "cost")
+
+
+def report_outputs(cfg: Config) -> dict[str, list[Path]]:
+    """Every file :func:`build_report` writes, by kind (the report rule declares the same)."""
+    layout = cfg.layout
+    return {
+        "tables": [layout.table(n) for n in TABLES],
+        "markdown": [layout.table(n).with_suffix(".md") for n in TABLES],
+        "html": [layout.report_dir() / f"{n}.html" for n in TABLES],
+        "plots": [layout.report_dir() / f"{p}.{fmt}" for p in PLOTS for fmt in ("png", "svg")],
+    }
+
+
+# ----------------------------------------------------------------------------- inputs
+def method_order(cfg: Config) -> list[str]:
+    """Experts in encoder order (run-wide, then task-specific ones), then fusion methods."""
+    encoders = list(dict.fromkeys([*cfg.encoder_ids, *(e for t in cfg.tasks for e in t.encoders)]))
+    return encoders + fusion_methods(cfg)
+
+
+def expected_cells(cfg: Config) -> pd.DataFrame:
+    """One row per (task, method) the run should produce; fusion families filled later."""
+    rows = []
+    for task in cfg.tasks:
+        rows += [{"task": task.id, "kind": task.kind, "method": e, "family": "expert", "encoder": e}
+                 for e in task.encoders]
+        rows += [{"task": task.id, "kind": task.kind, "method": m, "family": None, "encoder": None}
+                 for m in fusion_methods(cfg)]
+    return pd.DataFrame(rows, columns=["task", "kind", "method", "family", "encoder"])
+
+
+def load_metrics(cfg: Config) -> pd.DataFrame:
+    """All tasks' metrics rows; a task without a metrics file is logged and left out here."""
+    frames = []
+    for task in cfg.task_ids:
+        path = cfg.layout.metrics(task)
+        if not path.exists():
+            log.warning("task %s has no metrics file %s: its cells are reported missing", task, path)
+            continue
+        frames.append(read_parquet(path, schema="metrics")[0])
+    if not frames:
+        raise FileNotFoundError(
+            f"no metrics file for any task under {cfg.layout.metrics('x').parent}; run the evaluate "
+            "rule (snakemake) or `pathfuse evaluate --task <task>` first"
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cost rows (task, method, fold) and gate-weight rows (task, method, expert) of the fusion files."""
+    cost, gates = [], []
+    for task in cfg.tasks:
+        for method in fusion_methods(cfg):
+            path = cfg.layout.fusion_predictions(task.id, method)
+            if not path.exists():
+                continue
+            meta = read_parquet_meta(path, schema="predictions")
+            family = meta.get("family", "fuser")
+            for fold, info in sorted((meta.get("folds") or {}).items(), key=lambda kv: int(kv[0])):
+                cost.append({"task": task.id, "method": method, "family": family, "fold": int(fold),
+                             "train_seconds": _number(info.get("train_seconds")),
+                             "params": _number(info.get("params")), "flops": _number(info.get("flops"))})
+            gates += _gate_rows(task.id, task.kind, method, path, meta)
+    cost_df = pd.DataFrame(cost, columns=["task", "method", "family", "fold", "train_seconds", "params", "flops"])
+    gate_df = pd.DataFrame(gates, columns=["task", "kind", "method", "expert", "weight_mean", "weight_sd",
+                                           "n_samples", "status"])
+    return cost_df, gate_df
+
+
+def _write_text(text: str, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _number(value: Any) -> float:
+    return float(value) if value is not None else np.nan
+
+
+def _gate_rows(task: str, kind: str, method: str, path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mean gate weight per expert over the test predictions of all folds (none if ungated)."""
+    df, _ = read_parquet(path, schema="predictions", columns=["split", "oof", "gate_weights"])
+    df = df[(df["split"] == "test") & ~df["oof"].astype(bool) & df["gate_weights"].notna()]
+    if df.empty:
+        return []
+    experts = list(meta.get("encoders") or [])
+    mean, sd = tables.mean_gate_weights(np.stack([np.asarray(g) for g in df["gate_weights"]]), len(experts))
+    return [{"task": task, "kind": kind, "method": method, "expert": e, "weight_mean": float(m),
+             "weight_sd": float(s), "n_samples": len(df), "status": "ok"} for e, m, s in zip(experts, mean, sd,
+                                                                                             strict=True)]
+
+
+def _complete_gates(cfg: Config, gates: pd.DataFrame) -> pd.DataFrame:
+    """Missing rows for tasks where a gated method (gated on some task) has no gate weights."""
+    rows = []
+    for method in gates["method"].unique():
+        have = set(gates.loc[gates["method"] == method, "task"])
+        for task in cfg.tasks:
+            if task.id not in have:
+                rows += [{"task": task.id, "kind": task.kind, "method": method, "expert": e,
+                          "weight_mean": np.nan, "weight_sd": np.nan, "n_samples": 0, "status": "missing"}
+                         for e in task.encoders]
+    return pd.concat([gates, pd.DataFrame(rows, columns=gates.columns)], ignore_index=True) if rows else gates
+
+
+# ----------------------------------------------------------------------------- stage entry
+def build_report(cfg: Config) -> list[Path]:
+    """Write the benchmark tables (Parquet + Markdown + HTML) and plots of the whole run.
+
+    Returns:
+        Every path written (tables, their copies, PNG and SVG plots).
+    """
+    rcfg = cfg.section("report")
+    task_order, order = cfg.task_ids, method_order(cfg)
+    primary = {t: primary_metric(cfg, cfg.task(t)) for t in task_order}
+    metrics = load_metrics(cfg)
+    expected = expected_cells(cfg)
+    families = pd.concat([metrics[["method", "family"]], expected[["method", "family"]]])
+    filled = tables.fill_family(families)
+    family_of = filled.groupby("method")["family"].agg(lambda s: s.mode().iloc[0])
+    metrics["family"], expected["family"] = metrics["method"].map(family_of), expected["method"].map(family_of)
+    order = sorted(order, key=lambda m: tables.FAMILY_ORDER.index(family_of.get(m, "unknown")))
+
+    bench = tables.order_rows(tables.benchmark_table(metrics), task_order, order, extra=["metric"])
+    ranks = tables.order_rows(tables.ranks_table(bench, metrics, expected, primary, rcfg["rank_statistic"],
+                                                 rcfg["rank_families"]), task_order, order)
+    summary = tables.summary_table(ranks)
+    missing = tables.missing_cells(ranks)
+    cost_records, gate_records = fusion_records(cfg)
+    cost_records["family"] = cost_records["method"].map(family_of).fillna(cost_records["family"])
+    cost = tables.cost_table(cost_records, expected[expected["family"] != "expert"], rcfg["cost_reference"])
+    gates = tables.order_rows(_complete_gates(cfg, gate_records).assign(family="fuser"), task_order, order,
+                              extra=["expert"]).drop(columns="family")
+    frames = {"benchmark": bench, "ranks": ranks, "summary": summary, "cost": cost, "gate_weights": gates}
+
+    meta = {
+        "tasks": task_order, "methods": order, "primary_metric": primary,
+        "rank_statistic": rcfg["rank_statistic"], "rank_families": rcfg["rank_families"],
+        "ci_level": rcfg["ci_level"], "n_bootstrap": rcfg["n_bootstrap"], "cost_reference": rcfg["cost_reference"],
+        "missing_cells": len(missing), "expected_cells": len(ranks),
+        "best_expert": ranks.drop_duplicates("task").set_index("task")["reference"].to_dict(),
+    }
+    outputs = report_outputs(cfg)
+    written = [write_parquet(frames[n], p, schema=f"table:{n}", meta=meta) for n, p in zip(TABLES, outputs["tables"],
+                                                                                            strict=True)]
+    docs = markdown.render_all(frames, missing, meta)
+    for name, md_path, html_path in zip(TABLES, outputs["markdown"], outputs["html"], strict=True):
+        written.append(_write_text(docs[name].markdown, md_path))
+        written.append(_write_text(docs[name].html, html_path))
+    stem = cfg.layout.report_dir()
+    written += plots.heatmap(ranks, task_order, order, stem / "heatmap", rcfg["rank_families"])
+    written += plots.gains(ranks, task_order, order, stem / "gains")
+    written += plots.gate_weights(gates, task_order, stem / "gate_weights")
+    written += plots.cost(cost, summary, rcfg["cost_reference"], stem / "cost")
+    log.info("report: %d tasks, %d methods, %d of %d cells missing; wrote %d files", len(task_order),
+             len(order), len(missing), len(ranks), len(written))
+    return written

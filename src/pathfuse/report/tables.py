@@ -1,0 +1,252 @@
+"""The five benchmark tables, computed from the metrics tables of all tasks (pure DataFrame code).
+
+Nothing here reads files, so every rule of the tables — which value is ranked, how ties and
+missing cells count, what a significant win is — is tested on hand-made tables.
+
+Missing cells are never averaged away: a method without a value on a task has ``value`` NaN
+and no rank there, counts in ``n_missing`` of the summary, and its means are over the tasks
+it has (``n_scored`` of ``n_tasks``, shown next to every mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pathfuse.evaluation import DELTA_PREFIX
+from pathfuse.metrics import HIGHER_IS_BETTER
+
+#: Display and sort order of method families.
+FAMILY_ORDER = ("expert", "baseline", "fuser", "oracle", "unknown")
+_KEYS = ["task", "method", "metric"]
+#: Values closer than this are a tie (bootstrap-free metrics of identical predictions).
+TIE_DECIMALS = 10
+
+
+def fill_family(df: pd.DataFrame) -> pd.DataFrame:
+    """Give rows of a method with no known family (its file was missing) the family it has elsewhere."""
+    known = df.dropna(subset=["family"]).groupby("method")["family"].agg(lambda s: s.mode().iloc[0])
+    out = df.copy()
+    out["family"] = out["family"].fillna(out["method"].map(known)).fillna("unknown")
+    return out
+
+
+def order_rows(df: pd.DataFrame, task_order: Sequence[str], method_order: Sequence[str],
+               extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Sort by task (run order), family, method (config order), then ``extra`` columns."""
+    task_rank = {t: i for i, t in enumerate(task_order)}
+    method_rank = {m: i for i, m in enumerate(method_order)}
+    fam_rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    keys = pd.DataFrame({
+        "_t": df["task"].map(task_rank).fillna(len(task_rank)) if "task" in df else 0,
+        "_f": df["family"].map(fam_rank).fillna(len(fam_rank)),
+        "_m": df["method"].map(method_rank).fillna(len(method_rank)),
+    }, index=df.index)
+    merged = pd.concat([df, keys], axis=1)
+    return merged.sort_values(["_t", "_f", "_m", "method", *extra]).drop(columns=["_t", "_f", "_m"]) \
+        .reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- benchmark
+def benchmark_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Task × method × metric: mean and sd over folds, pooled value with its bootstrap CI.
+
+    ``mean``/``sd`` are NaN unless every fold has a value (``n_folds`` of
+    ``n_folds_expected``); ``status`` is ok, incomplete (some cells missing) or missing.
+    """
+    test = metrics[(metrics["split"] == "test") & ~metrics["metric"].str.startswith(DELTA_PREFIX)]
+    ident = test.groupby(_KEYS, sort=False)[["kind", "family", "encoder"]].first()
+    folds = test[test["fold"] >= 0].groupby(_KEYS, sort=False)["value"]
+    per_fold = pd.DataFrame({"mean": folds.mean(), "sd": folds.std(ddof=1), "n_folds": folds.count(),
+                             "n_folds_expected": folds.size()})
+    pooled = test[test["fold"] == -1].set_index(_KEYS)[["value", "ci_low", "ci_high", "n_samples"]] \
+        .rename(columns={"value": "pooled"})
+    counts = test.assign(_miss=test["status"] == "missing").groupby(_KEYS, sort=False)["_miss"].agg(["sum", "size"])
+    notes = test[test["note"].fillna("") != ""].groupby(_KEYS, sort=False)["note"].first()
+    out = ident.join(per_fold, how="left").join(pooled, how="left").join(notes, how="left")
+    incomplete = out["n_folds"] < out["n_folds_expected"]
+    out.loc[incomplete, ["mean", "sd"]] = np.nan
+    out["status"] = np.select([counts["sum"] == counts["size"], counts["sum"] > 0], ["missing", "incomplete"], "ok")
+    out["note"] = out["note"].fillna("")
+    out = out.reset_index()
+    out[["n_folds", "n_folds_expected"]] = out[["n_folds", "n_folds_expected"]].fillna(0).astype("int64")
+    out["n_samples"] = out["n_samples"].fillna(0).astype("int64")
+    return out[["task", "kind", "method", "family", "encoder", "metric", "mean", "sd", "pooled", "ci_low",
+                "ci_high", "n_samples", "n_folds", "n_folds_expected", "status", "note"]]
+
+
+# ----------------------------------------------------------------------------- ranks
+def _direction(metric: str) -> float:
+    return 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+
+
+def ranks_table(benchmark: pd.DataFrame, metrics: pd.DataFrame, expected: pd.DataFrame,
+                primary: Mapping[str, str], statistic: str = "mean",
+                rank_families: Sequence[str] = ("expert", "fuser", "baseline")) -> pd.DataFrame:
+    """Per task × method on the task's primary metric: value, rank, first place, gain vs best expert.
+
+    Args:
+        benchmark: :func:`benchmark_table` output.
+        metrics: the metrics rows (for the paired ``delta_<primary>`` rows).
+        expected: one row per (task, kind, method, family, encoder) the run should have; cells
+            absent from ``benchmark`` (a task never evaluated) become missing rows.
+        primary: task → primary metric.
+        statistic: "mean" (over folds) or "pooled": the value that is ranked.
+        rank_families: families that compete; others are listed without a rank.
+
+    ``value`` is the ranked statistic; ``pooled`` with ``ci_low``/``ci_high`` is the pooled
+    metric and its bootstrap CI. Ranks are average ranks (ties share the mean of their places, so mean ranks stay fair);
+    every method tied for the best value is first. Gains are signed so that positive is better,
+    also for lower-is-better metrics; ``significance`` is +1/−1 when the paired CI excludes 0.
+    """
+    prim = pd.Series(primary, name="metric").rename_axis("task").reset_index()
+    rows = benchmark.merge(prim, on=["task", "metric"])
+    cells = expected.merge(prim, on="task").merge(
+        rows.drop(columns=["kind", "family", "encoder"]), on=["task", "method", "metric"], how="outer")
+    cells["kind"] = cells["kind"].fillna(cells["task"].map(rows.groupby("task")["kind"].first()))
+    cells["family"] = cells["family"].fillna(cells["method"].map(rows.groupby("method")["family"].first()))
+    cells["status"] = cells["status"].fillna("missing")
+    cells["note"] = cells["note"].fillna("no metrics for this task")
+    cells["value"] = cells["mean" if statistic == "mean" else "pooled"]
+    sign = cells["metric"].map(_direction)
+    ranked = cells["family"].isin(rank_families) & cells["value"].notna()
+    key = (sign * cells["value"]).round(TIE_DECIMALS).where(ranked)
+    cells["rank"] = key.groupby(cells["task"]).rank(ascending=False, method="average")
+    cells["is_first"] = ranked & (key == key.groupby(cells["task"]).transform("max"))
+    cells["n_ranked"] = ranked.groupby(cells["task"]).transform("sum").astype("int64")
+    cells = cells.merge(_gains(metrics, primary), on=["task", "method"], how="left")
+    cols = ["task", "kind", "method", "family", "encoder", "metric", "value", "pooled", "ci_low", "ci_high", "rank",
+            "is_first", "n_ranked", "reference", "reference_value", "gain", "gain_ci_low", "gain_ci_high",
+            "gain_pct", "p_value", "significance", "status", "note"]
+    return cells[cols]
+
+
+def _gains(metrics: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
+    """Signed gain over the validation-selected best expert from the paired delta rows."""
+    want = metrics["metric"] == metrics["task"].map({t: DELTA_PREFIX + m for t, m in primary.items()})
+    delta = metrics[want & (metrics["fold"] == -1)]
+    pooled = metrics[(metrics["fold"] == -1) & (metrics["split"] == "test")]
+    pooled = pooled[pooled["metric"] == pooled["task"].map(primary)].set_index(["task", "method"])["value"]
+    sign = delta["task"].map(primary).map(_direction).to_numpy()
+    diff, low, high = delta["value"].to_numpy(), delta["ci_low"].to_numpy(), delta["ci_high"].to_numpy()
+    out = pd.DataFrame({
+        "task": delta["task"].to_numpy(), "method": delta["method"].to_numpy(),
+        "reference": delta["reference"].to_numpy(),
+        "gain": sign * diff,
+        "gain_ci_low": np.where(sign > 0, low, -high), "gain_ci_high": np.where(sign > 0, high, -low),
+        "p_value": delta["p_value"].to_numpy(),
+    })
+    method_value = pooled.reindex(pd.MultiIndex.from_frame(out[["task", "method"]])).to_numpy()
+    out["reference_value"] = method_value - diff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["gain_pct"] = np.where(out["reference_value"] > 0, 100 * out["gain"] / out["reference_value"], np.nan)
+    sig = np.select([out["gain_ci_low"] > 0, out["gain_ci_high"] < 0], [1, -1], 0)
+    out["significance"] = pd.array(np.where(out["gain"].notna(), sig, 0), dtype="Int64")
+    out.loc[out["gain"].isna(), "significance"] = pd.NA
+    return out
+
+
+# ----------------------------------------------------------------------------- summary
+def summary_table(ranks: pd.DataFrame) -> pd.DataFrame:
+    """Per method: wins out of its tasks, mean rank, mean gain, paired wins/losses, missing cells.
+
+    ``n_tasks`` counts the tasks the run expected the method on; ``wins_of`` reads like the
+    paper's claim ("20/22"). Means are over the ``n_scored`` tasks with a value (ranks) or the
+    ``n_paired`` tasks with a paired test (gains); ``n_missing`` says how many are not there.
+    """
+    g = ranks.groupby("method", sort=False)
+    has_value = ranks["value"].notna()
+    out = pd.DataFrame({
+        "family": g["family"].first(),
+        "n_tasks": g.size(),
+        "n_scored": has_value.groupby(ranks["method"], sort=False).sum(),
+        "wins": g["is_first"].sum(),
+        "mean_rank": g["rank"].mean(),
+        "mean_gain": g["gain"].mean(),
+        "mean_gain_pct": g["gain_pct"].mean(),
+        "n_paired": g["gain"].count(),
+        "sig_wins": (ranks["significance"] == 1).fillna(False).groupby(ranks["method"], sort=False).sum(),
+        "sig_losses": (ranks["significance"] == -1).fillna(False).groupby(ranks["method"], sort=False).sum(),
+    })
+    out["n_missing"] = out["n_tasks"] - out["n_scored"]
+    ranked = g["rank"].count() > 0
+    out["wins_of"] = [f"{w}/{n}" if r else "" for w, n, r in zip(out["wins"], out["n_tasks"], ranked, strict=True)]
+    out["mean_gain_points"] = 100 * out["mean_gain"]
+    out = out.reset_index()
+    for col in ("n_tasks", "n_scored", "wins", "n_paired", "sig_wins", "sig_losses", "n_missing"):
+        out[col] = out[col].astype("int64")
+    out = out.sort_values(["wins", "mean_rank"], ascending=[False, True], na_position="last", kind="stable")
+    return out[["method", "family", "n_tasks", "n_scored", "n_missing", "wins", "wins_of", "mean_rank",
+                "mean_gain", "mean_gain_points", "mean_gain_pct", "n_paired", "sig_wins", "sig_losses"]] \
+        .reset_index(drop=True)
+
+
+def missing_cells(ranks: pd.DataFrame) -> pd.DataFrame:
+    """The (task, method) cells without a primary-metric value, with the reason."""
+    miss = ranks[ranks["value"].isna()]
+    return miss[["task", "method", "family", "status", "note"]].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- cost
+def cost_table(records: pd.DataFrame, expected: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per fusion method: training seconds and parameters, and their ratio to ``reference``.
+
+    Args:
+        records: one row per (task, method, family, fold) with ``train_seconds``, ``params``
+            and ``flops`` from the prediction files' metadata.
+        expected: (task, method) pairs the run should have, for the ``n_missing`` count.
+        reference: the method the ratios divide by (LogitProd). Ratios use only the
+            (task, fold) units both methods have, so a missing task does not skew them.
+    """
+    cols = ["method", "family", "n_tasks", "n_missing", "n_folds", "train_seconds_total",
+            "train_seconds_per_fold", "params_mean", "params_max", "flops_mean", "reference",
+            "seconds_ratio", "params_ratio"]
+    if records.empty and expected.empty:
+        return pd.DataFrame(columns=cols)
+    g = records.groupby("method", sort=False)
+    out = pd.DataFrame({
+        "family": g["family"].first(),
+        "n_tasks": g["task"].nunique(),
+        "n_folds": g.size(),
+        "train_seconds_total": g["train_seconds"].sum(min_count=1),
+        "train_seconds_per_fold": g["train_seconds"].mean(),
+        "params_mean": g["params"].mean(),
+        "params_max": g["params"].max(),
+        "flops_mean": g["flops"].mean(),
+    })
+    out = out.reindex(pd.Index(expected["method"].unique(), name="method").union(out.index, sort=False))
+    out["family"] = out["family"].fillna("unknown")
+    out["n_tasks"] = out["n_tasks"].fillna(0).astype("int64")
+    out["n_folds"] = out["n_folds"].fillna(0).astype("int64")
+    absent = set(zip(expected["task"], expected["method"], strict=True)) - set(
+        zip(records["task"], records["method"], strict=True))
+    out["n_missing"] = [sum(m == method for _, m in absent) for method in out.index]
+    out["reference"] = reference
+    ref = records[records["method"] == reference].set_index(["task", "fold"])
+    ratios = {}
+    for method, rec in records.groupby("method", sort=False):
+        both = rec.set_index(["task", "fold"]).join(ref[["train_seconds", "params"]], rsuffix="_ref", how="inner")
+        ratios[method] = (
+            both["train_seconds"].sum() / both["train_seconds_ref"].sum() if len(both) else np.nan,
+            both["params"].mean() / both["params_ref"].mean() if len(both) else np.nan,
+        )
+    out["seconds_ratio"] = [ratios.get(m, (np.nan, np.nan))[0] for m in out.index]
+    out["params_ratio"] = [ratios.get(m, (np.nan, np.nan))[1] for m in out.index]
+    return out.reset_index()[cols]
+
+
+# ----------------------------------------------------------------------------- gate weights
+def mean_gate_weights(gates: np.ndarray, n_experts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd over samples of each expert's gate weight.
+
+    ``gates`` is [n_samples, K] with K = M (classification) or (T+1)·M bin-major (survival:
+    index ``bin * M + expert``); survival weights are first averaged over the T+1 bins, so each
+    sample contributes one weight per expert and the means over experts still sum to 1.
+    """
+    gates = np.asarray(gates, dtype=np.float64)
+    if gates.ndim != 2 or gates.shape[1] % n_experts:
+        raise ValueError(f"gate weights of shape {gates.shape} do not split into {n_experts} experts")
+    per_sample = gates.reshape(len(gates), gates.shape[1] // n_experts, n_experts).mean(axis=1)
+    return per_sample.mean(axis=0), per_sample.std(axis=0, ddof=1) if len(gates) > 1 else np.zeros(n_experts)

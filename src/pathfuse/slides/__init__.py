@@ -1,0 +1,8 @@
+"""Stage 1a: whole-slide images → tile grids at a target resolution (OpenSlide).
+
+Modules, one job each: :mod:`cohort` (which slides, ids, shards), :mod:`mpp` (the slide's
+resolution and where it came from), :mod:`reader` (OpenSlide access; the tile reader the
+embedding stage uses), :mod:`tissue` (low-resolution tissue mask), :mod:`grid` (tile grid and
+tissue fraction per tile), :mod:`qc` (one picture per slide), :mod:`tiling` (stage entry
+points ``tile_shard`` and ``index_cohort``). Bad slides raise :class:`errors.SlideError`.
+"""

@@ -1,0 +1,25 @@
+"""Shared fixtures: the repository root and the real slides beside it (../shared/data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_slides() -> Path:
+    """The real slides of ../shared/data/slides; tests using them skip when it is absent."""
+    folder = SHARED_DATA / "slides"
+    if not folder.is_dir():
+        pytest.skip(f"real test slides not found at {folder} (a fresh clone has no ../shared)")
+    return folder
+

@@ -1,0 +1,254 @@
+"""The synthetic demo cohort: real OpenSlide reads, the published file formats, and signal.
+
+One reduced demo (12 cases, 1536×1024 slides, 4 tile images per class) is generated per module;
+the determinism test generates two more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from pathfuse.config import Config, ConfigError
+from pathfuse.data.demo import MUTATIONS, SURVIVAL, generate_demo, task_facts
+from pathfuse.data.demo_slides import TissueLook, render_tissue
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"demo.n_cases": 12, "demo.slide_width_px": 1536, "demo.slide_height_px": 1024,
+        "demo.tile_images_per_class": 4}
+CLASS_TABLES = {"brca_idc_ilc": "label", "bracs_3": "label", "bracs_7": "label",
+                "crc_tumor_normal": "label", "panda_isup": "isup_grade"}
+
+
+def demo_config(out_dir: Path, **overrides: object) -> Config:
+    return Config.from_file(REPO / "config" / "config.yaml", {
+        "registries.tasks": str(REPO / "config" / "tasks.yaml"),
+        "registries.encoders": str(REPO / "config" / "encoders.yaml"),
+        "demo.out_dir": str(out_dir), **TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
+    out = tmp_path_factory.mktemp("demo")
+    cfg = demo_config(out)
+    assert generate_demo(cfg) == out / "demo.done"
+    return cfg, out
+
+
+def slide_table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "labels" / "brca_idc_ilc.csv")[["case_id", "slide_id"]]
+
+
+# ----------------------------------------------------------------------------- slides
+def test_openslide_reads_every_slide_with_mpp_vendor_and_pyramid(demo):
+    _, out = demo
+    paths = sorted((out / "slides").glob("*.tiff"))
+    assert {p.stem for p in paths} == set(slide_table(out)["slide_id"])
+    vendors = []
+    for path in paths:
+        with openslide.OpenSlide(path) as slide:
+            props = slide.properties
+            vendors.append(props["openslide.vendor"])
+            assert float(props["openslide.mpp-x"]) == pytest.approx(0.25)
+            assert float(props["openslide.mpp-y"]) == pytest.approx(0.25)
+            assert slide.level_count > 1
+            assert slide.level_downsamples[1] == pytest.approx(2.0)
+            if props["openslide.vendor"] == "aperio":
+                assert props["openslide.objective-power"] == "40"
+            width, height = slide.level_dimensions[1]
+            region = np.asarray(slide.read_region((0, 0), 1, (width, height)).convert("RGB"))
+        saturation = np.asarray(Image.fromarray(region).convert("HSV"))[..., 1]
+        assert 0.25 < (saturation > 40).mean() < 0.85, f"{path.name}: tissue fraction off"
+    assert set(vendors) == {"aperio", "generic-tiff"}
+
+
+# ----------------------------------------------------------------------------- labels
+def test_label_tables_have_published_columns_and_every_class(demo):
+    cfg, out = demo
+    slides = slide_table(out)
+    assert slides["case_id"].nunique() == 12 and len(slides) > 12  # some cases have two slides
+    for task, column in CLASS_TABLES.items():
+        table = pd.read_csv(out / "labels" / f"{task}.csv")
+        assert list(table.columns) == ["case_id", "slide_id", column]
+        assert table[["case_id", "slide_id"]].equals(slides)
+        assert table.groupby("case_id")[column].nunique().max() == 1  # a case's slides agree
+        classes = {str(c) for c in cfg.task(task).classes}
+        assert set(table[column].astype(str)) == classes, task
+    mutation = pd.read_csv(out / "labels" / "mutation.csv")
+    assert list(mutation.columns) == ["case_id", "slide_id", *MUTATIONS]
+    per_case = mutation.drop_duplicates("case_id")
+    for gene in MUTATIONS:
+        assert set(per_case[gene]) == {0, 1}
+        assert 0.15 <= per_case[gene].mean() <= 0.5, gene
+    for cohort in SURVIVAL:
+        table = pd.read_csv(out / "labels" / f"surv_{cohort}.csv")
+        assert list(table.columns) == ["case_id", "slide_id", "survival_months", "censorship"]
+        assert (table["survival_months"] > 0).all()
+        assert 0.3 <= table.drop_duplicates("case_id")["censorship"].mean() <= 0.6
+
+
+# ----------------------------------------------------------------------------- splits
+def read_split(path: Path) -> dict[str, set[str]]:
+    frame = pd.read_csv(path, dtype=str)
+    assert list(frame.columns) == ["train", "val", "test"]
+    return {part: set(frame[part].dropna()) for part in frame.columns}
+
+
+def split_labels(out: Path, folder: str) -> list[pd.Series]:
+    """Per-case label columns whose classes every training set must contain."""
+    if folder == "mutation":
+        table = pd.read_csv(out / "labels" / "mutation.csv")
+        columns = list(MUTATIONS)
+    elif folder.startswith("surv_"):
+        table = pd.read_csv(out / "labels" / f"{folder}.csv")
+        columns = ["censorship"]
+    else:
+        table = pd.read_csv(out / "labels" / f"{folder}.csv")
+        columns = [CLASS_TABLES[folder]]
+    table = table.drop_duplicates("case_id").set_index("case_id")
+    return [table[c] for c in columns]
+
+
+def test_splits_are_per_patient_and_cover_every_class(demo):
+    _, out = demo
+    cases = set(slide_table(out)["case_id"])
+    folders = sorted(p.name for p in (out / "splits").iterdir())
+    assert folders == sorted([*CLASS_TABLES, "mutation", *(f"surv_{c}" for c in SURVIVAL)])
+    for folder in folders:
+        files = sorted((out / "splits" / folder).glob("splits_*.csv"))
+        assert [f.name for f in files] == [f"splits_{k}.csv" for k in range(1 if folder == "panda_isup" else 3)]
+        tested: list[str] = []
+        for path in files:
+            split = read_split(path)
+            assert split["train"] and split["val"] and split["test"], path
+            if folder == "surv_gbmlgg":  # the published defect, reproduced on purpose
+                assert split["val"] == split["test"]
+                assert split["train"] | split["test"] == cases and not split["train"] & split["test"]
+            else:
+                assert split["train"] | split["val"] | split["test"] == cases, path
+                assert sum(len(s) for s in split.values()) == len(cases), f"{path}: a case in two splits"
+            for labels in split_labels(out, folder):
+                assert set(labels[sorted(split["train"])]) == set(labels), f"{path}: {labels.name} class missing in train"
+            tested += sorted(split["test"])
+        if len(files) > 1:  # k-fold: disjoint test sets covering every case of a non-singleton stratum
+            assert len(tested) == len(set(tested)), f"{folder}: a case in two test sets"
+            strata = split_labels(out, folder)[0]
+            counts = strata.map(strata.value_counts())
+            assert set(strata.index[counts > 1]) <= set(tested), f"{folder}: cases never tested"
+
+
+# ----------------------------------------------------------------------------- tiles
+def test_tile_datasets_have_class_folders_splits_and_pcam_arrays(demo):
+    import h5py
+
+    cfg, out = demo
+    layouts = {"ccrcc_tissue": [""], "crc100k": ["train", "test"], "crc_msi": ["train", "test"],
+               "tcga_tils": ["train", "val", "test"], "esca_tissue": ["train", "test"]}
+    for name, splits in layouts.items():
+        classes = {str(c) for c in cfg.task(name).classes}
+        for split in splits:
+            folder = out / "tiles" / name / split
+            assert {p.name for p in folder.iterdir()} == classes, folder
+            for class_dir in folder.iterdir():
+                images = sorted(class_dir.iterdir())
+                assert len(images) == (8 if name == "ccrcc_tissue" else 4)
+                assert {p.suffix for p in images} == {".jpg" if name == "crc_msi" else ".png"}
+                with Image.open(images[0]) as image:
+                    assert image.size == (64, 64) and image.mode == "RGB"
+    for split in ("train", "valid", "test"):
+        with h5py.File(out / "tiles" / "pcam" / f"camelyonpatch_level_2_split_{split}_x.h5") as fx, \
+                h5py.File(out / "tiles" / "pcam" / f"camelyonpatch_level_2_split_{split}_y.h5") as fy:
+            x, y = fx["x"], fy["y"][:]
+            assert x.dtype == np.uint8 and x.shape == (8, 96, 96, 3)
+            assert y.dtype == np.uint8 and y.shape == (8, 1, 1, 1) and set(y.ravel()) == {0, 1}
+
+
+# ----------------------------------------------------------------------------- behaviour
+def test_missing_file_regenerates_the_same_bytes_with_any_worker_count(demo, tmp_path):
+    cfg, out = demo
+    manifest = json.loads((out / "demo.done").read_text())["files"]
+    slide = min((out / "slides").glob("*.tiff"))
+    stamp = slide.stat().st_mtime_ns
+    generate_demo(cfg)  # up to date: nothing is rewritten
+    assert slide.stat().st_mtime_ns == stamp
+
+    twin = tmp_path / "twin"
+    shutil.copytree(out, twin)
+    (twin / "labels" / "bracs_7.csv").unlink()  # e.g. deleted by hand: the manifest no longer holds
+    kept = twin / "splits" / "mutation" / "splits_0.csv"
+    os.utime(kept, ns=(0, 0))
+    generate_demo(demo_config(twin, **{"demo.workers": 1}))
+    assert kept.stat().st_mtime_ns > 0  # regenerated in full, not patched
+    assert json.loads((twin / "demo.done").read_text())["files"] == manifest
+    assert (twin / "labels" / "bracs_7.csv").read_bytes() == (out / "labels" / "bracs_7.csv").read_bytes()
+
+    generate_demo(demo_config(twin, seed=7, **{"demo.n_cases": 13}))
+    other = json.loads((twin / "demo.done").read_text())["files"]
+    slides = {f for f in other if f.startswith("slides/")}
+    assert all(other[f] != manifest.get(f) for f in slides)
+    assert {f"slides/{p.name}" for p in (twin / "slides").iterdir()} == slides  # no stale seed-42 slides
+
+
+def test_slide_colour_carries_the_hidden_stain_factor_and_a_label(demo):
+    _, out = demo
+    truth = pd.read_csv(out / "truth" / "latent.csv")
+    ratios = []
+    for slide_id in truth["slide_id"]:
+        with openslide.OpenSlide(out / "slides" / f"{slide_id}.tiff") as slide:
+            level = slide.level_count - 1
+            rgb = np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]).convert("RGB"))
+        od = -np.log((rgb.astype(float) + 1.0) / 256.0)
+        tissue = od.sum(axis=-1) > 0.3
+        ratios.append(od[tissue, 0].mean() / od[tissue, 2].mean())  # red vs blue absorbance
+    truth["ratio"] = ratios
+    assert spearmanr(truth["ratio"], truth["hue"])[0] > 0.6
+    labels = pd.read_csv(out / "labels" / "mutation.csv").merge(truth, on="slide_id")
+    assert roc_auc_score(labels["tp53_mut"], labels["ratio"]) > 0.65  # tp53 leans on stain hue
+
+
+def test_nucleus_size_changes_texture_at_64_px_but_not_mean_colour():
+    """The scale design: nucleus size at constant nuclear area is texture, not colour."""
+    def view(scale: float, px: int, seed: int) -> np.ndarray:
+        look = TissueLook(nucleus_scale=scale, tissue_fraction=1.0)
+        tile = render_tissue(np.random.default_rng(seed), 256, 256, 0.5, look)
+        return np.asarray(Image.fromarray(tile).resize((px, px), Image.Resampling.BOX)).astype(float)
+
+    def grain(image: np.ndarray) -> float:
+        grey = image.mean(axis=-1)
+        return float(np.abs(4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1]
+                            - grey[1:-1, :-2] - grey[1:-1, 2:]).mean())
+
+    small = [view(-1.5, 64, s) for s in range(6)]
+    large = [view(1.5, 64, s) for s in range(6)]
+    colour_small = np.mean([v.reshape(-1, 3).mean(0) for v in small], axis=0)
+    colour_large = np.mean([v.reshape(-1, 3).mean(0) for v in large], axis=0)
+    assert np.abs(colour_small - colour_large).max() < 3.0
+    assert np.mean([grain(v) for v in small]) > 1.4 * np.mean([grain(v) for v in large])
+
+
+def test_bad_demo_setting_is_named():
+    with pytest.raises(ConfigError, match=r"demo\.n_cases"):
+        demo_config(Path("unused"), **{"demo.n_cases": 5})
+
+
+def test_fold_counts_follow_the_tasks_the_run_config_gives_data_for(tmp_path):
+    """A reduced run (task_data for mut_tp53 only, 3 folds) must not get 5 mutation folds."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["registries"] = {"tasks": str(REPO / "config" / "tasks.yaml"), "encoders": str(REPO / "config" / "encoders.yaml")}
+    raw["tasks"] = ["mut_tp53", "brca_idc_ilc"]
+    raw["task_data"] = {t: raw["task_data"][t] for t in raw["tasks"]}
+    _, folds = task_facts(Config.from_dict(raw))
+    assert folds["mutation"] == 3 and folds["brca_idc_ilc"] == 3
+    assert folds["bracs_7"] == 5 and folds["panda_isup"] == 1  # registry defaults where the run is silent

@@ -1,0 +1,237 @@
+"""Stage `evaluate`: real prediction files in the contract shape → the metrics table.
+
+The helpers at the top (``make_config``, ``write_predictions``) also feed tests/test_report*.py.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from reduced_demo import REPO
+
+from pathfuse.config import Config, ConfigError, TaskSpec, load_yaml
+from pathfuse.evaluation import DELTA_PREFIX, evaluate_task, select_best_expert
+from pathfuse.io import SchemaError, read_parquet, write_parquet
+from pathfuse.metrics import score
+
+ENCODERS = ["demo_vit_a", "demo_vit_b", "demo_vit_c"]
+SPLIT_SIZES = {"train": 30, "val": 40, "test": 60}
+FAMILIES = {**dict.fromkeys(ENCODERS, "expert"), "logitprod": "fuser", "shazam": "fuser", "oracle_expert": "oracle"}
+
+
+def make_config(root: Path, tasks: list[str], methods: list[str] | None = None, n_folds: int = 2,
+                **report) -> Config:
+    """A run config rooted at ``root`` (slide paths need not exist: nothing here reads slides)."""
+    registry = load_yaml(REPO / "config" / "tasks.yaml")
+    tile = [t for t in tasks if registry[t]["kind"] == "tile_classification"]
+    task_data = {t: {"cohort": "demo", "labels": "labels.csv", "splits": "splits_{fold}.csv", "n_folds": n_folds}
+                 for t in tasks if t not in tile}
+    task_data.update({t: {"dataset": f"demo_{t}"} for t in tile})
+    raw = {
+        "results_dir": str(root / "results"), "seed": 7,
+        "registries": {"tasks": str(REPO / "config" / "tasks.yaml"), "encoders": str(REPO / "config" / "encoders.yaml")},
+        "encoders": ENCODERS, "tasks": tasks, "cohorts": {"demo": {"slides": str(root / "*.tiff")}},
+        "tile_datasets": {f"demo_{t}": {"path": str(root / t)} for t in tile},
+        "task_data": task_data, "fusion": {"methods": list(methods or [])},
+        "report": {"n_bootstrap": 10, **report},
+    }
+    return Config.from_dict(raw)
+
+
+def synthetic_predictions(task: TaskSpec, strength: float, seed: int, folds: int = 2,
+                          gates: int | None = None) -> pd.DataFrame:
+    """Rows in the ``predictions`` shape whose logits carry ``strength`` × the true signal.
+
+    Patients are the same for every method of a task (seeded by the task only), each patient in
+    the test split of exactly one fold, as in k-fold cross-validation.
+    """
+    base = np.random.default_rng(zlib.crc32(task.id.encode()))
+    noise = np.random.default_rng(seed)
+    frames = []
+    for fold in range(folds):
+        for split, n in SPLIT_SIZES.items():
+            pid = [f"{split}{fold}_{i:03d}" if split != "test" else f"p{fold}_{i:03d}" for i in range(n)]
+            frame = pd.DataFrame({"fold": np.int32(fold), "split": split, "oof": False,
+                                  "sample_id": [f"{p}_s" for p in pid], "patient_id": pid})
+            if task.kind == "survival":
+                risk = base.normal(size=n)
+                frame["time"] = 20 * np.exp(-risk) * base.lognormal(0, 0.3, size=n) + 1
+                frame["event"] = (base.random(n) < 0.7).astype(np.int8)
+                frame["label"] = np.int64(-1)
+                hazard = strength * risk[:, None] + noise.normal(size=(n, task.n_outputs)) - 1
+                frame["logits"] = list(hazard.astype(np.float32))
+            else:
+                c = task.n_outputs
+                y = base.integers(0, c, size=n)
+                frame["label"] = y.astype(np.int64)
+                frame["time"], frame["event"] = np.nan, np.int8(-1)
+                frame["logits"] = list((strength * np.eye(c)[y] + noise.normal(size=(n, c))).astype(np.float32))
+            frame["embedding"] = None
+            frame["gate_weights"] = _gates(noise, n, gates, len(ENCODERS)) if gates else None
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _gates(rng: np.random.Generator, n: int, width: int, n_experts: int) -> list[np.ndarray]:
+    """Per-sample gate weights, bin-major: each group of ``n_experts`` sums to 1."""
+    groups = rng.dirichlet(np.linspace(1, 3, n_experts), size=(n, width // n_experts))
+    return list(groups.reshape(n, width).astype(np.float32))
+
+
+def write_predictions(cfg: Config, task: str, method: str, family: str, strength: float, seed: int,
+                      encoders: list[str] | None = None, seconds: float = 1.0) -> Path:
+    """Write one method's synthetic predictions where the layout expects them."""
+    spec = cfg.task(task)
+    folds = spec.n_folds
+    gates = None
+    if method == "logitprod":
+        gates = len(encoders or ENCODERS) * ((spec.n_bins + 1) if spec.kind == "survival" else 1)
+    df = synthetic_predictions(spec, strength, seed, folds, gates)
+    meta = {
+        "task": task, "kind": spec.kind, "method": method, "family": family, "encoders": encoders or ENCODERS,
+        "classes": None if spec.kind == "survival" else list(spec.display_classes), "seed": seed,
+        "folds": {str(f): {"train_seconds": seconds * (f + 1), "params": int(seconds * 1000), "flops": None,
+                           "best_epoch": 3, "carve_val": False, "n_train": 30, "n_val": 40, "n_test": 60}
+                  for f in range(folds)},
+    }
+    if spec.kind == "survival":
+        meta["n_bins"] = spec.n_bins
+        meta["bin_edges"] = {str(f): [0.0, 10.0, 25.0, 60.0, 1e9] for f in range(folds)}
+    path = (cfg.layout.expert_predictions(task, method) if family == "expert"
+            else cfg.layout.fusion_predictions(task, method))
+    return write_parquet(df, path, schema="predictions", meta=meta)
+
+
+def write_task(cfg: Config, task: str, strengths: dict[str, float], skip: tuple[str, ...] = ()) -> None:
+    """Experts demo_vit_a/b/c and the given fusion methods, with a strength each."""
+    for i, (method, strength) in enumerate(strengths.items()):
+        if method in skip:
+            continue
+        family = FAMILIES.get(method, "baseline")
+        write_predictions(cfg, task, method, family, strength, seed=100 + i, seconds=1.0 + 9 * (method == "shazam"))
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.fixture()
+def cfg(tmp_path) -> Config:
+    return make_config(tmp_path, ["brca_idc_ilc", "surv_brca"], methods=["logitprod", "mean_logits"])
+
+
+def test_classification_metrics_per_fold_pooled_and_missing(cfg):
+    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.5, "demo_vit_b": 2.0, "demo_vit_c": 1.0,
+                                     "logitprod": 2.5}, skip=())
+    path = evaluate_task(cfg, "brca_idc_ilc")
+    df, _ = read_parquet(path, schema="metrics")
+    test = df[(df["split"] == "test") & ~df["metric"].str.startswith(DELTA_PREFIX)]
+    # 4 methods present + mean_logits missing; 4 metrics; folds 0, 1 and pooled -1
+    assert len(test) == 5 * 4 * 3
+    assert set(test["method"]) == {*ENCODERS, "logitprod", "mean_logits"}
+    missing = test[test["method"] == "mean_logits"]
+    assert (missing["status"] == "missing").all() and missing["value"].isna().all()
+    assert "no prediction file" in missing["note"].iloc[0]
+    assert missing["family"].isna().all()  # unknown until some task has its file
+    ok = test[test["method"] != "mean_logits"]
+    assert (ok["status"] == "ok").all() and ok["value"].notna().all()
+
+    # a per-fold value is exactly the shared metrics module on that fold's test rows
+    spec = cfg.task("brca_idc_ilc")
+    preds, _ = read_parquet(cfg.layout.expert_predictions("brca_idc_ilc", "demo_vit_b"), schema="predictions")
+    fold1 = preds[(preds["fold"] == 1) & (preds["split"] == "test")]
+    row = test[(test["method"] == "demo_vit_b") & (test["fold"] == 1) & (test["metric"] == "auroc")].iloc[0]
+    assert row["value"] == pytest.approx(score(spec, fold1, ["auroc"])["auroc"])
+    assert row["n_samples"] == 60 and row["encoder"] == "demo_vit_b"
+
+    pooled = test[(test["fold"] == -1) & (test["metric"] == "auroc") & (test["method"] != "mean_logits")]
+    assert (pooled["ci_low"] <= pooled["value"]).all() and (pooled["value"] <= pooled["ci_high"]).all()
+    assert (pooled["n_samples"] == 120).all()
+    assert pooled.set_index("method")["value"]["logitprod"] > pooled.set_index("method")["value"]["demo_vit_a"]
+
+
+def test_best_expert_is_chosen_on_validation_and_paired_against(cfg):
+    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.2, "demo_vit_b": 3.0, "demo_vit_c": 1.0,
+                                     "logitprod": 3.0, "mean_logits": 0.0})
+    df, meta = read_parquet(evaluate_task(cfg, "brca_idc_ilc"), schema="metrics")
+    val = df[df["split"] == "val"]
+    assert set(val["method"]) == set(ENCODERS) and set(val["metric"]) == {"auroc"}
+    assert meta["best_expert"] == {"0": "demo_vit_b", "1": "demo_vit_b"} and meta["reference"] == "demo_vit_b"
+    delta = df[df["metric"] == DELTA_PREFIX + "auroc"].set_index("method")
+    assert set(delta.index) == {*ENCODERS, "logitprod", "mean_logits"}
+    assert (delta["reference"] == "demo_vit_b").all()
+    assert delta.loc["demo_vit_b", "value"] == pytest.approx(0.0)
+    pooled = df[(df["fold"] == -1) & (df["metric"] == "auroc")].set_index("method")["value"]
+    assert delta.loc["mean_logits", "value"] == pytest.approx(pooled["mean_logits"] - pooled["demo_vit_b"])
+    assert delta.loc["mean_logits", "ci_high"] < 0 and delta.loc["mean_logits", "p_value"] < 0.05
+
+
+def test_selection_uses_validation_only():
+    val = pd.DataFrame({"method": ["a", "b", "a", "b"], "fold": [0, 0, 1, 1], "value": [0.7, 0.9, 0.8, 0.8]})
+    assert select_best_expert(val, [0, 1], "auroc", ["a", "b"]) == {0: "b", 1: "a"}  # tie → order
+    assert select_best_expert(val, [0, 1], "ibs", ["a", "b"]) == {0: "a", 1: "a"}  # lower is better
+    assert select_best_expert(val.iloc[:2], [0, 1], "auroc", ["a", "b"]) is None
+
+
+def test_survival_task_scores_cindex_and_ibs(cfg):
+    write_task(cfg, "surv_brca", {"demo_vit_a": 0.1, "demo_vit_b": 1.5, "demo_vit_c": 0.5, "logitprod": 1.5,
+                                  "mean_logits": 1.0})
+    df, meta = read_parquet(evaluate_task(cfg, "surv_brca"), schema="metrics")
+    pooled = df[(df["fold"] == -1) & (df["split"] == "test")]
+    assert set(pooled["metric"]) == {"c_index", "ibs", DELTA_PREFIX + "c_index"}
+    cidx = pooled[pooled["metric"] == "c_index"].set_index("method")
+    assert cidx["value"].notna().all() and cidx.loc["demo_vit_b", "value"] > cidx.loc["demo_vit_a", "value"] + 0.1
+    assert pooled[pooled["metric"] == "ibs"]["value"].notna().all()  # bin edges reached the IBS
+    assert meta["primary_metric"] == "c_index"
+
+
+def test_missing_fold_makes_pooled_cell_missing(cfg):
+    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 1.0, "demo_vit_b": 1.0, "demo_vit_c": 1.0,
+                                     "logitprod": 1.0, "mean_logits": 1.0})
+    path = cfg.layout.fusion_predictions("brca_idc_ilc", "logitprod")
+    preds, meta = read_parquet(path, schema="predictions")
+    write_parquet(preds[~((preds["fold"] == 1) & (preds["split"] == "test"))], path, "predictions", meta)
+    df, _ = read_parquet(evaluate_task(cfg, "brca_idc_ilc"), schema="metrics")
+    lp = df[(df["method"] == "logitprod") & (df["split"] == "test")]
+    assert lp[lp["fold"] == 0]["value"].notna().all()
+    for fold in (1, -1):
+        cells = lp[lp["fold"] == fold]
+        assert (cells["status"] == "missing").all() and cells["value"].isna().all(), fold
+
+
+def test_foreign_file_fails_naming_it(cfg):
+    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 1.0})
+    bad = cfg.layout.expert_predictions("brca_idc_ilc", "demo_vit_b")
+    write_parquet(pd.DataFrame({"x": [1]}), bad, schema="tiles")
+    with pytest.raises(SchemaError, match="demo_vit_b"):
+        evaluate_task(cfg, "brca_idc_ilc")
+    assert not cfg.layout.metrics("brca_idc_ilc").exists()
+
+
+def test_primary_metric_override_is_checked(tmp_path):
+    cfg = make_config(tmp_path, ["brca_idc_ilc"], primary_metric={"brca_idc_ilc": "c_index"})
+    with pytest.raises(ConfigError, match="report.primary_metric.brca_idc_ilc"):
+        evaluate_task(cfg, "brca_idc_ilc")
+
+
+def test_bootstrap_ci_covers_the_true_auroc(cfg):
+    """Known case: scores N(0,1) vs N(d,1) have AUROC Φ(d/√2); the 95% CI should cover it ~95% of the time."""
+    from scipy.stats import norm
+
+    from pathfuse.metrics import bootstrap_ci
+
+    spec, d, n, draws = cfg.task("brca_idc_ilc"), 1.0, 100, 60
+    truth = norm.cdf(d / np.sqrt(2))
+    rng = np.random.default_rng(3)
+    covered, widths = 0, []
+    for i in range(draws):
+        y = rng.integers(0, 2, size=n)
+        score_pos = rng.normal(size=n) + d * y
+        preds = pd.DataFrame({"patient_id": [f"p{j}" for j in range(n)], "label": y,
+                              "logits": list(np.stack([np.zeros(n), score_pos], axis=1))})
+        low, high = bootstrap_ci(spec, preds, ["auroc"], n_resamples=100, seed=i)["auroc"]
+        covered += low <= truth <= high
+        widths.append(high - low)
+    assert covered / draws >= 0.8, f"coverage {covered}/{draws}"
+    assert 0.05 < np.mean(widths) < 0.4  # an informative interval, not [0, 1]

@@ -1,0 +1,202 @@
+"""Stage `report` on a small synthetic run: real prediction files → evaluate → tables, copies, plots.
+
+The run: three tasks, three experts, four fusion methods. ``shazam`` is missing on surv_brca (a
+failed method) and mut_tp53 was never evaluated (a skipped task): 8 missing cells of 21.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from reduced_demo import REPO
+from test_evaluation import ENCODERS, make_config, write_task
+
+from pathfuse.evaluation import evaluate_task
+from pathfuse.io import SchemaError, read_parquet
+from pathfuse.report.run import TABLES, build_report, report_outputs
+
+METHODS = ["logitprod", "shazam", "best_val_expert", "mean_logits"]
+TASKS = ["brca_idc_ilc", "surv_brca", "mut_tp53"]
+
+
+def _make_run(root: Path):
+    cfg = make_config(root, TASKS, methods=METHODS)
+    strengths = {"demo_vit_a": 0.2, "demo_vit_b": 2.0, "demo_vit_c": 0.6, "logitprod": 2.5, "shazam": 1.2,
+                 "best_val_expert": 2.0, "mean_logits": 1.0}
+    write_task(cfg, "brca_idc_ilc", strengths)
+    write_task(cfg, "surv_brca", strengths, skip=("shazam",))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    cfg = _make_run(tmp_path_factory.mktemp("report"))
+    for task in ("brca_idc_ilc", "surv_brca"):
+        evaluate_task(cfg, task)
+    return cfg, build_report(cfg)
+
+
+def test_every_output_is_written_and_readable(run):
+    cfg, written = run
+    expected = [p for paths in report_outputs(cfg).values() for p in paths]
+    assert sorted(map(str, written)) == sorted(map(str, expected))
+    for name in TABLES:
+        df, meta = read_parquet(cfg.layout.table(name), schema=f"table:{name}")
+        assert len(df) and meta["missing_cells"] == 8, name
+    for path in report_outputs(cfg)["plots"]:
+        assert path.stat().st_size > 5_000, path
+        head = path.read_bytes()[:8]
+        assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<?xml" in head
+
+
+def test_summary_counts_missing_cells(run):
+    cfg, _ = run
+    summary, meta = read_parquet(cfg.layout.table("summary"), schema="table:summary")
+    s = summary.set_index("method")
+    assert (meta["missing_cells"], meta["expected_cells"]) == (8, 21)
+    assert s.loc["shazam", "n_missing"] == 2 and s.loc["logitprod", "n_missing"] == 1
+    assert s["n_tasks"].eq(3).all() and s["n_missing"].sum() == 8
+    assert s.loc["logitprod", "wins_of"].endswith("/3")
+    ranks, _ = read_parquet(cfg.layout.table("ranks"), schema="table:ranks")
+    tp53 = ranks[ranks["task"] == "mut_tp53"]
+    assert len(tp53) == 7 and tp53["value"].isna().all() and tp53["status"].eq("missing").all()
+    assert set(ranks["family"]) == {"expert", "fuser", "baseline"}  # shazam's family known from brca
+    # the strongest synthetic expert is the validation-selected reference on both evaluated tasks
+    assert set(ranks.loc[ranks["task"] != "mut_tp53", "reference"]) == {"demo_vit_b"}
+    md = cfg.layout.table("summary").with_suffix(".md").read_text()
+    assert "**Missing cells: 8 of 21**" in md and "| surv_brca | shazam |" in md
+
+
+def test_benchmark_has_every_metric_with_ci(run):
+    cfg, _ = run
+    bench, _ = read_parquet(cfg.layout.table("benchmark"), schema="table:benchmark")
+    brca = bench[(bench["task"] == "brca_idc_ilc")]
+    assert set(brca["metric"]) == {"auroc", "balanced_accuracy", "macro_f1", "accuracy"}
+    assert set(brca["method"]) == {*ENCODERS, *METHODS}
+    ok = brca[brca["status"] == "ok"]
+    assert (ok["ci_low"] <= ok["pooled"]).all() and (ok["pooled"] <= ok["ci_high"]).all()
+    assert ok["sd"].notna().all() and ok["n_folds"].eq(2).all()
+    assert bench.loc[(bench["task"] == "surv_brca") & (bench["method"] == "shazam"), "status"].eq("missing").all()
+
+
+def test_cost_and_gate_weights(run):
+    cfg, _ = run
+    cost, _ = read_parquet(cfg.layout.table("cost"), schema="table:cost")
+    c = cost.set_index("method")
+    assert set(c.index) == set(METHODS)
+    assert c.loc["shazam", "seconds_ratio"] == pytest.approx(10.0)  # synthetic: 10 s vs 1 s per fold unit
+    assert c.loc["logitprod", "seconds_ratio"] == pytest.approx(1.0)
+    assert c.loc["shazam", "n_missing"] == 2 and c.loc["logitprod", "n_tasks"] == 2
+    gates, _ = read_parquet(cfg.layout.table("gate_weights"), schema="table:gate_weights")
+    assert set(gates["method"]) == {"logitprod"}
+    present = gates[gates["status"] == "ok"]
+    assert set(present["task"]) == {"brca_idc_ilc", "surv_brca"}
+    assert present.groupby("task")["weight_mean"].sum().to_numpy() == pytest.approx([1.0, 1.0], abs=1e-5)
+    # synthetic gates favour the last expert (Dirichlet 1:2:3), also after averaging survival bins
+    for _, rows in present.groupby("task"):
+        assert rows.set_index("expert")["weight_mean"].idxmax() == "demo_vit_c"
+    assert gates[gates["task"] == "mut_tp53"]["weight_mean"].isna().all()
+
+
+def test_markdown_and_html_copies(run):
+    cfg, _ = run
+    ranks_md = cfg.layout.table("ranks").with_suffix(".md").read_text()
+    lines = [line for line in ranks_md.splitlines() if line.startswith("| mut_tp53 ")]
+    assert lines and lines[0].count("—") >= 7  # the skipped task: every cell marked missing
+    assert ranks_md.count("**") >= 4  # winners in bold
+    header = next(line for line in ranks_md.splitlines() if line.startswith("| task | metric |"))
+    assert header.index("demo_vit_a") < header.index("best_val_expert") < header.index("logitprod")
+    html = (cfg.layout.report_dir() / "ranks.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "<b>" in html and "**" not in html
+    bench_md = cfg.layout.table("benchmark").with_suffix(".md").read_text()
+    assert "## brca_idc_ilc (wsi_classification; primary: auroc)" in bench_md
+    assert "auroc pooled [95% CI]" in bench_md
+
+
+def test_wrong_schema_version_fails_clearly(run, tmp_path):
+    cfg, _ = run
+    copy = make_config(tmp_path, TASKS, methods=METHODS)
+    shutil.copytree(cfg.layout.root, copy.layout.root)
+    path = copy.layout.metrics("brca_idc_ilc")
+    table = pq.read_table(path)
+    kv = dict(table.schema.metadata)
+    kv[b"pathfuse.schema_version"] = b"0"
+    pq.write_table(table.replace_schema_metadata(kv), path)
+    with pytest.raises(SchemaError, match=r"brca_idc_ilc\.parquet.*version 0"):
+        build_report(copy)
+    with pytest.raises(SchemaError, match="expected a pathfuse 'table:ranks' table"):
+        read_parquet(copy.layout.table("benchmark"), schema="table:ranks")
+
+
+def test_experts_only_run_still_reports(tmp_path):
+    """No fusion method configured (or none finished): tables and placeholder plots, no crash."""
+    cfg = make_config(tmp_path, ["brca_idc_ilc"], methods=[])
+    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.2, "demo_vit_b": 2.0, "demo_vit_c": 0.6})
+    evaluate_task(cfg, "brca_idc_ilc")
+    build_report(cfg)
+    summary, meta = read_parquet(cfg.layout.table("summary"), schema="table:summary")
+    assert summary["method"].tolist()[0] == "demo_vit_b" and meta["missing_cells"] == 0
+    for name in ("cost", "gate_weights"):
+        df, _ = read_parquet(cfg.layout.table(name), schema=f"table:{name}")
+        assert df.empty, name
+    assert "No gated fusion method" in cfg.layout.table("gate_weights").with_suffix(".md").read_text()
+    assert (cfg.layout.report_dir() / "gate_weights.png").stat().st_size > 1000
+
+
+def test_no_metrics_at_all_is_an_error(tmp_path):
+    cfg = make_config(tmp_path, TASKS, methods=METHODS)
+    with pytest.raises(FileNotFoundError, match="run the evaluate rule"):
+        build_report(cfg)
+
+
+SNAKEFILE = """
+import sys
+sys.path.insert(0, {src!r})
+from pathfuse.config import Config, validate_config
+
+configfile: "config.yaml"
+config.update(validate_config(config))
+CFG = Config(config)
+L = CFG.layout
+TASKS = CFG.task_ids
+FUSION_METHODS = list(CFG.section("fusion").get("methods", []))
+REPORT_TABLES = ["benchmark", "ranks", "summary", "cost", "gate_weights"]
+
+report: {workflow_rst!r}
+
+rule all:
+    input: [L.table(n) for n in REPORT_TABLES]
+
+include: {rules!r}
+"""
+
+
+@pytest.mark.slow  # two Snakemake runs and two jobs that import the scientific stack: ~35 s on 2 cores
+def test_rules_run_under_snakemake_and_the_html_report_builds(tmp_path):
+    """report.smk alone, on pre-made predictions: evaluate + report jobs, then --report."""
+    import yaml
+
+    cfg = make_config(tmp_path, ["brca_idc_ilc"], methods=["logitprod", "mean_logits"])
+    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.4, "demo_vit_b": 1.5, "demo_vit_c": 0.8, "logitprod": 2.0,
+                                     "mean_logits": 1.0})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.raw))
+    (tmp_path / "Snakefile").write_text(textwrap.dedent(SNAKEFILE).format(
+        src=str(REPO / "src"), rules=str(REPO / "workflow" / "rules" / "report.smk"),
+        workflow_rst=str(REPO / "workflow" / "report" / "workflow.rst")))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path)]
+    out = subprocess.run([*cmd, "--cores", "2"], check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert cfg.layout.metrics("brca_idc_ilc").exists() and cfg.layout.log("report").exists()
+    out = subprocess.run([*cmd, "--report", str(tmp_path / "report.html")], check=False, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for text in ("heatmap.png", "gains.png", "summary.html", "Gain over the best single expert"):
+        assert text in html, text
+

@@ -1,0 +1,32 @@
+# Stage 2a: one expert head per (task, encoder), all folds and inner OOF folds in one job.
+
+
+def task_features(task_id, encoder):
+    """The feature files a task needs from one encoder (slide bags or a tile dataset)."""
+    task = CFG.task(task_id)
+    if task.is_slide_task:
+        return [L.feature_shard(encoder, task.cohort, s) for s in cohort_shards(task.cohort)] + [
+            L.tile_skipped(task.cohort)
+        ]
+    return [L.tile_features(encoder, task.dataset), L.tile_feature_index(encoder, task.dataset)]
+
+
+rule expert:
+    input:
+        features=lambda w: task_features(w.task, w.encoder),
+        labels=DEMO_DONE,
+    output:
+        L.expert_predictions("{task}", "{encoder}"),
+    log:
+        L.log("expert", "{task}", "{encoder}"),
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        stage="train-experts",
+        kwargs=lambda w: {"task": w.task, "encoder": w.encoder},
+    script:
+        "../scripts/run_stage.py"
