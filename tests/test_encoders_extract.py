@@ -12,6 +12,7 @@ from pathfuse.encoders.extract import embed_shard
 from pathfuse.encoders.slide_tiles import TileReadError
 from pathfuse.io import read_parquet, write_parquet
 
+
 def _features(path):
     with safe_open(str(path), framework="np") as fh:
         return fh.get_tensor("features"), fh.get_tensor("coords"), fh.metadata()

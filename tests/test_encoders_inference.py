@@ -13,7 +13,7 @@ from pathfuse.encoders.registry import EncoderSpec, build_encoder
 from pathfuse.encoders.transforms import Normalize, ResizeCrop
 from pathfuse.encoders.weights import LoadedEncoder
 
-SETTINGS = {"device": "auto", "cpu_precision": "fp32", "gpu_precision": "auto", "channels_last": True,
+SETTINGS = {"device": "auto", "cpu_precision": "fp32", "gpu_precision": "auto", "channels_last": "auto",
             "compile": False}
 
 
@@ -42,6 +42,7 @@ def test_normalize_is_mean_std_on_unit_range():
 def test_runtime_falls_back_to_cpu_and_refuses_missing_gpu():
     runtime = select_runtime(SETTINGS, preferred_precision="bf16")
     assert runtime.device.type == "cpu" and runtime.precision == "fp32" and runtime.autocast_dtype is None
+    assert not runtime.channels_last  # auto: channels-last only pays off on a GPU
     assert select_runtime({**SETTINGS, "cpu_precision": "bf16"}, "fp32").autocast_dtype == torch.bfloat16
     with pytest.raises(RuntimeError, match="no GPU"):
         select_runtime({**SETTINGS, "device": "cuda"}, "bf16")

@@ -64,7 +64,9 @@ def select_runtime(settings: Mapping[str, Any], preferred_precision: str) -> Run
         if precision == "bf16" and not cpu_has_native_bf16():
             log.warning("embedding.cpu_precision is bf16 but this CPU has no AVX-512 BF16/AMX: bf16 matmuls "
                         "are emulated and can be far slower than fp32")
-    return Runtime(device=device, precision=precision, channels_last=bool(settings["channels_last"]),
+    channels_last = settings["channels_last"]
+    channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
+    return Runtime(device=device, precision=precision, channels_last=channels_last,
                    compile=bool(settings["compile"]))
 
 
