@@ -36,10 +36,9 @@ def test_reader_refuses_other_schema_and_version(tmp_path):
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     dest = tmp_path / "out.json"
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert not dest.exists() and list(tmp_path.iterdir()) == []
     write_json({"a": 1}, dest)
     assert dest.read_text().strip().startswith("{") and len(list(tmp_path.iterdir())) == 1
