@@ -127,7 +127,6 @@ def test_predictions_weights_and_curve_follow_the_contract(binary_run):
     build_head("abmil", 16, 2).load_state_dict(load_file(out_dir / "fold1.safetensors"))
     curve, _ = read_parquet(out_dir / "training_curve.parquet", schema="training_curve")
     assert set(curve["model"]) == {"outer", "inner0", "inner1", "inner2"} and set(curve["fold"]) == {0, 1, 2}
-    assert (out_dir / "training_curve.png").stat().st_size > 0
     assert not list(out_dir.glob(".fold*"))  # partial files are gone once the output exists
 
 

@@ -12,14 +12,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from reduced_demo import REPO
 from test_evaluation import ENCODERS, make_config, write_task
 
 from pathfuse.evaluation import evaluate_task
-from pathfuse.io import SchemaError, read_parquet
-from pathfuse.report.run import TABLES, build_report, report_outputs
+from pathfuse.io import SchemaError, read_parquet, write_parquet
+from pathfuse.report.run import TABLES, build_report, expert_curves, report_outputs
 
 METHODS = ["logitprod", "shazam", "best_val_expert", "mean_logits"]
 TASKS = ["brca_idc_ilc", "surv_brca", "mut_tp53"]
@@ -31,7 +32,15 @@ def _make_run(root: Path):
                  "best_val_expert": 2.0, "mean_logits": 1.0}
     write_task(cfg, "brca_idc_ilc", strengths)
     write_task(cfg, "surv_brca", strengths, skip=("shazam",))
+    write_curve(cfg, "brca_idc_ilc", "demo_vit_b")
     return cfg
+
+
+def write_curve(cfg, task: str, encoder: str) -> None:
+    """A two-epoch training curve (outer and one inner model) as the expert stage writes it."""
+    curve = pd.DataFrame({"epoch": [0, 1, 0, 1], "train_loss": [0.7, 0.5, 0.7, 0.6], "val_loss": [0.7, 0.6, 0.7, 0.65],
+                          "model": ["outer", "outer", "inner0", "inner0"], "fold": 0})
+    write_parquet(curve, cfg.layout.expert_curve(task, encoder), schema="training_curve")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +62,15 @@ def test_every_output_is_written_and_readable(run):
         assert path.stat().st_size > 5_000, path
         head = path.read_bytes()[:8]
         assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<?xml" in head
+
+
+def test_training_curves_are_read_per_expert_with_none_where_missing(run):
+    cfg, _ = run
+    curves = expert_curves(cfg, "brca_idc_ilc")
+    assert list(curves) == ENCODERS
+    assert curves["demo_vit_b"]["val_loss"].tolist() == [0.7, 0.6, 0.7, 0.65]
+    assert curves["demo_vit_a"] is None and curves["demo_vit_c"] is None
+    assert [p.stem for p in report_outputs(cfg)["curves"]] == TASKS
 
 
 def test_summary_counts_missing_cells(run):
@@ -185,6 +203,8 @@ def test_rules_run_under_snakemake_and_the_html_report_builds(tmp_path):
     cfg = make_config(tmp_path, ["brca_idc_ilc"], methods=["logitprod", "mean_logits"])
     write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.4, "demo_vit_b": 1.5, "demo_vit_c": 0.8, "logitprod": 2.0,
                                      "mean_logits": 1.0})
+    for encoder in ENCODERS:
+        write_curve(cfg, "brca_idc_ilc", encoder)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.raw))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(SNAKEFILE).format(
         src=str(REPO / "src"), rules=str(REPO / "workflow" / "rules" / "report.smk"),
@@ -197,6 +217,6 @@ def test_rules_run_under_snakemake_and_the_html_report_builds(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
-    for text in ("heatmap.png", "gains.png", "summary.html", "Gain over the best single expert"):
+    for text in ("heatmap.png", "gains.png", "summary.html", "Gain over the best single expert", "Expert training curves"):
         assert text in html, text
 

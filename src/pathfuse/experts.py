@@ -8,8 +8,8 @@ estimate the experts' error correlation and to train its gate on unbiased inputs
 models stop on the outer validation set, which none of them trains on.
 
 Outputs (docs/architecture.md): ``predictions.parquet`` (schema ``predictions``), per fold
-``fold{k}.safetensors`` (weights of the outer model), ``training_curve.parquet`` and
-``training_curve.png``. A finished fold is kept as a hidden partial file, so a killed job
+``fold{k}.safetensors`` (weights of the outer model) and ``training_curve.parquet`` (the
+report plots it). A finished fold is kept as a hidden partial file, so a killed job
 resumes at the next fold; the partial files are removed once ``predictions.parquet`` exists.
 """
 
@@ -36,7 +36,7 @@ from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
 from pathfuse.heads import build_head
 from pathfuse.heads.losses import balanced_class_weights, time_bins
 from pathfuse.heads.objectives import Objective, monitor_fn
-from pathfuse.io import SCHEMA_VERSIONS, read_parquet, save_figure, write_parquet, write_safetensors
+from pathfuse.io import SCHEMA_VERSIONS, read_parquet, write_parquet, write_safetensors
 from pathfuse.paths import shard_name
 from pathfuse.training import FitResult, count_parameters, derive_seed, fit, make_loader, to_device
 
@@ -420,7 +420,7 @@ class _Job:
         )
 
     def write_outputs(self, results: list[_FoldResult], skipped: dict[str, str]) -> Path:
-        """Write predictions (with the contract's metadata), the training curve and its plot."""
+        """Write predictions (with the contract's metadata) and the training curve (plotted by the report)."""
         survival = self.spec.kind == "survival"
         meta = {
             "task": self.spec.id,
@@ -443,11 +443,10 @@ class _Job:
         curve = pd.concat([r.curve for r in results], ignore_index=True)
         write_parquet(
             curve,
-            self.out_dir / "training_curve.parquet",
+            self.cfg.layout.expert_curve(self.spec.id, self.encoder),
             schema="training_curve",
             meta={"task": self.spec.id, "encoder": self.encoder},
         )
-        _plot_curve(curve, self.out_dir / "training_curve", f"{self.spec.id} / {self.encoder}")
         rows = pd.concat([r.rows for r in results], ignore_index=True)
         return write_parquet(
             rows,
@@ -472,22 +471,3 @@ def _input_files(cfg: Config, spec: TaskSpec, encoder: str) -> list[Path]:
     if spec.split.get("source") == "csv":
         files += [Path((spec.splits or "").format(fold=k)) for k in range(spec.n_folds)]
     return files
-
-
-def _plot_curve(curve: pd.DataFrame, stem: Path, title: str) -> None:
-    """Train/validation loss of each fold's outer model (a quick look at over-fitting)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for fold, part in curve[curve["model"] == "outer"].groupby("fold"):
-        line = ax.plot(part["epoch"], part["train_loss"], lw=1, label=f"fold {fold} train")[0]
-        ax.plot(
-            part["epoch"], part["val_loss"], lw=1, ls="--", color=line.get_color(), label=f"fold {fold} val"
-        )
-    ax.set(xlabel="epoch", ylabel="loss", title=title)
-    ax.legend(fontsize=6, ncol=2)
-    save_figure(fig, stem, formats=("png",))
-    plt.close(fig)

@@ -64,6 +64,9 @@ class Layout:
     def expert_predictions(self, task: str, encoder: str) -> Path:
         return self.expert_dir(task, encoder) / "predictions.parquet"
 
+    def expert_curve(self, task: str, encoder: str) -> Path:
+        return self.expert_dir(task, encoder) / "training_curve.parquet"
+
     # fusion
     def fusion_dir(self, task: str, method: str) -> Path:
         return self.root / "fusion" / task / method

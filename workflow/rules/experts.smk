@@ -16,7 +16,8 @@ rule expert:
         features=lambda w: task_features(w.task, w.encoder),
         labels=DEMO_DONE,
     output:
-        L.expert_predictions("{task}", "{encoder}"),
+        predictions=L.expert_predictions("{task}", "{encoder}"),
+        curve=L.expert_curve("{task}", "{encoder}"),
     log:
         L.log("expert", "{task}", "{encoder}"),
     threads: 1

@@ -39,6 +39,7 @@ rule report:
         metrics=[L.metrics(t) for t in TASKS],
         # cost (metadata) and LogitProd's gate weights are read from the fusion predictions
         fusion=[L.fusion_predictions(t, m) for t in TASKS for m in FUSION_METHODS],
+        curves=[L.expert_curve(t, e) for t in TASKS for e in CFG.task(t).encoders],
     output:
         tables=[L.table(n) for n in REPORT_TABLES],
         markdown=[L.table(n).with_suffix(".md") for n in REPORT_TABLES],
@@ -51,6 +52,15 @@ rule report:
             for p in REPORT_PLOTS
         ],
         svg=[L.report_dir() / f"{p}.svg" for p in REPORT_PLOTS],
+        curves=[
+            report(
+                L.report_dir() / "curves" / f"{t}.png",
+                caption="../report/plot_curves.rst",
+                category="Expert training curves",
+                subcategory=CFG.task(t).kind,
+            )
+            for t in TASKS
+        ],
     log:
         L.log("report"),
     threads: 1

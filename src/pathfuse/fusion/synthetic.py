@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pathfuse.config import REPO_ROOT, Config
+from pathfuse.config import REPO_ROOT, Config, load_yaml
 from pathfuse.heads.losses import time_bins
 from pathfuse.io import write_parquet, write_safetensors
 from pathfuse.paths import shard_name
@@ -138,7 +138,7 @@ def _config(root: Path, spec: SyntheticTask, fusion: dict[str, Any]) -> Config:
     registry = root / "encoders.yaml"
     registry.parent.mkdir(parents=True, exist_ok=True)
     registry.write_text(yaml.safe_dump({e: {"kind": "byo", "dim": d} for e, d in zip(spec.encoders, spec.feature_dims, strict=True)}))
-    kind = yaml.safe_load((REPO_ROOT / "config" / "tasks.yaml").read_text())[spec.task]["kind"]
+    kind = load_yaml(REPO_ROOT / "config" / "tasks.yaml")[spec.task]["kind"]
     if kind == "tile_classification":
         data = {"dataset": DATASET}
     else:

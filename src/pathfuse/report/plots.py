@@ -28,10 +28,10 @@ KIND_LABELS = {"wsi_classification": "WSI", "mutation": "mutation", "survival": 
 GAIN_PANEL_ORDER = ("fuser", "baseline", "oracle")
 GAIN_PANELS_PER_ROW = 4
 _ROW_IN = 0.34  # inches per task row
-_FONT = 8.5
+FONT = 8.5
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     fig.set_facecolor("white")
     return fig
@@ -39,7 +39,7 @@ def _figure(width: float, height: float) -> Figure:
 
 def _task_axis(ax, tasks: Sequence[str], kinds: Sequence[str], labels: Sequence[str] | None = None) -> None:
     """Tasks top-to-bottom, with a line and a label between kinds."""
-    ax.set_yticks(range(len(tasks)), labels or tasks, fontsize=_FONT)
+    ax.set_yticks(range(len(tasks)), labels or tasks, fontsize=FONT)
     ax.set_ylim(len(tasks) - 0.5, -0.5)
     for i in range(1, len(tasks)):
         if kinds[i] != kinds[i - 1]:
@@ -53,12 +53,12 @@ def _kind_labels(ax, kinds: Sequence[str], x: float) -> None:
         if i == len(kinds) or kinds[i] != kinds[start]:
             ax.text(x, (start + i - 1) / 2, KIND_LABELS.get(kinds[start], kinds[start]),
                     transform=ax.get_yaxis_transform(), ha="left", va="center",
-                    fontsize=_FONT, color="#555555", style="italic")
+                    fontsize=FONT, color="#555555", style="italic")
             start = i
 
 
 def _placeholder(text: str, stem: Path) -> list[Path]:
-    fig = _figure(6, 1.5)
+    fig = new_figure(6, 1.5)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555555")
     return save_figure(fig, stem)
 
@@ -90,7 +90,7 @@ def heatmap(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
     scaled = _row_scale(np.where(competing[None, :], values * signs, np.nan))
     kinds = _task_kinds(ranks, tasks)
 
-    fig = _figure(2.8 + 0.72 * len(methods), 1.6 + _ROW_IN * len(tasks))
+    fig = new_figure(2.8 + 0.72 * len(methods), 1.6 + _ROW_IN * len(tasks))
     ax = fig.add_subplot()
     cmap = _cmap()
     ax.imshow(np.ma.masked_invalid(scaled), cmap=cmap, vmin=0, vmax=1, aspect="auto")
@@ -104,13 +104,13 @@ def heatmap(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#ededed", edgecolor="none"))
         rgb = cmap(scaled[i, j]) if not np.isnan(scaled[i, j]) else (0.93, 0.93, 0.93)
         dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
-        ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", fontsize=_FONT - 0.5,
+        ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", fontsize=FONT - 0.5,
                 color="white" if dark else "#1a1a1a", fontweight="bold" if first[i, j] else "normal")
         if first[i, j]:
             ax.add_patch(Rectangle((j - 0.46, i - 0.44), 0.92, 0.88, fill=False, edgecolor="#d1495b", lw=2.0))
     _task_axis(ax, tasks, kinds, [f"{t}  ·  {metric_of[t]}" for t in tasks])
     _kind_labels(ax, kinds, 1.01)
-    ax.set_xticks(range(len(methods)), methods, rotation=40, ha="left", fontsize=_FONT)
+    ax.set_xticks(range(len(methods)), methods, rotation=40, ha="left", fontsize=FONT)
     ax.xaxis.tick_top()
     for label, m in zip(ax.get_xticklabels(), methods, strict=True):
         label.set_color(FAMILY_COLORS.get(family_of.get(m, "unknown"), "#333333"))
@@ -124,9 +124,9 @@ def heatmap(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
     ax.legend(handles=[Patch(color=FAMILY_COLORS.get(f, "#888"), label=f) for f in families]
               + [Patch(facecolor="none", edgecolor="#d1495b", lw=2, label="first on the task"),
                  Patch(facecolor="#ededed", label="not ranked")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=len(families) + 2, fontsize=_FONT, frameon=False)
+              loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=len(families) + 2, fontsize=FONT, frameon=False)
     cbar = fig.colorbar(ax.images[0], ax=ax, fraction=0.025, pad=0.06, ticks=[0, 1])
-    cbar.ax.set_yticklabels(["worst\non task", "best\non task"], fontsize=_FONT - 1)
+    cbar.ax.set_yticklabels(["worst\non task", "best\non task"], fontsize=FONT - 1)
     ax.set_title("Primary metric per task and method (colour: scaled within each task)", fontsize=10, pad=12)
     return save_figure(fig, stem)
 
@@ -169,7 +169,7 @@ def gains(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequence
 
     ncols = min(GAIN_PANELS_PER_ROW, len(methods))
     nrows = -(-len(methods) // ncols)
-    fig = _figure(2.6 + 2.6 * ncols, 0.9 + nrows * max(2.2, 0.9 + _ROW_IN * len(tasks)))
+    fig = new_figure(2.6 + 2.6 * ncols, 0.9 + nrows * max(2.2, 0.9 + _ROW_IN * len(tasks)))
     grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     axes = list(grid.flat)[: len(methods)]
     for ax in list(grid.flat)[len(methods):]:
@@ -194,8 +194,8 @@ def gains(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequence
         n_up, n_down = sum(1 for s in sig if s == 1), sum(1 for s in sig if s == -1)
         mean = np.nanmean(gain) if np.isfinite(gain).any() else np.nan
         ax.set_title(f"{m}\nmean {mean:+.1f} pts · {n_up}↑ {n_down}↓", fontsize=9)
-        ax.set_xlabel("gain (points)", fontsize=_FONT)
-        ax.tick_params(axis="x", labelsize=_FONT - 0.5)
+        ax.set_xlabel("gain (points)", fontsize=FONT)
+        ax.tick_params(axis="x", labelsize=FONT - 0.5)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         _task_axis(ax, tasks, kinds, labels)
@@ -204,7 +204,7 @@ def gains(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequence
     fig.legend(handles=[Patch(color=SIG_COLORS[1], label="significantly better"),
                         Patch(color=SIG_COLORS[0], label="not significant"),
                         Patch(color=SIG_COLORS[-1], label="significantly worse")],
-               loc="outside lower center", ncol=3, fontsize=_FONT, frameon=False)
+               loc="outside lower center", ncol=3, fontsize=FONT, frameon=False)
     fig.suptitle("Gain over the validation-selected best single expert (primary metric × 100, paired 95% CI)",
                  fontsize=10)
     return save_figure(fig, stem)
@@ -220,7 +220,7 @@ def gate_weights(gates: pd.DataFrame, task_order: Sequence[str], stem: Path) -> 
     experts = list(dict.fromkeys(gates["expert"]))
     palette = _expert_palette(experts)
     kinds = _task_kinds(gates, tasks)
-    fig = _figure(2.6 + 4.2 * len(methods), 1.7 + _ROW_IN * len(tasks))
+    fig = new_figure(2.6 + 4.2 * len(methods), 1.7 + _ROW_IN * len(tasks))
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     for ax, m in zip(axes, methods, strict=True):
         by = gates[gates["method"] == m].set_index(["task", "expert"])["weight_mean"]
@@ -238,15 +238,15 @@ def gate_weights(gates: pd.DataFrame, task_order: Sequence[str], stem: Path) -> 
         for i in np.flatnonzero(left == 0):
             ax.text(0.01, i, "missing", va="center", fontsize=6.5, color="#888888", style="italic")
         ax.set_xlim(0, 1)
-        ax.set_xlabel("mean gate weight (test samples)", fontsize=_FONT)
+        ax.set_xlabel("mean gate weight (test samples)", fontsize=FONT)
         ax.set_title(m, fontsize=9)
-        ax.tick_params(axis="x", labelsize=_FONT - 0.5)
+        ax.tick_params(axis="x", labelsize=FONT - 0.5)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     _task_axis(axes[0], tasks, kinds)
     _kind_labels(axes[-1], kinds, 1.02)
     fig.legend(handles=[Patch(color=palette[e], label=e) for e in experts], loc="outside lower center",
-               ncol=min(len(experts), 6), fontsize=_FONT, frameon=False, title="expert", title_fontsize=_FONT)
+               ncol=min(len(experts), 6), fontsize=FONT, frameon=False, title="expert", title_fontsize=FONT)
     fig.suptitle("Which foundation model the gate trusts, per task", fontsize=10)
     return save_figure(fig, stem)
 
@@ -281,7 +281,7 @@ def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: 
                 & np.isfinite(data["mean_gain_points"].astype(float))]
     if data.empty:
         return _placeholder("no fusion method with both cost and gain to plot", stem)
-    fig = _figure(6.8, 4.6)
+    fig = new_figure(6.8, 4.6)
     ax = fig.add_subplot()
     params = data["params_mean"].astype(float).fillna(0)
     size = (40 + 360 * np.sqrt(params / params.max())).to_numpy() if params.max() > 0 else np.full(len(data), 80.0)
@@ -292,7 +292,7 @@ def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: 
     for row, dy, area in zip(data.itertuples(), _label_offsets(data, y_span), size, strict=True):
         ratio = "" if pd.isna(row.seconds_ratio) or row.method == reference else f"  ×{row.seconds_ratio:.2g}"
         ax.annotate(f"{row.method}{ratio}", (row.train_seconds_per_fold, row.mean_gain_points),
-                    xytext=(3 + np.sqrt(area) / 2, dy), textcoords="offset points", va="center", fontsize=_FONT,
+                    xytext=(3 + np.sqrt(area) / 2, dy), textcoords="offset points", va="center", fontsize=FONT,
                     zorder=4)
     ax.axhline(0, color="#222222", lw=0.8, ls="--")
     ax.set_xscale("log")
@@ -300,14 +300,14 @@ def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: 
     ax.set_xlim(lo / 2.5, hi * 6)
     ax.set_ylim(min(0.0, data["mean_gain_points"].min()) - 0.12 * y_span,
                 max(0.0, data["mean_gain_points"].max()) + 0.12 * y_span)
-    ax.set_xlabel(f"training time per fold (s, log scale); ×r = r times {reference}'s time", fontsize=_FONT + 0.5)
-    ax.set_ylabel("mean gain over best expert (points)", fontsize=_FONT + 0.5)
+    ax.set_xlabel(f"training time per fold (s, log scale); ×r = r times {reference}'s time", fontsize=FONT + 0.5)
+    ax.set_ylabel("mean gain over best expert (points)", fontsize=FONT + 0.5)
     ax.grid(color="#ececec", lw=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     families = list(dict.fromkeys(data["family"]))
     ax.legend(handles=[Patch(color=FAMILY_COLORS.get(f, "#888"), label=f) for f in families]
               + [Line2D([], [], color="#222222", lw=0.8, ls="--", label="best single expert")],
-              fontsize=_FONT, frameon=False, loc="best", title="marker area ∝ √parameters", title_fontsize=_FONT - 1)
+              fontsize=FONT, frameon=False, loc="best", title="marker area ∝ √parameters", title_fontsize=FONT - 1)
     ax.set_title("Cost vs performance of the fusion methods", fontsize=10)
     return save_figure(fig, stem)

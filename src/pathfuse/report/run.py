@@ -2,8 +2,9 @@
 
 Reads ``results/metrics/{task}.parquet`` of every task of the run (written by
 :func:`pathfuse.evaluation.evaluate_task`) and, for cost and gate weights, the fusion
-prediction files (metadata and the ``gate_weights`` column only). A task without a metrics
-file, or a method without predictions, shows up as missing cells — counted in the summary.
+prediction files (metadata and the ``gate_weights`` column only), and for the per-task
+training-curve figures the experts' ``training_curve.parquet``. A task without a metrics file,
+or a method without predictions, shows up as missing cells — counted in the summary.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from pathfuse.config import Config
 from pathfuse.evaluation import fusion_methods, primary_metric
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
-from pathfuse.report import markdown, plots, tables
+from pathfuse.report import curves, markdown, plots, tables
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,13 @@ def report_outputs(cfg: Config) -> dict[str, list[Path]]:
         "markdown": [layout.table(n).with_suffix(".md") for n in TABLES],
         "html": [layout.report_dir() / f"{n}.html" for n in TABLES],
         "plots": [layout.report_dir() / f"{p}.{fmt}" for p in PLOTS for fmt in ("png", "svg")],
+        "curves": [curves_stem(cfg, t).with_suffix(".png") for t in cfg.task_ids],
     }
+
+
+def curves_stem(cfg: Config, task: str) -> Path:
+    """Where a task's expert training-curve figure goes (without suffix)."""
+    return cfg.layout.report_dir() / "curves" / task
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -91,6 +98,15 @@ def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     gate_df = pd.DataFrame(gates, columns=["task", "kind", "method", "expert", "weight_mean", "weight_sd",
                                            "n_samples", "status"])
     return cost_df, gate_df
+
+
+def expert_curves(cfg: Config, task: str) -> dict[str, pd.DataFrame | None]:
+    """Each expert's training curve of one task, None where the expert wrote none."""
+    out: dict[str, pd.DataFrame | None] = {}
+    for encoder in cfg.task(task).encoders:
+        path = cfg.layout.expert_curve(task, encoder)
+        out[encoder] = read_parquet(path, schema="training_curve")[0] if path.exists() else None
+    return out
 
 
 def _write_text(text: str, path: Path) -> Path:
@@ -178,6 +194,8 @@ def build_report(cfg: Config) -> list[Path]:
     written += plots.gains(ranks, task_order, order, stem / "gains")
     written += plots.gate_weights(gates, task_order, stem / "gate_weights")
     written += plots.cost(cost, summary, rcfg["cost_reference"], stem / "cost")
+    for task in task_order:
+        written += curves.training_curves(task, expert_curves(cfg, task), curves_stem(cfg, task))
     log.info("report: %d tasks, %d methods, %d of %d cells missing; wrote %d files", len(task_order),
              len(order), len(missing), len(ranks), len(written))
     return written
