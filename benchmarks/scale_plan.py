@@ -55,8 +55,8 @@ COHORT_SLIDES = {
     "tcga_gbmlgg": 1_015,
 }
 # Images per tile dataset and split (approximate published sizes, at most ~1e5 per split). They
-# set the embedding cost, not the plan: one embed_tiles job per (encoder, dataset) whatever the
-# size. pcam ships as HDF5 arrays.
+# set the embedding cost, not the plan: one embed_tiles job per encoder (all its datasets)
+# whatever the size. pcam ships as HDF5 arrays.
 TILE_DATASETS = {
     "ccrcc_tissue": {"all": 50_000},
     "crc100k": {"train": 100_000, "test": 7_180},
@@ -165,7 +165,7 @@ def make_inputs(root: Path, tasks: dict[str, dict], lp22: dict) -> dict:
 
     for dataset, sizes in TILE_DATASETS.items():
         # The tree of each dataset with one image per class and split: the plan has one
-        # embed_tiles job per (encoder, dataset) and never lists the images, so their number
+        # embed_tiles job per encoder and never lists the images, so their number
         # does not change it (writing ~5e5 empty files here took minutes for nothing).
         folder = root / "tiles" / dataset
         classes = next(t["classes"] for t in tasks.values() if t.get("dataset") == dataset)

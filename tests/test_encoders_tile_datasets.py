@@ -1,4 +1,4 @@
-"""Stage entry embed_dataset: class-folder images and PatchCamelyon HDF5 into one file + index."""
+"""Stage embed_tiles: class-folder images and PatchCamelyon HDF5 into one file + index per dataset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from safetensors import safe_open
 from test_encoders_fixtures import make_config, write_pcam
 
 from pathfuse.config import ConfigError
-from pathfuse.encoders.tile_datasets import embed_dataset
+from pathfuse.encoders.tile_datasets import embed_dataset, embed_tile_datasets
 from pathfuse.encoders.tile_sources import list_image_folder
 from pathfuse.io import read_parquet
 
@@ -103,3 +103,22 @@ def test_pcam_hdf5_labels_use_the_task_classes(tmp_path):
     row = by_id["row"]
     assert np.array_equal(feats[row["test_0"]], feats[row["train_0"]])
     assert not np.array_equal(feats[row["test_1"]], feats[row["train_0"]])
+
+
+def test_one_job_embeds_every_tile_dataset_of_the_encoder_and_skips_finished_ones(tmp_path):
+    write_pcam(tmp_path / "pcam", {"train": 4, "valid": 2, "test": 2})
+    _image_folder(tmp_path / "tiles", splits=("train", "test"))
+    cfg = make_config(tmp_path, tasks=["pcam", "crc100k"],
+                      task_data={"pcam": {"dataset": "pcam_ds"}, "crc100k": {"dataset": "tiles"}},
+                      tile_datasets={"pcam_ds": {"path": str(tmp_path / "pcam"), "format": "pcam_hdf5"},
+                                     "tiles": {"path": str(tmp_path / "tiles"), "format": "image_folder"},
+                                     "unused": {"path": str(tmp_path / "nowhere"), "format": "image_folder"}})
+    embed_dataset(cfg, "demo_vit_a", "tiles")  # finished before the job (e.g. by a killed run)
+    stamp = cfg.layout.tile_features("demo_vit_a", "tiles").stat().st_mtime_ns
+    out = embed_tile_datasets(cfg, "demo_vit_a")
+    manifest, meta = read_parquet(out, schema="tile_features_manifest")
+    assert out == cfg.layout.tile_features_manifest("demo_vit_a") and meta["encoder"] == "demo_vit_a"
+    assert manifest["dataset"].tolist() == ["pcam_ds", "tiles"]  # only datasets of the run's tile tasks
+    assert manifest["n_samples"].tolist() == [8, 8]
+    assert cfg.layout.tile_features("demo_vit_a", "tiles").stat().st_mtime_ns == stamp
+    assert _read(cfg, "demo_vit_a", "pcam_ds")[0].shape == (8, 48)

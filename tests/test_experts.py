@@ -52,9 +52,11 @@ def binary_run(tmp_path_factory):
     cfg = make_config(root, ["tbin"])
     trained_on: dict[int, set[str]] = {}
     predicted: list[tuple[int, bool, set[str]]] = []
+    alive: list[torch.nn.Module] = []  # keeps every model alive so that no two share an id()
     real_fit, real_predict = experts.fit, experts._Job._predict
 
     def spy_fit(model, train_loader, *args, **kwargs):
+        alive.append(model)
         trained_on[id(model)] = {s for ids in train_loader.dataset.slide_ids for s in ids}
         return real_fit(model, train_loader, *args, **kwargs)
 

@@ -50,8 +50,9 @@ STAGES: dict[str, Stage] = {
         (("encoder", str), ("cohort", str), ("shard", int)),
     ),
     "embed-tiles": Stage(
-        "pathfuse.encoders.tile_datasets:embed_dataset", "embed a tile dataset with one encoder",
-        (("encoder", str), ("dataset", str)),
+        "pathfuse.encoders.tile_datasets:embed_tile_datasets",
+        "embed every tile dataset of the run's tile tasks with one encoder (skips finished ones)",
+        (("encoder", str),),
     ),
     "train-experts": Stage(
         "pathfuse.experts:train_experts", "train one encoder's expert head on one task, all folds",

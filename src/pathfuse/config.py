@@ -293,6 +293,10 @@ class Config:
         """Tile datasets needed by this run's tile tasks (sorted, each once)."""
         return sorted({t.dataset for t in self.tasks if not t.is_slide_task and t.dataset})
 
+    def tile_dataset_ids_for(self, encoder: str) -> list[str]:
+        """Tile datasets that this run's tile tasks need embedded by ``encoder`` (sorted)."""
+        return sorted({t.dataset for t in self.tasks if not t.is_slide_task and t.dataset and encoder in t.encoders})
+
     def cohort(self, name: str) -> CohortSpec:
         entry = self.raw["cohorts"].get(name)
         if entry is None:

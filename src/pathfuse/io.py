@@ -28,6 +28,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "skipped": 1,
     "feature_shard": 1,
     "tile_feature_index": 1,
+    "tile_features_manifest": 1,
     "predictions": 1,
     "training_curve": 1,
     "metrics": 1,

@@ -57,6 +57,9 @@ class Layout:
     def tile_feature_index(self, encoder: str, dataset: str) -> Path:
         return self.root / "features" / encoder / f"{dataset}.parquet"
 
+    def tile_features_manifest(self, encoder: str) -> Path:
+        return self.root / "features" / encoder / "_tile_datasets.parquet"
+
     # experts
     def expert_dir(self, task: str, encoder: str) -> Path:
         return self.root / "experts" / task / encoder

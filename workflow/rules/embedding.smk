@@ -24,13 +24,14 @@ rule embed_slides:
 
 
 rule embed_tiles:
+    # One job per encoder: the model is built once for all tile datasets. Per-dataset files are
+    # written inside the job (a re-run skips finished ones); the manifest, written last, is tracked.
     input:
         DEMO_DONE,
     output:
-        features=L.tile_features("{encoder}", "{dataset}"),
-        index=L.tile_feature_index("{encoder}", "{dataset}"),
+        L.tile_features_manifest("{encoder}"),
     log:
-        L.log("embed_tiles", "{encoder}", "{dataset}"),
+        L.log("embed_tiles", "{encoder}"),
     threads: 2
     resources:
         gpu=1,
@@ -40,6 +41,7 @@ rule embed_tiles:
         "../../envs/torch.yaml"
     params:
         stage="embed-tiles",
-        kwargs=lambda w: {"encoder": w.encoder, "dataset": w.dataset},
+        kwargs=lambda w: {"encoder": w.encoder},
+        datasets=lambda w: CFG.tile_dataset_ids_for(w.encoder),  # a changed list re-runs the job
     script:
         "../scripts/run_stage.py"

@@ -8,7 +8,7 @@ def task_features(task_id, encoder):
         return [L.feature_shard(encoder, task.cohort, s) for s in cohort_shards(task.cohort)] + [
             L.tile_skipped(task.cohort)
         ]
-    return [L.tile_features(encoder, task.dataset), L.tile_feature_index(encoder, task.dataset)]
+    return [L.tile_features_manifest(encoder)]
 
 
 rule expert:

@@ -1,8 +1,12 @@
-"""Stage entry ``embed_tiles``: embed every image of a tile dataset with one encoder.
+"""Stage entry ``embed_tiles``: embed every image of the run's tile datasets with one encoder.
 
-Output: one safetensors file per (encoder, dataset) with ``features`` float16 [n, dim] and a
-Parquet index (schema ``tile_feature_index``: row, sample_id, label, split, group). The index is
-written last, so its presence means the pair is done and a re-run returns at once. Datasets in
+One job per encoder (:func:`embed_tile_datasets`) builds the model once and embeds each tile
+dataset the run's tile tasks need: loading a billion-parameter checkpoint once instead of once
+per dataset, and one process start instead of six. Output per (encoder, dataset): a
+safetensors file with ``features`` float16 [n, dim] and a Parquet index (schema
+``tile_feature_index``: row, sample_id, label, split, group). The index is written last, so its
+presence means the pair is done and a re-run skips it; the encoder's manifest (schema
+``tile_features_manifest``), written after all datasets, is what Snakemake tracks. Datasets in
 ``features`` format, or encoders with bring-your-own features for the dataset, are imported
 (:func:`pathfuse.encoders.byo.import_tile_features`) instead of embedded.
 """
@@ -26,7 +30,7 @@ from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, check_finite
 from pathfuse.encoders.registry import encoder_spec
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples, read_image
 from pathfuse.encoders.transforms import ResizeCrop
-from pathfuse.io import write_parquet, write_safetensors
+from pathfuse.io import read_parquet, write_parquet, write_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,47 @@ class TileImages(Dataset):
         return state
 
 
-def embed_dataset(cfg: Config, encoder: str, dataset: str) -> Path:
-    """Embed tile dataset ``dataset`` with ``encoder``; return the index Parquet path."""
+class SharedEncoder:
+    """The encoder of a job, built on first use and then reused for every dataset.
+
+    A job whose datasets are all done or imported (bring-your-own features) never loads weights.
+    """
+
+    def __init__(self, cfg: Config, encoder: str) -> None:
+        self.cfg, self.encoder = cfg, encoder
+        self._built: tuple[Any, Any, Any] | None = None
+
+    def get(self) -> tuple[Any, Any, Any]:
+        """``(loaded encoder, runtime, embedder)``."""
+        if self._built is None:
+            from pathfuse.encoders.inference import Embedder, select_runtime
+            from pathfuse.encoders.weights import load_encoder
+
+            loaded = load_encoder(self.cfg, self.encoder)
+            runtime = select_runtime(self.cfg.section("embedding"), loaded.spec.precision)
+            self._built = (loaded, runtime, Embedder(loaded, runtime))
+        return self._built
+
+
+def embed_tile_datasets(cfg: Config, encoder: str) -> Path:
+    """Embed (or import) every tile dataset the run needs from ``encoder``; return the manifest path."""
+    shared = SharedEncoder(cfg, encoder)
+    rows = []
+    for dataset in cfg.tile_dataset_ids_for(encoder):
+        index_path = embed_dataset(cfg, encoder, dataset, shared)
+        n_samples = len(read_parquet(index_path, schema="tile_feature_index", columns=["row"])[0])
+        rows.append({"dataset": dataset, "n_samples": n_samples,
+                     "features_path": str(cfg.layout.tile_features(encoder, dataset)), "index_path": str(index_path)})
+    manifest = pd.DataFrame(rows, columns=["dataset", "n_samples", "features_path", "index_path"])
+    return write_parquet(manifest, cfg.layout.tile_features_manifest(encoder), schema="tile_features_manifest",
+                         meta={"encoder": encoder})
+
+
+def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder | None = None) -> Path:
+    """Embed tile dataset ``dataset`` with ``encoder``; return the index Parquet path.
+
+    ``shared`` carries the job's encoder across datasets; without it the encoder is built here.
+    """
     from pathfuse.encoders import byo
 
     spec = encoder_spec(cfg, encoder)
@@ -82,7 +125,7 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str) -> Path:
         log.info("%s/%s: already embedded (%s)", encoder, dataset, index_path)
         return index_path
     samples = list_samples(cfg, dataset)
-    feats, ok, metadata = _embed_samples(cfg, spec.name, dataset, samples)
+    feats, ok, metadata = _embed_samples(cfg, shared or SharedEncoder(cfg, spec.name), dataset, samples)
     ids = samples["sample_id"].tolist()
     check_finite(feats, encoder, f"dataset {dataset}", "embedding", lambda i: f"sample {ids[i]}")
     settings = cfg.section("embedding")
@@ -107,16 +150,13 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str) -> Path:
     return write_parquet(index, index_path, schema="tile_feature_index", meta=meta)
 
 
-def _embed_samples(cfg: Config, encoder: str, dataset: str,
+def _embed_samples(cfg: Config, shared: SharedEncoder, dataset: str,
                    samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    from pathfuse.encoders.inference import Embedder, embed_batches, make_loader, select_runtime
-    from pathfuse.encoders.weights import load_encoder
+    from pathfuse.encoders.inference import embed_batches, make_loader
 
     settings = cfg.section("embedding")
-    loaded = load_encoder(cfg, encoder)
-    spec = loaded.spec
-    runtime = select_runtime(settings, spec.precision)
-    embedder = Embedder(loaded, runtime)
+    loaded, runtime, embedder = shared.get()
+    spec, encoder = loaded.spec, shared.encoder
     images = TileImages(samples, ResizeCrop.for_encoder(spec), settings["on_tile_error"], dataset)
     feats = np.empty((len(images), spec.dim), dtype=np.float32)
     ok = np.zeros(len(images), dtype=bool)
