@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from pathfuse.io import save_figure
-from pathfuse.report.plots import FONT, new_figure
+from pathfuse.report.plots import FONT
 
 PANEL_IN = (2.6, 1.9)  # width, height of one encoder's panel in inches
 
@@ -29,8 +30,11 @@ def training_curves(task: str, curves: Mapping[str, pd.DataFrame | None], stem: 
         stem: output path without suffix; a PNG is written.
     """
     encoders = list(curves)
-    fig = new_figure(PANEL_IN[0] * max(len(encoders), 1), PANEL_IN[1] + 0.4)
+    # Fixed margins instead of the constrained layout of the other figures: a run draws one of
+    # these per task, and the layout solver made each take 60% longer.
+    fig = Figure(figsize=(PANEL_IN[0] * max(len(encoders), 1), PANEL_IN[1] + 0.4), facecolor="white")
     axes = fig.subplots(1, max(len(encoders), 1), sharey=True, squeeze=False)[0]
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.8, wspace=0.08)
     for ax, encoder in zip(axes, encoders, strict=False):
         ax.set_title(encoder, fontsize=FONT)
         ax.tick_params(labelsize=FONT - 1)
