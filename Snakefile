@@ -64,6 +64,7 @@ rule all:
     default_target: True
 
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/tiling.smk"
 include: "workflow/rules/embedding.smk"

@@ -177,6 +177,7 @@ SNAKEFILE = """
 import sys
 sys.path.insert(0, {src!r})
 from pathfuse.config import Config, validate_config
+from pathfuse.paths import shard_name
 
 configfile: "config.yaml"
 config.update(validate_config(config))
@@ -191,6 +192,9 @@ report: {workflow_rst!r}
 rule all:
     input: [L.table(n) for n in REPORT_TABLES]
 
+DEMO_DONE = []
+
+include: {common!r}
 include: {rules!r}
 """
 
@@ -208,6 +212,7 @@ def test_rules_run_under_snakemake_and_the_html_report_builds(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.raw))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(SNAKEFILE).format(
         src=str(REPO / "src"), rules=str(REPO / "workflow" / "rules" / "report.smk"),
+        common=str(REPO / "workflow" / "rules" / "common.smk"),
         workflow_rst=str(REPO / "workflow" / "report" / "workflow.rst")))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path)]
     out = subprocess.run([*cmd, "--cores", "2"], check=False, capture_output=True, text=True, timeout=300)

@@ -1,16 +1,6 @@
 # Stage 2a: one expert head per (task, encoder), all folds and inner OOF folds in one job.
 
 
-def task_features(task_id, encoder):
-    """The feature files a task needs from one encoder (slide bags or a tile dataset)."""
-    task = CFG.task(task_id)
-    if task.is_slide_task:
-        return [L.feature_shard(encoder, task.cohort, s) for s in cohort_shards(task.cohort)] + [
-            L.tile_skipped(task.cohort)
-        ]
-    return [L.tile_features_manifest(encoder)]
-
-
 rule expert:
     input:
         features=lambda w: task_features(w.task, w.encoder),

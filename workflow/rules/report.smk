@@ -2,16 +2,8 @@
 # their Markdown/HTML copies and the plots (report). `snakemake --report results/report.html`
 # collects the HTML tables and PNG plots marked with report() below, with their captions.
 
+
 REPORT_PLOTS = ["heatmap", "gains", "gate_weights", "cost"]
-
-
-def evaluate_inputs(wildcards):
-    """Every prediction file the task's metrics come from: its experts and fusion methods."""
-    task = CFG.task(wildcards.task)
-    return {
-        "experts": [L.expert_predictions(task.id, e) for e in task.encoders],
-        "fusion": [L.fusion_predictions(task.id, m) for m in FUSION_METHODS],
-    }
 
 
 rule evaluate:

@@ -1,21 +1,6 @@
 # Stage 1a: tile grids per slide (OpenSlide), one job per (cohort, shard of slides).
 
 
-def cohort_shards(cohort):
-    """Shard names of a cohort (docs/architecture.md, Jobs)."""
-    return [shard_name(i) for i in range(CFG.n_shards(cohort))]
-
-
-def cohort_label_tables(wildcards):
-    """Label tables of the run's tasks on this cohort (index_cohort cross-checks them).
-
-    The demo's label tables come out of demo_data, so there the demo marker stands for them.
-    """
-    if DEMO_DONE:
-        return DEMO_DONE
-    return sorted({t.labels for t in CFG.tasks if t.is_slide_task and t.cohort == wildcards.cohort})
-
-
 rule tile:
     input:
         DEMO_DONE,
