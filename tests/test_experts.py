@@ -186,6 +186,14 @@ def test_tile_expert_uses_the_official_split_and_writes_no_embedding(tmp_path):
     assert score(cfg.task("ttile"), df[df["split"] == "test"])["balanced_accuracy"] > 0.8
 
 
+def test_missing_tile_features_name_the_file_and_how_to_rebuild_them(tmp_path):
+    tile_dataset(tmp_path)
+    cfg = make_config(tmp_path, ["ttile"])
+    cfg.layout.tile_features(ENCODER, cfg.task("ttile").dataset).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"pathfuse embed-tiles --encoder {ENCODER}.*_tile_datasets.parquet"):
+        experts.train_experts(cfg, "ttile", ENCODER)
+
+
 def test_a_class_missing_from_a_training_fold_fails_or_is_skipped(tmp_path):
     table = classification_cohort(tmp_path, ("a", "b", "c"), n_patients=24)
     table.to_csv(tmp_path / "labels_multi.csv", index=False)

@@ -37,7 +37,9 @@ def load_tile_index(cfg: Config, task: TaskSpec, encoder: str) -> pd.DataFrame:
         if not path.exists():
             raise FileNotFoundError(
                 f"{path}: tile features of dataset {task.dataset!r} for encoder {encoder!r} are "
-                "missing; run the embed_tiles rule first"
+                f"missing; run `pathfuse embed-tiles --encoder {encoder}` (or delete "
+                f"{cfg.layout.tile_features_manifest(encoder)} so that Snakemake re-runs embed_tiles; "
+                "finished datasets are kept)"
             )
     with safe_open(tensor_path, framework="pt") as fh:
         n_rows = fh.get_slice(FEATURES_KEY).get_shape()[0]
