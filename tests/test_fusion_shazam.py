@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from pathfuse.fusion.run import _method_settings, fuse_task
 from pathfuse.fusion.shazam import AttentionBlock, Shazam, ShazamLoss
+from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
+from pathfuse.io import read_parquet
 
 
 def test_architecture_matches_the_paper():
@@ -68,3 +71,34 @@ def test_distillation_term_vanishes_when_the_student_matches_every_target():
     task_only = loss_fn(logits, batch)
     torch.testing.assert_close(matched, task_only)
     assert loss_fn(torch.cat([logits, fused, -fused, fused], 1), batch) > task_only + 0.5
+
+
+def test_sum_and_moe_ablations_replace_only_the_token_mixer():
+    torch.manual_seed(0)
+    x = [torch.randn(5, 6), torch.randn(5, 10), torch.randn(5, 4)]
+    summed = Shazam([6, 10, 4], n_outputs=2, dim=8, n_layers=5, mixer="sum").eval()
+    assert len(summed.blocks) == 0 and summed.gate is None
+    tokens = torch.stack([proj(t) for proj, t in zip(summed.projections, x, strict=True)], dim=1)
+    torch.testing.assert_close(summed.fuse(x), tokens.sum(dim=1))
+
+    moe = Shazam([6, 10, 4], n_outputs=2, dim=8, n_layers=5, mixer="moe").eval()
+    assert len(moe.blocks) == 0 and moe.gate.in_features == 3 * 8 and moe.gate.out_features == 3
+    tokens = torch.stack([proj(t) for proj, t in zip(moe.projections, x, strict=True)], dim=1)
+    weights = moe.teacher_weights(tokens)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(5))
+    assert not torch.allclose(weights[0], weights[1])  # sample-adaptive
+    torch.testing.assert_close(moe.fuse(x), (weights.unsqueeze(-1) * tokens).sum(dim=1))
+    with pytest.raises(ValueError, match="unknown Shazam mixer 'mamba'"):
+        Shazam([6], n_outputs=2, mixer="mamba")
+
+
+def test_ablations_run_as_fusion_methods_with_the_shazam_settings(tmp_path):
+    task = TASK_OF_KIND["wsi_classification"]
+    settings = {**fast_fusion_settings(), "methods": ["shazam_sum", "shazam_moe"]}
+    cfg = write_synthetic_task(tmp_path, SyntheticTask(task=task, n_samples=24, n_folds=1, tiles_per_slide=4), settings)
+    for path, mixer in zip(fuse_task(cfg, task), ("sum", "moe"), strict=True):
+        df, meta = read_parquet(path, schema="predictions")
+        assert meta["family"] == "fuser" and meta["folds"]["0"]["mixer"] == mixer
+        assert len(df) and df["gate_weights"].isna().all()
+    fusion = cfg.section("fusion")
+    assert _method_settings(fusion, "shazam_moe")["shazam"] == fusion["shazam"]

@@ -49,6 +49,7 @@ class Method:
     fit_fold: Callable[[FusionContext, int], FoldOutput]
     needs_features: bool = False
     description: str = ""
+    settings: str | None = None  # the config block under `fusion` it reads; None = its own name
 
 
 FUSERS: Registry[Method] = Registry("fusion method")

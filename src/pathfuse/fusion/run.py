@@ -115,8 +115,9 @@ def _digest(cfg: Config, task: str, method: str) -> str:
 
 
 def _method_settings(settings: dict[str, Any], method: str) -> dict[str, Any]:
-    """The settings one method reads: its own block and the shared keys."""
-    return {k: settings[k] for k in (method, "survival_alpha", "selection_metric") if k in settings}
+    """The settings one method reads: its block (its own, or the one it shares) and the shared keys."""
+    block = FUSERS.get(method).settings or method
+    return {k: settings[k] for k in (block, "survival_alpha", "selection_metric") if k in settings}
 
 
 def _up_to_date(path: Path, digest: str) -> bool:

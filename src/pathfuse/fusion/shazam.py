@@ -22,6 +22,7 @@ Formulation (METHODS.md §4; deviations in docs/methods.md):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Width of the attention branches of each teacher's ABMIL pooling (as in the experts).
 POOL_ATTN_DIM = 128
+#: Token mixers: Shazam's self-attention and the paper's two fusion ablations.
+MIXERS = ("attention", "sum", "moe")
 
 
 class AttentionBlock(nn.Module):
@@ -76,25 +79,32 @@ class Shazam(nn.Module):
         pool_dropout: dropout inside the pooling (slide tasks).
         target_dims: per teacher, the width of its distillation-target input; None = no targets.
         train_targets: whether the target maps are optimised (False: fixed random maps).
+        mixer: how the teacher tokens become T_final: ``attention`` (Shazam: K self-attention
+            blocks, then the mean), or the paper's fusion ablations ``sum`` (the sum of the
+            tokens, no attention) and ``moe`` (a softmax gate over the concatenated tokens
+            weights each teacher's token).
     """
 
     def __init__(
         self, in_dims: list[int], n_outputs: int, dim: int = 128, n_layers: int = 5,
         pool_hidden: int | None = None, pool_dropout: float = 0.25, target_dims: list[int] | None = None,
-        train_targets: bool = True,
+        train_targets: bool = True, mixer: str = "attention",
     ) -> None:
         super().__init__()
+        if mixer not in MIXERS:
+            raise ValueError(f"unknown Shazam mixer {mixer!r}; known: {', '.join(MIXERS)}")
         self.pools = None
         if pool_hidden:
             self.pools = nn.ModuleList(GatedAttentionPool(d, pool_hidden, POOL_ATTN_DIM, pool_dropout) for d in in_dims)
         token_in = [pool_hidden] * len(in_dims) if pool_hidden else in_dims
         self.projections = nn.ModuleList(projection(d, dim) for d in token_in)
-        self.blocks = nn.ModuleList(AttentionBlock(dim) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(AttentionBlock(dim) for _ in range(n_layers if mixer == "attention" else 0))
+        self.gate = nn.Linear(len(in_dims) * dim, len(in_dims)) if mixer == "moe" else None
         self.classifier = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.LayerNorm(dim), nn.Linear(dim, n_outputs))
         self.targets = nn.ModuleList(nn.Linear(d, dim) for d in target_dims) if target_dims else None
         if self.targets is not None and not train_targets:
             self.targets.requires_grad_(False)
-        self.n_outputs, self.dim = n_outputs, dim
+        self.n_outputs, self.dim, self.mixer = n_outputs, dim, mixer
 
     def fuse(self, features: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """T_final [B, D] from the teachers' tiles [B, D_i] or bags [B, n, D_i] (+ masks)."""
@@ -102,9 +112,17 @@ class Shazam(nn.Module):
             masks = masks or [None] * len(features)
             features = [pool(x, mask)[0] for pool, x, mask in zip(self.pools, features, masks, strict=True)]
         tokens = torch.stack([proj(x) for proj, x in zip(self.projections, features, strict=True)], dim=1)
+        if self.mixer == "sum":
+            return tokens.sum(dim=1)
+        if self.gate is not None:
+            return (self.teacher_weights(tokens).unsqueeze(-1) * tokens).sum(dim=1)
         for block in self.blocks:
             tokens = block(tokens)
         return tokens.mean(dim=1)
+
+    def teacher_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """MoE mixer: each sample's softmax weights [B, N] over its N teacher tokens [B, N, D]."""
+        return torch.softmax(self.gate(tokens.flatten(1)), dim=-1)
 
     def forward(
         self, features: list[torch.Tensor], masks: list[torch.Tensor] | None = None,
@@ -174,8 +192,9 @@ def _logits_forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- fit one fold
-def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
-    """Train Shazam on one outer fold (early stopping on validation) and predict every block."""
+def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOutput:
+    """Train Shazam (or an ablation, by ``mixer``) on one outer fold, early stopping on validation,
+    and predict every block."""
     start = time.perf_counter()
     cfg, survival = ctx.settings["shazam"], ctx.is_survival
     feats: TeacherFeatures = ctx.features
@@ -195,7 +214,7 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     if distill:
         target_dims = [e.shape[1] for e in train.embeddings] if target_source == "embedding" else feats.dims
     model = Shazam(feats.dims, n_outputs, cfg["dim"], cfg["n_layers"], cfg["abmil_hidden"] if slide else None,
-                   cfg["abmil_dropout"], target_dims, train_targets=cfg["distill_target"] == "linear")
+                   cfg["abmil_dropout"], target_dims, train_targets=cfg["distill_target"] == "linear", mixer=mixer)
     loss = ShazamLoss(n_outputs, cfg["dim"], survival, ctx.settings["survival_alpha"], cfg["distill_weight"],
                       cfg["huber_delta"])
     if slide:
@@ -226,7 +245,7 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
         "flops": forward_flops(model, lambda: _logits_forward(model, first_val), len(first_val["index"])),
         "best_epoch": result.best_epoch, "epochs_run": len(result.curve), "monitor": result.monitor,
         "best_value": result.best_value, "distill_target": cfg["distill_target"] if distill else "none",
-        "distill_input": target_source,
+        "distill_input": target_source, "mixer": mixer,
     }
     return FoldOutput(logits=logits, cost=cost)
 
@@ -238,4 +257,12 @@ def _default_forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 FUSERS.register("shazam")(Method(
     family="fuser", fit_fold=fit_fold, needs_features=True,
     description="teacher tokens + self-attention + distillation (feature-level fusion)",
+))
+FUSERS.register("shazam_sum")(Method(
+    family="fuser", fit_fold=functools.partial(fit_fold, mixer="sum"), needs_features=True, settings="shazam",
+    description="Shazam's Sum ablation: the teacher tokens summed, no attention (settings of shazam)",
+))
+FUSERS.register("shazam_moe")(Method(
+    family="fuser", fit_fold=functools.partial(fit_fold, mixer="moe"), needs_features=True, settings="shazam",
+    description="Shazam's MoE ablation: a softmax gate over the teacher tokens (settings of shazam)",
 ))
