@@ -288,11 +288,6 @@ class Config:
         """Cohorts needed by this run's slide tasks (sorted, each once)."""
         return sorted({t.cohort for t in self.tasks if t.is_slide_task and t.cohort})
 
-    @cached_property
-    def tile_dataset_ids(self) -> list[str]:
-        """Tile datasets needed by this run's tile tasks (sorted, each once)."""
-        return sorted({t.dataset for t in self.tasks if not t.is_slide_task and t.dataset})
-
     def tile_dataset_ids_for(self, encoder: str) -> list[str]:
         """Tile datasets that this run's tile tasks need embedded by ``encoder`` (sorted)."""
         return sorted({t.dataset for t in self.tasks if not t.is_slide_task and t.dataset and encoder in t.encoders})

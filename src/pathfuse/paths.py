@@ -84,6 +84,10 @@ class Layout:
     def table(self, name: str) -> Path:
         return self.root / "tables" / f"{name}.parquet"
 
+    def expert_curves_figure(self, task: str) -> Path:
+        """The report's figure of one task's expert training curves."""
+        return self.report_dir() / "curves" / f"{task}.png"
+
     def report_dir(self) -> Path:
         return self.root / "report"
 

@@ -46,7 +46,7 @@ rule report:
         svg=[L.report_dir() / f"{p}.svg" for p in REPORT_PLOTS],
         curves=[
             report(
-                L.report_dir() / "curves" / f"{t}.png",
+                L.expert_curves_figure(t),
                 caption="../report/plot_curves.rst",
                 category="Expert training curves",
                 subcategory=CFG.task(t).kind,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,10 @@ from pathfuse.encoders.registry import encoder_spec
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples, read_image
 from pathfuse.encoders.transforms import ResizeCrop
 from pathfuse.io import read_parquet, write_parquet, write_safetensors
+
+if TYPE_CHECKING:
+    from pathfuse.encoders.inference import Embedder, Runtime
+    from pathfuse.encoders.weights import LoadedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +84,9 @@ class SharedEncoder:
 
     def __init__(self, cfg: Config, encoder: str) -> None:
         self.cfg, self.encoder = cfg, encoder
-        self._built: tuple[Any, Any, Any] | None = None
+        self._built: tuple[LoadedEncoder, Runtime, Embedder] | None = None
 
-    def get(self) -> tuple[Any, Any, Any]:
+    def get(self) -> tuple[LoadedEncoder, Runtime, Embedder]:
         """``(loaded encoder, runtime, embedder)``."""
         if self._built is None:
             from pathfuse.encoders.inference import Embedder, select_runtime

@@ -114,7 +114,7 @@ class Shazam(nn.Module):
         tokens = torch.stack([proj(x) for proj, x in zip(self.projections, features, strict=True)], dim=1)
         if self.mixer == "sum":
             return tokens.sum(dim=1)
-        if self.gate is not None:
+        if self.mixer == "moe":
             return (self.teacher_weights(tokens).unsqueeze(-1) * tokens).sum(dim=1)
         for block in self.blocks:
             tokens = block(tokens)

@@ -31,7 +31,7 @@ _ROW_IN = 0.34  # inches per task row
 FONT = 8.5
 
 
-def new_figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     fig.set_facecolor("white")
     return fig
@@ -58,7 +58,7 @@ def _kind_labels(ax, kinds: Sequence[str], x: float) -> None:
 
 
 def _placeholder(text: str, stem: Path) -> list[Path]:
-    fig = new_figure(6, 1.5)
+    fig = _figure(6, 1.5)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555555")
     return save_figure(fig, stem)
 
@@ -90,7 +90,7 @@ def heatmap(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
     scaled = _row_scale(np.where(competing[None, :], values * signs, np.nan))
     kinds = _task_kinds(ranks, tasks)
 
-    fig = new_figure(2.8 + 0.72 * len(methods), 1.6 + _ROW_IN * len(tasks))
+    fig = _figure(2.8 + 0.72 * len(methods), 1.6 + _ROW_IN * len(tasks))
     ax = fig.add_subplot()
     cmap = _cmap()
     ax.imshow(np.ma.masked_invalid(scaled), cmap=cmap, vmin=0, vmax=1, aspect="auto")
@@ -169,7 +169,7 @@ def gains(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequence
 
     ncols = min(GAIN_PANELS_PER_ROW, len(methods))
     nrows = -(-len(methods) // ncols)
-    fig = new_figure(2.6 + 2.6 * ncols, 0.9 + nrows * max(2.2, 0.9 + _ROW_IN * len(tasks)))
+    fig = _figure(2.6 + 2.6 * ncols, 0.9 + nrows * max(2.2, 0.9 + _ROW_IN * len(tasks)))
     grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     axes = list(grid.flat)[: len(methods)]
     for ax in list(grid.flat)[len(methods):]:
@@ -220,7 +220,7 @@ def gate_weights(gates: pd.DataFrame, task_order: Sequence[str], stem: Path) -> 
     experts = list(dict.fromkeys(gates["expert"]))
     palette = _expert_palette(experts)
     kinds = _task_kinds(gates, tasks)
-    fig = new_figure(2.6 + 4.2 * len(methods), 1.7 + _ROW_IN * len(tasks))
+    fig = _figure(2.6 + 4.2 * len(methods), 1.7 + _ROW_IN * len(tasks))
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     for ax, m in zip(axes, methods, strict=True):
         by = gates[gates["method"] == m].set_index(["task", "expert"])["weight_mean"]
@@ -281,7 +281,7 @@ def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: 
                 & np.isfinite(data["mean_gain_points"].astype(float))]
     if data.empty:
         return _placeholder("no fusion method with both cost and gain to plot", stem)
-    fig = new_figure(6.8, 4.6)
+    fig = _figure(6.8, 4.6)
     ax = fig.add_subplot()
     params = data["params_mean"].astype(float).fillna(0)
     size = (40 + 360 * np.sqrt(params / params.max())).to_numpy() if params.max() > 0 else np.full(len(data), 80.0)

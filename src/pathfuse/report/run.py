@@ -35,13 +35,8 @@ def report_outputs(cfg: Config) -> dict[str, list[Path]]:
         "markdown": [layout.table(n).with_suffix(".md") for n in TABLES],
         "html": [layout.report_dir() / f"{n}.html" for n in TABLES],
         "plots": [layout.report_dir() / f"{p}.{fmt}" for p in PLOTS for fmt in ("png", "svg")],
-        "curves": [curves_stem(cfg, t).with_suffix(".png") for t in cfg.task_ids],
+        "curves": [layout.expert_curves_figure(t) for t in cfg.task_ids],
     }
-
-
-def curves_stem(cfg: Config, task: str) -> Path:
-    """Where a task's expert training-curve figure goes (without suffix)."""
-    return cfg.layout.report_dir() / "curves" / task
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -195,7 +190,8 @@ def build_report(cfg: Config) -> list[Path]:
     written += plots.gate_weights(gates, task_order, stem / "gate_weights")
     written += plots.cost(cost, summary, rcfg["cost_reference"], stem / "cost")
     for task in task_order:
-        written += curves.training_curves(task, expert_curves(cfg, task), curves_stem(cfg, task))
+        figure = cfg.layout.expert_curves_figure(task)
+        written += curves.training_curves(task, expert_curves(cfg, task), figure.with_suffix(""))
     log.info("report: %d tasks, %d methods, %d of %d cells missing; wrote %d files", len(task_order),
              len(order), len(missing), len(ranks), len(written))
     return written
