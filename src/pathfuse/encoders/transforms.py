@@ -37,15 +37,19 @@ class ResizeCrop:
         chw = image.permute(2, 0, 1)
         if chw.dtype != torch.uint8:
             raise TypeError(f"expected a uint8 RGB image, got {chw.dtype}")
-        height, width = chw.shape[1:]
-        scale = self.resize_px / min(height, width)
-        size = (max(self.crop_px, round(height * scale)), max(self.crop_px, round(width * scale)))
-        if size != (height, width):
+        size = self.resized_size(*chw.shape[1:])
+        if size != tuple(chw.shape[1:]):
             chw = F.interpolate(chw[None], size=size, mode=self.interpolation, antialias=True,
                                 align_corners=False)[0]
-        top = (chw.shape[1] - self.crop_px) // 2
-        left = (chw.shape[2] - self.crop_px) // 2
+        top, left = (int(round((side - self.crop_px) / 2.0)) for side in chw.shape[1:])
         return chw[:, top:top + self.crop_px, left:left + self.crop_px].contiguous()
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) after the resize: torchvision's rule (shorter side = ``resize_px``, the
+        longer side truncated), so crops land on the same pixels as the FMs' reference pipelines."""
+        if height <= width:
+            return self.resize_px, max(self.crop_px, int(self.resize_px * width / height))
+        return max(self.crop_px, int(self.resize_px * height / width)), self.resize_px
 
 
 class Normalize:

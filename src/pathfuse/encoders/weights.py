@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import sys
@@ -21,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pathfuse.config import Config
@@ -191,9 +193,40 @@ def remap_timm(state: StateDict, model: EncoderModel) -> StateDict:
     return {f"trunk.{k}": v for k, v in _timm_filter(state, model.trunk).items()}
 
 
+def resample_class_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], offset: float = 0.0) -> torch.Tensor:
+    """Resample a ``[1, 1 + side², D]`` (class + square patch grid) position table to ``grid``.
+
+    Done once at load time exactly as the reference implementations do it on every call, so
+    the features match theirs: bicubic in float32 without antialiasing — to a target ``size``
+    (Hugging Face ``Dinov2Model``, ``offset=0``) or by the DINO ``scale_factor`` of
+    ``(grid + 0.1) / side`` (MahmoodLab's CONCH v1.5 trunk, ``offset=0.1``). timm's own filter
+    antialiases, which changes the table when shrinking it.
+    """
+    cls_pos, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    side, dim = math.isqrt(patches.shape[1]), patches.shape[2]
+    if side * side != patches.shape[1] or (side, side) == tuple(grid):
+        return pos_embed
+    table = patches.reshape(1, side, side, dim).permute(0, 3, 1, 2).float()
+    if offset:
+        scale = ((grid[0] + offset) / side, (grid[1] + offset) / side)
+        table = F.interpolate(table, scale_factor=scale, mode="bicubic", align_corners=False)
+    else:
+        table = F.interpolate(table, size=tuple(grid), mode="bicubic", align_corners=False)
+    table = table.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)
+    return torch.cat([cls_pos, table], dim=1)
+
+
+def _resample_positions(state: StateDict, trunk: nn.Module, key: str, offset: float) -> StateDict:
+    if key in state and getattr(trunk, "pos_embed", None) is not None:
+        grid = tuple(trunk.patch_embed.grid_size)
+        state = {**state, key: resample_class_pos_embed(state[key], grid, offset)}
+    return state
+
+
 @WEIGHT_REMAPS.register("conch_v15")
 def remap_conch_v15(state: StateDict, model: EncoderModel) -> StateDict:
     """CONCH v1.5 vision tower: ``trunk.*`` (timm ViT-L), ``attn_pool_contrast.*``, ``ln_contrast.*``."""
+    state = _resample_positions(state, model.trunk, "trunk.pos_embed", offset=0.1)
     trunk = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
     out = {f"trunk.{k}": v for k, v in _timm_filter(trunk, model.trunk).items()}
     for key, value in state.items():
@@ -226,6 +259,7 @@ _HF_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|
 def remap_hf_dinov2(state: StateDict, model: EncoderModel) -> StateDict:
     """Hugging Face ``Dinov2Model`` naming (Phikon-v2) → timm ViT; q, k, v fused into ``qkv``."""
     state = {k.removeprefix("dinov2."): v for k, v in state.items()}
+    state = _resample_positions(state, model.trunk, "embeddings.position_embeddings", offset=0.0)
     out: StateDict = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state.items():
