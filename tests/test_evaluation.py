@@ -14,7 +14,7 @@ import pytest
 from reduced_demo import REPO
 
 from pathfuse.config import Config, ConfigError, TaskSpec, load_yaml
-from pathfuse.evaluation import DELTA_PREFIX, evaluate_task, select_best_expert
+from pathfuse.evaluation import DELTA_PREFIX, evaluate_task
 from pathfuse.io import SchemaError, read_parquet, write_parquet
 from pathfuse.metrics import score
 
@@ -121,15 +121,16 @@ def cfg(tmp_path) -> Config:
     return make_config(tmp_path, ["brca_idc_ilc", "surv_brca"], methods=["logitprod", "mean_logits"])
 
 
-def test_classification_metrics_per_fold_pooled_and_missing(cfg):
+def test_classification_metrics_per_fold_mean_pooled_and_missing(cfg):
     write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.5, "demo_vit_b": 2.0, "demo_vit_c": 1.0,
                                      "logitprod": 2.5}, skip=())
     path = evaluate_task(cfg, "brca_idc_ilc")
-    df, _ = read_parquet(path, schema="metrics")
+    df, meta = read_parquet(path, schema="metrics")
     test = df[(df["split"] == "test") & ~df["metric"].str.startswith(DELTA_PREFIX)]
-    # 4 methods present + mean_logits missing; 4 metrics; folds 0, 1 and pooled -1
-    assert len(test) == 5 * 4 * 3
+    # 4 methods present (5 metrics incl. binary_f1; folds 0, 1, mean, pooled) + mean_logits missing (no pooled)
+    assert len(test) == 4 * 5 * 4 + 5 * 3
     assert set(test["method"]) == {*ENCODERS, "logitprod", "mean_logits"}
+    assert "binary_f1" in set(test["metric"])
     missing = test[test["method"] == "mean_logits"]
     assert (missing["status"] == "missing").all() and missing["value"].isna().all()
     assert "no prediction file" in missing["note"].iloc[0]
@@ -143,50 +144,51 @@ def test_classification_metrics_per_fold_pooled_and_missing(cfg):
     fold1 = preds[(preds["fold"] == 1) & (preds["split"] == "test")]
     row = test[(test["method"] == "demo_vit_b") & (test["fold"] == 1) & (test["metric"] == "auroc")].iloc[0]
     assert row["value"] == pytest.approx(score(spec, fold1, ["auroc"])["auroc"])
-    assert row["n_samples"] == 60 and row["encoder"] == "demo_vit_b"
+    assert row["n_samples"] == 60 and row["n_patients"] == 60 and row["encoder"] == "demo_vit_b"
+    assert meta["n_test_patients"] == {"0": 60, "1": 60}
 
-    pooled = test[(test["fold"] == -1) & (test["metric"] == "auroc") & (test["method"] != "mean_logits")]
-    assert (pooled["ci_low"] <= pooled["value"]).all() and (pooled["value"] <= pooled["ci_high"]).all()
-    assert (pooled["n_samples"] == 120).all()
-    assert pooled.set_index("method")["value"]["logitprod"] > pooled.set_index("method")["value"]["demo_vit_a"]
+    auroc = test[(test["metric"] == "auroc") & (test["method"] != "mean_logits")]
+    mean = auroc[auroc["statistic"] == "mean"].set_index("method")
+    per_fold = auroc[auroc["fold"] >= 0].groupby("method")["value"].mean()
+    assert np.allclose(mean["value"], per_fold.reindex(mean.index))
+    assert (mean["ci_low"] <= mean["value"]).all() and (mean["value"] <= mean["ci_high"]).all()
+    pooled = auroc[auroc["statistic"] == "pooled"]
+    assert (pooled["n_samples"] == 120).all() and pooled["note"].str.contains("pooled").all()
+    assert mean.loc["logitprod", "value"] > mean.loc["demo_vit_a", "value"]
 
 
-def test_best_expert_is_chosen_on_validation_and_paired_against(cfg):
+def test_gain_is_the_mean_of_per_fold_differences_against_the_validation_choice(cfg):
     write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.2, "demo_vit_b": 3.0, "demo_vit_c": 1.0,
                                      "logitprod": 3.0, "mean_logits": 0.0})
     df, meta = read_parquet(evaluate_task(cfg, "brca_idc_ilc"), schema="metrics")
     val = df[df["split"] == "val"]
-    assert set(val["method"]) == set(ENCODERS) and set(val["metric"]) == {"auroc"}
+    assert set(val["method"]) == set(ENCODERS) and set(val["metric"]) == {"auroc", "nll"}
     assert meta["best_expert"] == {"0": "demo_vit_b", "1": "demo_vit_b"} and meta["reference"] == "demo_vit_b"
-    delta = df[df["metric"] == DELTA_PREFIX + "auroc"].set_index("method")
+    delta = df[(df["metric"] == DELTA_PREFIX + "auroc") & (df["fold"] == -1)].set_index("method")
     assert set(delta.index) == {*ENCODERS, "logitprod", "mean_logits"}
     assert (delta["reference"] == "demo_vit_b").all()
-    assert delta.loc["demo_vit_b", "value"] == pytest.approx(0.0)
-    pooled = df[(df["fold"] == -1) & (df["metric"] == "auroc")].set_index("method")["value"]
-    assert delta.loc["mean_logits", "value"] == pytest.approx(pooled["mean_logits"] - pooled["demo_vit_b"])
+    assert delta.loc["demo_vit_b", "value"] == 0.0 and delta.loc["demo_vit_b", "p_value"] == 1.0
+    per_fold = df[(df["metric"] == "auroc") & (df["fold"] >= 0) & (df["split"] == "test")]
+    per_fold = per_fold.pivot(index="fold", columns="method", values="value")
+    assert delta.loc["mean_logits", "value"] == pytest.approx((per_fold["mean_logits"] - per_fold["demo_vit_b"]).mean())
     assert delta.loc["mean_logits", "ci_high"] < 0 and delta.loc["mean_logits", "p_value"] < 0.05
+    assert (delta["n_undefined"] == 0).all()
 
 
-def test_selection_uses_validation_only():
-    val = pd.DataFrame({"method": ["a", "b", "a", "b"], "fold": [0, 0, 1, 1], "value": [0.7, 0.9, 0.8, 0.8]})
-    assert select_best_expert(val, [0, 1], "auroc", ["a", "b"]) == {0: "b", 1: "a"}  # tie → order
-    assert select_best_expert(val, [0, 1], "ibs", ["a", "b"]) == {0: "a", 1: "a"}  # lower is better
-    assert select_best_expert(val.iloc[:2], [0, 1], "auroc", ["a", "b"]) is None
-
-
-def test_survival_task_scores_cindex_and_ibs(cfg):
+def test_survival_task_scores_cindex_and_ibs_per_fold_never_pooled(cfg):
     write_task(cfg, "surv_brca", {"demo_vit_a": 0.1, "demo_vit_b": 1.5, "demo_vit_c": 0.5, "logitprod": 1.5,
                                   "mean_logits": 1.0})
     df, meta = read_parquet(evaluate_task(cfg, "surv_brca"), schema="metrics")
-    pooled = df[(df["fold"] == -1) & (df["split"] == "test")]
-    assert set(pooled["metric"]) == {"c_index", "ibs", DELTA_PREFIX + "c_index"}
-    cidx = pooled[pooled["metric"] == "c_index"].set_index("method")
+    assert "pooled" not in set(df["statistic"])
+    mean = df[(df["fold"] == -1) & (df["split"] == "test")]
+    assert set(mean["metric"]) == {"c_index", "ibs", DELTA_PREFIX + "c_index"}
+    cidx = mean[mean["metric"] == "c_index"].set_index("method")
     assert cidx["value"].notna().all() and cidx.loc["demo_vit_b", "value"] > cidx.loc["demo_vit_a", "value"] + 0.1
-    assert pooled[pooled["metric"] == "ibs"]["value"].notna().all()  # bin edges reached the IBS
+    assert mean[mean["metric"] == "ibs"]["value"].notna().all()  # bin edges reached the IBS
     assert meta["primary_metric"] == "c_index"
 
 
-def test_missing_fold_makes_pooled_cell_missing(cfg):
+def test_missing_fold_makes_mean_cell_missing(cfg):
     write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 1.0, "demo_vit_b": 1.0, "demo_vit_c": 1.0,
                                      "logitprod": 1.0, "mean_logits": 1.0})
     path = cfg.layout.fusion_predictions("brca_idc_ilc", "logitprod")
@@ -198,6 +200,22 @@ def test_missing_fold_makes_pooled_cell_missing(cfg):
     for fold in (1, -1):
         cells = lp[lp["fold"] == fold]
         assert (cells["status"] == "missing").all() and cells["value"].isna().all(), fold
+
+
+def test_a_fold_with_one_test_class_is_named_not_averaged(cfg):
+    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 1.0, "demo_vit_b": 2.0, "demo_vit_c": 1.0})
+    for enc in ENCODERS:
+        path = cfg.layout.expert_predictions("brca_idc_ilc", enc)
+        preds, meta = read_parquet(path, schema="predictions")
+        one_class = (preds["fold"] == 1) & (preds["split"] == "test")
+        preds.loc[one_class, "label"] = 0
+        write_parquet(preds, path, "predictions", meta)
+    df, _ = read_parquet(evaluate_task(cfg, "brca_idc_ilc"), schema="metrics")
+    auroc = df[(df["metric"] == "auroc") & (df["split"] == "test") & (df["method"] == "demo_vit_b")]
+    assert auroc.set_index("fold").loc[1, "status"] == "undefined"
+    mean = auroc[auroc["statistic"] == "mean"].iloc[0]
+    assert mean["value"] == pytest.approx(auroc.set_index("fold").loc[0, "value"])
+    assert "fold(s) [1]" in mean["note"] and mean["status"] == "ok"
 
 
 def test_foreign_file_fails_naming_it(cfg):

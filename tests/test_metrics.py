@@ -14,7 +14,8 @@ from scipy.special import softmax
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from pathfuse.config import TaskSpec
-from pathfuse.metrics import HIGHER_IS_BETTER, bootstrap_ci, paired_bootstrap, score
+from pathfuse import foldstats
+from pathfuse.metrics import HIGHER_IS_BETTER, bootstrap_ci, score
 
 BINARY = TaskSpec(
     id="bin",
@@ -198,22 +199,39 @@ def test_bootstrap_keeps_a_patients_rows_together():
     assert ci["accuracy"][0] == pytest.approx(0.5) and ci["accuracy"][1] == pytest.approx(0.5)
 
 
+def _paired(task, a, b, metric, n_resamples, seed, edges=None):
+    sample = foldstats.fold_sample(task, 0, {"a": a, "b": b}, {"a": edges, "b": edges}, need_curves=metric == "ibs")
+    draws = foldstats.draw_patients(sample.strata, n_resamples, np.random.default_rng(seed))
+    sa, sb = (foldstats.score_fold(task, sample, m, [metric], draws)[metric] for m in "ab")
+    return sample, draws, foldstats.mean_over_folds({0: sa[0] - sb[0]}, {0: sa[1] - sb[1]}, 0.95, metric, True)
+
+
 def test_survival_bootstrap_and_paired_bootstrap():
     df = survival_rows(50)
     ci = bootstrap_ci(SURV, df, ["c_index", "ibs"], n_resamples=100, seed=0, bin_edges=[0, 3, 7, 14, 40])
     assert all(lo < hi for lo, hi in ci.values())
-    same = paired_bootstrap(SURV, df, df, "c_index", n_resamples=100, seed=0)
-    assert same["diff"] == 0 and same["ci_low"] == same["ci_high"] == 0 and same["p_value"] == 1.0
+    sample, draws, same = _paired(SURV, df, df, "c_index", 100, 0)
+    assert same.value == 0 and same.ci_low == same.ci_high == 0 and same.p_value == 1.0
+    events = sample.strata[draws]  # stratified by event status: each resample keeps the event count
+    assert (events.sum(axis=1) == sample.strata.sum()).all()
 
 
-def test_paired_bootstrap_detects_a_better_method():
+def test_paired_bootstrap_detects_a_better_method_and_keeps_class_counts():
     good = classification_rows(80, 2, seed=4)
     rng = np.random.default_rng(9)
     noise = good.assign(logits=list(rng.normal(size=(80, 2)).astype(np.float32)))
-    out = paired_bootstrap(BINARY, good, noise, "auroc", n_resamples=300, seed=1)
-    assert out["diff"] > 0.2 and out["ci_low"] > 0 and out["p_value"] < 0.01 and out["n_patients"] == 80
-    with pytest.raises(ValueError, match="share no patient"):
-        paired_bootstrap(BINARY, good, noise.assign(patient_id="x"), "auroc")
+    sample, draws, out = _paired(BINARY, good, noise, "auroc", 300, 1)
+    assert out.value > 0.2 and out.ci_low > 0 and out.p_value < 0.01 and out.n_undefined == 0
+    assert (sample.strata[draws].sum(axis=1) == good["label"].sum()).all()
+    with pytest.raises(ValueError, match="share no test patient"):
+        foldstats.fold_sample(BINARY, 0, {"a": good, "b": noise.assign(patient_id="x")}, {}, False)
+
+
+def test_binary_f1_is_the_positive_class_f1_of_sklearn():
+    df = classification_rows(60, 2, seed=8)
+    pred = probs_of(df).argmax(1)
+    assert score(BINARY, df, ["binary_f1"])["binary_f1"] == pytest.approx(f1_score(df["label"], pred))
+    assert np.isnan(score(MULTI, classification_rows(40, 4), ["binary_f1"])["binary_f1"])
 
 
 def test_sample_level_helpers_for_checkpoint_choice():

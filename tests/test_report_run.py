@@ -58,7 +58,7 @@ def test_every_output_is_written_and_readable(run):
     for name in TABLES:
         df, meta = read_parquet(cfg.layout.table(name), schema=f"table:{name}")
         assert len(df) and meta["missing_cells"] == 8, name
-    for path in report_outputs(cfg)["plots"]:
+    for path in [*report_outputs(cfg)["png"], *report_outputs(cfg)["svg"]]:
         assert path.stat().st_size > 5_000, path
         head = path.read_bytes()[:8]
         assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<?xml" in head
@@ -95,10 +95,13 @@ def test_benchmark_has_every_metric_with_ci(run):
     cfg, _ = run
     bench, _ = read_parquet(cfg.layout.table("benchmark"), schema="table:benchmark")
     brca = bench[(bench["task"] == "brca_idc_ilc")]
-    assert set(brca["metric"]) == {"auroc", "balanced_accuracy", "macro_f1", "accuracy"}
+    assert set(brca["metric"]) == {"auroc", "balanced_accuracy", "macro_f1", "accuracy", "binary_f1"}
     assert set(brca["method"]) == {*ENCODERS, *METHODS}
     ok = brca[brca["status"] == "ok"]
-    assert (ok["ci_low"] <= ok["pooled"]).all() and (ok["pooled"] <= ok["ci_high"]).all()
+    assert (ok["ci_low"] <= ok["mean"]).all() and (ok["mean"] <= ok["ci_high"]).all()
+    assert (ok["pooled_ci_low"] <= ok["pooled"]).all() and (ok["pooled"] <= ok["pooled_ci_high"]).all()
+    assert ok["n_test_patients"].eq("60,60").all()
+    assert bench.loc[bench["kind"] == "survival", "pooled"].isna().all()  # never pooled across fold bins
     assert ok["sd"].notna().all() and ok["n_folds"].eq(2).all()
     assert bench.loc[(bench["task"] == "surv_brca") & (bench["method"] == "shazam"), "status"].eq("missing").all()
 
@@ -134,7 +137,7 @@ def test_markdown_and_html_copies(run):
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "<b>" in html and "**" not in html
     bench_md = cfg.layout.table("benchmark").with_suffix(".md").read_text()
     assert "## brca_idc_ilc (wsi_classification; primary: auroc)" in bench_md
-    assert "auroc pooled [95% CI]" in bench_md
+    assert "auroc mean [95% CI]" in bench_md and "auroc POOLED over folds [95% CI]" in bench_md
 
 
 def test_wrong_schema_version_fails_clearly(run, tmp_path):

@@ -13,23 +13,27 @@ FAMILY = {"A": "expert", "B": "expert", "F": "fuser", "O": "oracle"}
 
 
 def _rows(task: str, method: str, value: float | None, metric: str = "auroc") -> list[dict]:
-    """Two folds at value ∓ 0.01 and a pooled row at value with CI ± 0.05 (or missing cells)."""
+    """Two folds at value ∓ 0.01, a mean row at value with CI ± 0.05 and a pooled row with CI ± 0.06
+    (or missing cells)."""
     base = {"task": task, "kind": "mutation", "method": method, "family": FAMILY[method],
             "encoder": method if FAMILY[method] == "expert" else None, "split": "test", "metric": metric,
-            "reference": None, "p_value": np.nan}
+            "reference": None, "p_value": np.nan, "n_undefined": 0}
     if value is None:
-        return [{**base, "fold": f, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_samples": 0,
-                 "status": "missing", "note": "no prediction file"} for f in (0, 1, -1)]
-    folds = [{**base, "fold": f, "value": value + d, "ci_low": np.nan, "ci_high": np.nan, "n_samples": 50,
-              "status": "ok", "note": ""} for f, d in ((0, -0.01), (1, 0.01))]
-    return folds + [{**base, "fold": -1, "value": value, "ci_low": value - 0.05, "ci_high": value + 0.05,
-                     "n_samples": 100, "status": "ok", "note": ""}]
+        return [{**base, "fold": f, "statistic": s, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                 "n_samples": 0, "n_patients": 0, "status": "missing", "note": "no prediction file"}
+                for f, s in ((0, "fold"), (1, "fold"), (-1, "mean"))]
+    folds = [{**base, "fold": f, "statistic": "fold", "value": value + d, "ci_low": np.nan, "ci_high": np.nan,
+              "n_samples": 50, "n_patients": 50, "status": "ok", "note": ""} for f, d in ((0, -0.01), (1, 0.01))]
+    return folds + [{**base, "fold": -1, "statistic": s, "value": value, "ci_low": value - w,
+                     "ci_high": value + w, "n_samples": 100, "n_patients": 100, "status": "ok", "note": ""}
+                    for s, w in (("mean", 0.05), ("pooled", 0.06))]
 
 
 def _delta(task: str, method: str, diff: float, low: float, high: float, ref: str, metric: str = "auroc") -> dict:
     return {"task": task, "kind": "mutation", "method": method, "family": FAMILY[method], "encoder": None,
-            "fold": -1, "split": "test", "metric": DELTA_PREFIX + metric, "value": diff, "ci_low": low,
-            "ci_high": high, "n_samples": 100, "status": "ok", "note": "", "reference": ref, "p_value": 0.01}
+            "fold": -1, "statistic": "mean", "split": "test", "metric": DELTA_PREFIX + metric, "value": diff,
+            "ci_low": low, "ci_high": high, "n_samples": 100, "n_patients": 100, "n_undefined": 0, "status": "ok",
+            "note": "", "reference": ref, "p_value": 0.01}
 
 
 #: t1: F best; t2: A, B, F tied; t3: F missing; the oracle O is listed but never ranked.
@@ -61,8 +65,10 @@ def test_benchmark_mean_sd_ci_and_status(hand_made):
     bench = tables.benchmark_table(metrics).set_index(["task", "method"])
     row = bench.loc[("t1", "B")]
     assert row["mean"] == pytest.approx(0.80) and row["sd"] == pytest.approx(0.02 / np.sqrt(2))
-    assert (row["pooled"], row["ci_low"], row["ci_high"]) == pytest.approx((0.80, 0.75, 0.85))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.75, 0.85))
+    assert (row["pooled"], row["pooled_ci_low"], row["pooled_ci_high"]) == pytest.approx((0.80, 0.74, 0.86))
     assert (row["n_folds"], row["n_folds_expected"], row["n_samples"], row["status"]) == (2, 2, 100, "ok")
+    assert row["n_test_patients"] == "50,50" and row["undefined_folds"] == ""
     miss = bench.loc[("t3", "F")]
     assert miss["status"] == "missing" and np.isnan(miss["mean"]) and miss["n_folds"] == 0
     assert "no prediction file" in miss["note"]
@@ -112,6 +118,16 @@ def test_gains_and_significance(hand_made):
     assert pd.isna(ranks.loc[("t3", "F"), "gain"]) and pd.isna(ranks.loc[("t3", "F"), "significance"])
 
 
+def test_holm_correction_across_tasks_decides_summary_wins(hand_made):
+    metrics, expected = hand_made
+    metrics.loc[metrics["metric"].str.startswith(DELTA_PREFIX), "p_value"] = 0.03
+    ranks = _ranks(metrics, expected)
+    f1 = ranks.loc[("t1", "F")]
+    assert f1["significance"] == 1 and f1["p_holm"] == pytest.approx(0.06) and f1["significance_holm"] == 0
+    summary = tables.summary_table(ranks.reset_index()).set_index("method")
+    assert summary.loc["F", "sig_wins"] == 0 and summary.loc["A", "sig_losses"] == 1  # A: one test, p 0.03
+
+
 def test_gain_sign_follows_metric_direction():
     rows = _rows("s", "A", 0.20, "ibs") + _rows("s", "F", 0.15, "ibs")
     rows.append(_delta("s", "F", -0.05, -0.08, -0.02, "A", metric="ibs"))  # F − A: lower IBS is better
@@ -132,7 +148,7 @@ def test_summary_wins_mean_rank_gain_and_missing(hand_made):
     assert f["mean_rank"] == pytest.approx(1.5)  # over the 2 tasks F has, next to n_missing = 1
     assert f["mean_gain"] == pytest.approx(0.025) and f["mean_gain_points"] == pytest.approx(2.5)
     assert f["mean_gain_pct"] == pytest.approx(3.125) and f["n_paired"] == 2
-    assert (f["sig_wins"], f["sig_losses"]) == (1, 0)
+    assert (f["sig_wins"], f["sig_losses"]) == (1, 0)  # Holm over F's 2 paired tasks: 0.02 < 0.05
     b, a = summary.loc["B"], summary.loc["A"]
     assert (b["wins"], b["mean_rank"]) == (2, pytest.approx(5 / 3))
     assert (a["wins"], a["mean_rank"], a["sig_losses"]) == (1, pytest.approx(7 / 3), 1)

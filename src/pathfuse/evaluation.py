@@ -1,26 +1,27 @@
 """Stage entry `evaluate`: score every prediction file of one task → ``results/metrics/{task}.parquet``.
 
-Experts, fusers and baselines are scored identically by :mod:`pathfuse.metrics`. The output is
-the long ``metrics`` table of docs/architecture.md plus what only the predictions can give the
-report (everything in one file, so the report reads one file per task):
+Experts, fusers and baselines are scored identically by :mod:`pathfuse.metrics`, per outer fold
+and on the test patients every file has (:mod:`pathfuse.foldstats`). The output is the long
+``metrics`` table of docs/architecture.md; ``statistic`` says what a row is:
 
-* ``split == "test"``, ``fold >= 0``: each metric of each method per outer fold (test split).
-* ``split == "test"``, ``fold == -1``: the metric of the pooled test predictions of all folds,
-  with a patient-level bootstrap CI (``report.ci_level``, ``report.n_bootstrap`` resamples).
-* ``split == "val"``: the experts' primary metric on each fold's validation split. These rows
-  are what chooses the "best single expert" — per fold, on validation data only, so no test
-  label decides which expert a method is compared with.
-* ``metric == "delta_<primary>"``, ``fold == -1``: the paired bootstrap of each method's pooled
-  primary metric minus that of the validation-selected expert (the chosen expert's test
-  predictions of each fold, concatenated). ``value`` is the difference (method − reference,
-  in the metric's own direction), ``ci_low``/``ci_high`` its CI, ``p_value`` the two-sided
-  bootstrap p-value, ``reference`` names the chosen expert(s).
+* ``fold`` (``fold >= 0``): a metric on one fold's test set. ``status`` "undefined" (value NaN,
+  ``note`` says why) when the metric has no value there, e.g. one class in the test set.
+* ``mean`` (``fold == -1``): the mean over folds of the per-fold values — what is ranked — with
+  its CI from the stratified per-fold bootstrap; folds where the metric is undefined are left
+  out and named in ``note``; ``n_undefined`` counts the resamples left out.
+* ``pooled`` (``fold == -1``): classification tasks with several folds only: the metric of all
+  folds' test predictions pooled, with a patient-level bootstrap CI. It puts scores of
+  different fold models on one scale, so it is labelled and never used for gains. Survival
+  tasks have none (each fold has its own time bins).
+* ``split == "val"``: each expert's selection metric and NLL per fold on validation — the
+  inputs of :mod:`pathfuse.selection`, which picks the reference expert of each fold (the same
+  rule as the ``best_val_expert`` baseline).
+* ``metric == "delta_<primary>"``: the method minus that reference on each fold
+  (``statistic`` fold) and the mean of those differences (``statistic`` mean) with the paired
+  bootstrap CI and two-sided p-value (uncorrected; the report applies Holm across tasks).
 
-Extra columns beyond the contract: ``split``, ``status`` ("ok" | "missing"), ``note`` (why a
-cell is missing), ``reference`` and ``p_value``. A prediction file that does not exist, or
-lacks a fold's test rows, becomes rows with ``value`` NaN and ``status`` "missing" — never a
-silently dropped method. A pooled row is only computed when every fold is present: pooling a
-subset of folds would compare methods on different patients.
+A prediction file that does not exist, or lacks a fold's test rows, becomes rows with ``value``
+NaN and ``status`` "missing" — never a silently dropped method.
 """
 
 from __future__ import annotations
@@ -36,19 +37,25 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pathfuse.config import Config, ConfigError, TaskSpec
+from pathfuse import foldstats
+from pathfuse.config import Config, TaskSpec
 from pathfuse.io import read_parquet, write_parquet
-from pathfuse.metrics import HIGHER_IS_BETTER, bootstrap_ci, paired_bootstrap, score
+from pathfuse.metrics import bootstrap_ci, score
+from pathfuse.selection import primary_metric, rank_experts
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DELTA_PREFIX", "METRICS_COLUMNS", "evaluate_task", "fusion_methods", "primary_metric"]
 
 DELTA_PREFIX = "delta_"
 #: Prediction columns scoring needs (embeddings and gate weights are left on disk).
 _SCORE_COLUMNS = ["fold", "split", "oof", "sample_id", "patient_id", "label", "time", "event", "logits"]
 METRICS_COLUMNS = [
-    "task", "kind", "method", "family", "encoder", "fold", "split", "metric", "value", "ci_low",
-    "ci_high", "n_samples", "status", "note", "reference", "p_value",
+    "task", "kind", "method", "family", "encoder", "fold", "statistic", "split", "metric", "value", "ci_low",
+    "ci_high", "n_samples", "n_patients", "n_undefined", "status", "note", "reference", "p_value",
 ]
+#: Per source, fold and metric: (observed value, values on the bootstrap resamples).
+Scores = dict[str, dict[int, dict[str, tuple[float, np.ndarray]]]]
 
 
 @dataclass(frozen=True)
@@ -82,22 +89,22 @@ class Loaded:
     def bin_edges(self) -> Mapping[str, Sequence[float]] | None:
         return self.meta.get("bin_edges")
 
+    def fold_edges(self, fold: int) -> Sequence[float] | None:
+        return (self.bin_edges or {}).get(str(fold))
+
 
 # ----------------------------------------------------------------------------- helpers
-def primary_metric(cfg: Config, task: TaskSpec) -> str:
-    """The task's primary metric: ``report.primary_metric`` override, else the registry's."""
-    metric = cfg.section("report").get("primary_metric", {}).get(task.id) or task.primary_metric
-    if metric not in task.metrics:
-        raise ConfigError(
-            f"report.primary_metric.{task.id}: {metric!r} is not one of the task's metrics "
-            f"{list(task.metrics)}; pick one of them"
-        )
-    return metric
-
-
 def fusion_methods(cfg: Config) -> list[str]:
     """Fusion methods of the run (``fusion.methods``; none when the key is absent)."""
     return list(cfg.section("fusion").get("methods", []))
+
+
+def scored_metrics(task: TaskSpec) -> list[str]:
+    """The task's metrics, plus ``binary_f1`` (the published code's F1) beside macro F1 on binary tasks."""
+    metrics = list(task.metrics)
+    if task.kind != "survival" and len(task.classes) == 2 and "binary_f1" not in metrics:
+        metrics.append("binary_f1")
+    return metrics
 
 
 def derive_seed(base: int, *parts: object) -> int:
@@ -125,125 +132,166 @@ def load_source(source: Source, task: TaskSpec) -> Loaded | None:
     return Loaded(Source(source.method, family, source.encoder, source.path), df.reset_index(drop=True), meta)
 
 
-def _row(task: TaskSpec, source: Source, fold: int, split: str, metric: str, value: float = np.nan,
-         ci: tuple[float, float] = (np.nan, np.nan), n_samples: int = 0, note: str = "",
+def _row(task: TaskSpec, source: Source, fold: int, split: str, metric: str, value: float = np.nan, *,
+         statistic: str = "fold", ci: tuple[float, float] = (np.nan, np.nan), n_samples: int = 0,
+         n_patients: int = 0, n_undefined: int = 0, status: str = "ok", note: str = "",
          reference: str | None = None, p_value: float = np.nan) -> dict[str, Any]:
     return {
         "task": task.id, "kind": task.kind, "method": source.method, "family": source.family,
-        "encoder": source.encoder, "fold": fold, "split": split, "metric": metric, "value": value,
-        "ci_low": ci[0], "ci_high": ci[1], "n_samples": n_samples,
-        "status": "missing" if note else "ok", "note": note, "reference": reference, "p_value": p_value,
+        "encoder": source.encoder, "fold": fold, "statistic": statistic, "split": split, "metric": metric,
+        "value": value, "ci_low": ci[0], "ci_high": ci[1], "n_samples": n_samples, "n_patients": n_patients,
+        "n_undefined": n_undefined, "status": status, "note": note, "reference": reference, "p_value": p_value,
     }
 
 
+def _missing(task: TaskSpec, source: Source, folds: list[int], metric: str, note: str,
+             reference: str | None = None) -> list[dict[str, Any]]:
+    """Missing cells of one metric: every fold and the mean."""
+    return [_row(task, source, f, "test", metric, statistic="fold" if f >= 0 else "mean", status="missing",
+                 note=note, reference=reference) for f in [*folds, -1]]
+
+
 # ----------------------------------------------------------------------------- scoring
-def _test_rows(cfg: Config, task: TaskSpec, item: Loaded | Source, folds: list[int]) -> list[dict[str, Any]]:
-    """Per-fold and pooled test rows of one source (missing cells when absent)."""
-    rcfg = cfg.section("report")
-    if isinstance(item, Source):
-        note = f"no prediction file {item.path}"
-        return [_row(task, item, f, "test", m, note=note) for f in [*folds, -1] for m in task.metrics]
-    rows, absent = [], []
+def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[int],
+                metrics: list[str]) -> tuple[dict[int, foldstats.FoldSample], Scores]:
+    """Every source's per-fold metrics and their values on the shared stratified resamples."""
+    n_resamples = int(cfg.section("report")["n_bootstrap"])
+    samples: dict[int, foldstats.FoldSample] = {}
+    scores: Scores = {x.source.method: {} for x in loaded}
     for fold in folds:
-        preds = item.test(fold)
-        if preds.empty:
-            absent.append(fold)
-            note = f"no test predictions for fold {fold} in {item.source.path}"
-            rows += [_row(task, item.source, fold, "test", m, note=note) for m in task.metrics]
+        present = {x.source.method: x for x in loaded if not x.test(fold).empty}
+        if not present:
             continue
-        values = score(task, preds, task.metrics, bin_edges=item.bin_edges)
-        rows += [_row(task, item.source, fold, "test", m, values[m], n_samples=len(preds)) for m in task.metrics]
-    if absent:
-        note = f"fold(s) {absent} missing: a pooled value over the other folds would not be comparable"
-        return rows + [_row(task, item.source, -1, "test", m, note=note) for m in task.metrics]
-    pooled = item.test()
-    values = score(task, pooled, task.metrics, bin_edges=item.bin_edges)
-    cis = bootstrap_ci(task, pooled, task.metrics, n_resamples=int(rcfg["n_bootstrap"]),
-                       seed=derive_seed(cfg.seed, task.id, item.source.method, "bootstrap"),
-                       level=float(rcfg["ci_level"]), bin_edges=item.bin_edges)
-    return rows + [_row(task, item.source, -1, "test", m, values[m], cis[m], n_samples=len(pooled))
-                   for m in task.metrics]
+        sample = foldstats.fold_sample(task, fold, {n: x.test(fold) for n, x in present.items()},
+                                       {n: x.bin_edges for n, x in present.items()}, need_curves="ibs" in metrics)
+        draws = foldstats.draw_patients(sample.strata, n_resamples,
+                                        np.random.default_rng(derive_seed(cfg.seed, task.id, "bootstrap", fold)))
+        samples[fold] = sample
+        for name in present:
+            scores[name][fold] = foldstats.score_fold(task, sample, name, metrics, draws)
+    return samples, scores
 
 
-def _validation_rows(task: TaskSpec, expert: Loaded, folds: list[int], metric: str) -> list[dict[str, Any]]:
-    """The expert's primary metric on each fold's validation split (for the best-expert choice)."""
-    rows = []
-    for fold in folds:
-        preds = expert.val(fold)
-        if preds.empty or expert.test(fold).empty:
-            what = "validation" if preds.empty else "test"
-            rows.append(_row(task, expert.source, fold, "val", metric,
-                             note=f"no {what} predictions for fold {fold}: not eligible as reference"))
+def _undefined_note(task: TaskSpec, metric: str, folds: list[int]) -> str:
+    why = "no event or no admissible pair" if task.kind == "survival" else "fewer than two classes"
+    return f"{metric} undefined on the test set of fold(s) {folds} ({why}); left out of the mean"
+
+
+def _test_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], metrics: list[str],
+               samples: Mapping[int, foldstats.FoldSample], scores: Scores) -> list[dict[str, Any]]:
+    """Per-fold, mean-over-folds and (classification, several folds) pooled rows of one source."""
+    level = float(cfg.section("report")["ci_level"])
+    src, own = item.source, scores[item.source.method]
+    rows: list[dict[str, Any]] = []
+    absent = [f for f in folds if f not in own]
+    for metric in metrics:
+        for fold in folds:
+            if fold in absent:
+                rows.append(_row(task, src, fold, "test", metric, status="missing",
+                                 note=f"no test predictions for fold {fold} in {src.path}"))
+                continue
+            value = own[fold][metric][0]
+            n = {"n_samples": samples[fold].n_rows[src.method], "n_patients": len(samples[fold].patients)}
+            undefined = np.isnan(value)
+            rows.append(_row(task, src, fold, "test", metric, value, **n, status="undefined" if undefined else "ok",
+                             note=_undefined_note(task, metric, [fold]) if undefined else ""))
+        if absent:
+            rows.append(_row(task, src, -1, "test", metric, statistic="mean", status="missing",
+                             note=f"fold(s) {absent} missing: a mean over the other folds would not be comparable"))
             continue
-        value = score(task, preds, [metric], bin_edges=expert.bin_edges)[metric]
-        rows.append(_row(task, expert.source, fold, "val", metric, value, n_samples=len(preds)))
+        stat = foldstats.mean_over_folds({f: own[f][metric][0] for f in folds},
+                                         {f: own[f][metric][1] for f in folds}, level, metric)
+        status = "ok" if stat.folds_used else "undefined"
+        note = _undefined_note(task, metric, stat.folds_undefined) if stat.folds_undefined else ""
+        rows.append(_row(task, src, -1, "test", metric, stat.value, statistic="mean", ci=(stat.ci_low, stat.ci_high),
+                         n_samples=sum(samples[f].n_rows[src.method] for f in folds),
+                         n_patients=sum(len(samples[f].patients) for f in folds), n_undefined=stat.n_undefined,
+                         status=status, note=note))
+    if task.kind != "survival" and len(folds) > 1 and not absent:
+        pooled = item.test()
+        values = score(task, pooled, metrics)
+        cis = bootstrap_ci(task, pooled, metrics, n_resamples=int(cfg.section("report")["n_bootstrap"]),
+                           seed=derive_seed(cfg.seed, task.id, src.method, "pooled"), level=level)
+        rows += [_row(task, src, -1, "test", m, values[m], statistic="pooled", ci=cis[m], n_samples=len(pooled),
+                      n_patients=pooled["patient_id"].nunique(),
+                      note="pooled over folds: scores of different fold models on one scale") for m in metrics]
     return rows
 
 
-def select_best_expert(val_rows: pd.DataFrame, folds: list[int], metric: str,
-                       order: Sequence[str]) -> dict[int, str] | None:
-    """Per fold, the expert with the best validation score (ties: first in ``order``).
+# ----------------------------------------------------------------------------- reference
+def choose_reference(cfg: Config, task: TaskSpec, experts: list[Loaded], folds: list[int],
+                     metric: str) -> tuple[dict[int, str | None], list[dict[str, Any]], dict[str, Any]]:
+    """Per fold, the expert :func:`pathfuse.selection.rank_experts` ranks first on validation.
 
-    Returns None when some fold has no expert with a validation score: then no reference
-    exists and the paired rows are missing cells.
+    Only experts with validation and test rows in the fold are eligible. Returns the choice
+    (None where no expert is eligible), the ``val`` rows and the rankings (for the metadata).
     """
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    rank_of = {name: i for i, name in enumerate(order)}
-    chosen = {}
+    alpha = float(cfg.section("fusion").get("survival_alpha", 0.4))
+    chosen: dict[int, str | None] = {}
+    rows: list[dict[str, Any]] = []
+    rankings: dict[str, Any] = {}
     for fold in folds:
-        cand = val_rows[(val_rows["fold"] == fold) & val_rows["value"].notna()]
-        if cand.empty:
-            return None
-        best = max(cand.itertuples(), key=lambda r: (sign * r.value, -rank_of[r.method]))
-        chosen[fold] = best.method
-    return chosen
+        eligible = [x for x in experts if not x.val(fold).empty and not x.test(fold).empty]
+        edges = eligible[0].fold_edges(fold) if eligible else None
+        ranked = rank_experts(task, {x.source.method: x.val(fold) for x in eligible}, task.encoders, metric,
+                              edges, alpha)
+        chosen[fold] = ranked[0].encoder if ranked else None
+        rankings[str(fold)] = [r.as_dict() for r in ranked]
+        by_name = {r.encoder: r for r in ranked}
+        for x in experts:
+            r = by_name.get(x.source.method)
+            if r is None:
+                rows.append(_row(task, x.source, fold, "val", metric, status="missing",
+                                 note=f"no validation or test predictions for fold {fold}: not eligible"))
+                continue
+            rows += [_row(task, x.source, fold, "val", metric, r.value, n_samples=r.n_samples),
+                     _row(task, x.source, fold, "val", "nll", r.nll, n_samples=r.n_samples)]
+    return chosen, rows, rankings
 
 
-def describe_reference(chosen: Mapping[int, str]) -> str:
+def describe_reference(chosen: Mapping[int, str | None]) -> str:
     """``"uni_v2"`` if one expert won every fold, else ``"f0:uni_v2,f1:gigapath,…"``."""
     names = set(chosen.values())
     if len(names) == 1:
-        return names.pop()
+        return str(names.pop())
     return ",".join(f"f{fold}:{name}" for fold, name in sorted(chosen.items()))
 
 
-def _paired_rows(cfg: Config, task: TaskSpec, loaded: list[Loaded], missing: list[Source],
-                 chosen: Mapping[int, str] | None, metric: str) -> list[dict[str, Any]]:
-    """Paired bootstrap of every method against the validation-selected expert."""
-    rcfg = cfg.section("report")
-    delta = DELTA_PREFIX + metric
-    if chosen is None:
-        note = "no expert has validation predictions in every fold: no best expert to compare with"
-        return [_row(task, s, -1, "test", delta, note=note) for s in [x.source for x in loaded] + missing]
-    experts = {x.source.method: x for x in loaded if x.source.family == "expert"}
-    ref_preds = pd.concat([experts[name].test(fold) for fold, name in sorted(chosen.items())])
-    ref_edges = _composite_edges(experts, chosen) if task.kind == "survival" else None
-    reference = describe_reference(chosen)
-    rows = [_row(task, s, -1, "test", delta, note=f"no prediction file {s.path}", reference=reference)
-            for s in missing]
+def _delta_rows(cfg: Config, task: TaskSpec, loaded: list[Loaded], missing: list[Source],
+                chosen: Mapping[int, str | None], metric: str, scores: Scores,
+                samples: Mapping[int, foldstats.FoldSample]) -> list[dict[str, Any]]:
+    """Each method minus the fold's reference expert, per fold and as the mean over folds (paired bootstrap)."""
+    level, delta = float(cfg.section("report")["ci_level"]), DELTA_PREFIX + metric
+    folds, reference = sorted(chosen), describe_reference(chosen)
+    rows = [r for s in missing for r in _missing(task, s, folds, delta, f"no prediction file {s.path}", reference)]
+    if any(name is None for name in chosen.values()):
+        note = "no expert has validation and test predictions in every fold: no reference to compare with"
+        return rows + [r for x in loaded for r in _missing(task, x.source, folds, delta, note, reference)]
     for item in loaded:
-        present = set(item.test()["fold"].unique())
-        if not set(chosen) <= present:
-            rows.append(_row(task, item.source, -1, "test", delta, reference=reference,
-                             note=f"fold(s) {sorted(set(chosen) - present)} missing"))
+        own = scores[item.source.method]
+        present = [f for f in folds if f in own]
+        observed = {f: own[f][metric][0] - scores[chosen[f]][f][metric][0] for f in present}
+        draws = {f: own[f][metric][1] - scores[chosen[f]][f][metric][1] for f in present}
+        for f in folds:
+            if f not in own:
+                rows.append(_row(task, item.source, f, "test", delta, status="missing", reference=chosen[f],
+                                 note=f"no test predictions for fold {f} in {item.source.path}"))
+                continue
+            undefined = np.isnan(observed[f])
+            rows.append(_row(task, item.source, f, "test", delta, observed[f], n_samples=samples[f].n_rows[
+                item.source.method], n_patients=len(samples[f].patients), status="undefined" if undefined else "ok",
+                note=_undefined_note(task, metric, [f]) if undefined else "", reference=chosen[f]))
+        if len(present) < len(folds):
+            rows.append(_row(task, item.source, -1, "test", delta, statistic="mean", status="missing",
+                             reference=reference, note=f"fold(s) {sorted(set(folds) - set(present))} missing"))
             continue
-        out = paired_bootstrap(task, item.test(), ref_preds, metric, n_resamples=int(rcfg["n_bootstrap"]),
-                               seed=derive_seed(cfg.seed, task.id, item.source.method, "paired"),
-                               level=float(rcfg["ci_level"]), bin_edges_a=item.bin_edges, bin_edges_b=ref_edges)
-        rows.append(_row(task, item.source, -1, "test", delta, out["diff"], (out["ci_low"], out["ci_high"]),
-                         n_samples=int(out["n_patients"]), reference=reference, p_value=out["p_value"]))
+        stat = foldstats.mean_over_folds(observed, draws, level, delta, with_p=True)
+        rows.append(_row(task, item.source, -1, "test", delta, stat.value, statistic="mean",
+                         ci=(stat.ci_low, stat.ci_high), n_patients=sum(len(samples[f].patients) for f in folds),
+                         n_undefined=stat.n_undefined, status="ok" if stat.folds_used else "undefined",
+                         note=_undefined_note(task, metric, stat.folds_undefined) if stat.folds_undefined else "",
+                         reference=reference, p_value=stat.p_value))
     return rows
-
-
-def _composite_edges(experts: Mapping[str, Loaded], chosen: Mapping[int, str]) -> dict[int, Any] | None:
-    """Survival bin edges of the reference: each fold's edges from the expert chosen there."""
-    edges = {}
-    for fold, name in chosen.items():
-        per_fold = {int(k): v for k, v in (experts[name].bin_edges or {}).items()}
-        if fold not in per_fold:
-            return None  # only the IBS needs edges; without them it is NaN, never wrong
-        edges[fold] = per_fold[fold]
-    return edges
 
 
 def expected_folds(task: TaskSpec, loaded: list[Loaded]) -> list[int]:
@@ -255,11 +303,18 @@ def expected_folds(task: TaskSpec, loaded: list[Loaded]) -> list[int]:
 def metrics_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows → the metrics table with stable dtypes (empty strings never stand for nulls)."""
     df = pd.DataFrame(rows, columns=METRICS_COLUMNS)
-    df["fold"] = df["fold"].astype("int64")
-    df["n_samples"] = df["n_samples"].astype("int64")
+    for col in ("fold", "n_samples", "n_patients", "n_undefined"):
+        df[col] = df[col].astype("int64")
     for col in ("value", "ci_low", "ci_high", "p_value"):
         df[col] = df[col].astype("float64")
     return df
+
+
+def _fold_facts(experts: list[Loaded]) -> dict[str, dict[str, Any]]:
+    """Per fold: was validation carved from train, and from which split source (the experts' metadata)."""
+    facts = (experts[0].meta.get("folds") or {}) if experts else {}
+    return {str(f): {"carve_val": bool(info.get("carve_val", False)), "split_source": info.get("split_source", "")}
+            for f, info in facts.items()}
 
 
 # ----------------------------------------------------------------------------- stage entry
@@ -271,6 +326,7 @@ def evaluate_task(cfg: Config, task: str) -> Path:
     """
     spec = cfg.task(task)
     metric = primary_metric(cfg, spec)
+    metrics = scored_metrics(spec)
     loaded, missing = [], []
     for source in expected_sources(cfg, spec):
         item = load_source(source, spec)
@@ -281,19 +337,22 @@ def evaluate_task(cfg: Config, task: str) -> Path:
         else:
             loaded.append(item)
     folds = expected_folds(spec, loaded)
+    samples, scores = score_folds(cfg, spec, loaded, folds, metrics)
     rows: list[dict[str, Any]] = []
-    for item in tqdm([*loaded, *missing], desc=f"evaluate {task}", unit="method"):
-        rows += _test_rows(cfg, spec, item, folds)
+    for item in tqdm(loaded, desc=f"evaluate {task}", unit="method"):
+        rows += _test_rows(cfg, spec, item, folds, metrics, samples, scores)
+    for source in missing:
+        rows += [r for m in metrics for r in _missing(spec, source, folds, m, f"no prediction file {source.path}")]
     experts = [x for x in loaded if x.source.family == "expert"]
-    val_rows = [r for x in experts for r in _validation_rows(spec, x, folds, metric)]
-    rows += val_rows
-    chosen = select_best_expert(metrics_frame(val_rows), folds, metric, spec.encoders)
-    rows += _paired_rows(cfg, spec, loaded, missing, chosen, metric)
+    chosen, val_rows, rankings = choose_reference(cfg, spec, experts, folds, metric)
+    rows += val_rows + _delta_rows(cfg, spec, loaded, missing, chosen, metric, scores, samples)
     df = metrics_frame(rows)
     meta = {
         "task": task, "kind": spec.kind, "primary_metric": metric, "folds": folds,
-        "best_expert": {str(f): n for f, n in (chosen or {}).items()},
-        "reference": describe_reference(chosen) if chosen else None,
+        "best_expert": {str(f): n for f, n in chosen.items()},
+        "reference": describe_reference(chosen), "selection": rankings,
+        "fold_facts": _fold_facts(experts),
+        "n_test_patients": {str(f): len(s.patients) for f, s in samples.items()},
         "n_bootstrap": int(cfg.section("report")["n_bootstrap"]),
         "ci_level": float(cfg.section("report")["ci_level"]), "seed": cfg.seed,
         "missing": {s.method: str(s.path) for s in missing},

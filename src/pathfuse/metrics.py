@@ -16,6 +16,9 @@ in the bootstrap.
   warning), where scikit-learn would raise; with every class present the value is exactly
   scikit-learn's.
 * ``balanced_accuracy``, ``accuracy``, ``macro_f1``, ``weighted_f1``: on argmax predictions.
+* ``binary_f1``: binary tasks only, F1 of the positive class (``classes[1]``) — scikit-learn's
+  ``f1_score`` default, which the published code reports; 0 when the class is neither present
+  nor predicted (scikit-learn's ``zero_division`` value).
 * ``c_index``: Harrell's concordance (lifelines) with risk = −Σ_t S(t).
 * ``ibs``: integrated Brier score (Graf et al. 1999) with inverse-probability-of-censoring
   weights from the Kaplan-Meier censoring curve of the evaluated samples (as pycox does), on
@@ -42,7 +45,7 @@ from pathfuse.config import TaskSpec
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION_METRICS = ("auroc", "balanced_accuracy", "accuracy", "macro_f1", "weighted_f1")
+CLASSIFICATION_METRICS = ("auroc", "balanced_accuracy", "accuracy", "macro_f1", "weighted_f1", "binary_f1")
 SURVIVAL_METRICS = ("c_index", "ibs")
 #: Direction of each metric, for ranking and "best expert" choices.
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -55,8 +58,11 @@ BinEdges = Sequence[float] | Mapping[Any, Sequence[float]] | None
 
 
 @dataclass(frozen=True)
-class _Units:
-    """Predictions reduced to one unit per patient (arrays aligned by unit)."""
+class Units:
+    """Predictions reduced to one unit per patient (arrays aligned by unit).
+
+    Bootstraps resample patient codes and score the units of the picked patients
+    (:meth:`units_of`), so a patient's rows always enter a resample together."""
 
     patient: np.ndarray  # patient code per unit (int)
     n_patients: int
@@ -96,7 +102,7 @@ def score(
             (the ``bin_edges`` of a predictions file's metadata; keys may be str or int).
     """
     metrics = _check_metrics(task, metrics)
-    units = _aggregate(task, preds, bin_edges, need_curves="ibs" in metrics)
+    units = aggregate(task, preds, bin_edges, need_curves="ibs" in metrics)
     if "auroc" in metrics and units.probs is not None and units.probs.shape[1] > 2:
         absent = sorted(set(range(units.probs.shape[1])) - set(units.label.tolist()))
         if absent:
@@ -106,7 +112,7 @@ def score(
                 task.id,
                 absent,
             )
-    return _compute(units, np.arange(len(units.patient)), metrics, task, quiet=False)
+    return compute(units, np.arange(len(units.patient)), metrics, task, quiet=False)
 
 
 def bootstrap_ci(
@@ -124,66 +130,13 @@ def bootstrap_ci(
     uncertainty. Resamples where a metric is undefined are left out of its percentiles.
     """
     metrics = _check_metrics(task, metrics)
-    units = _aggregate(task, preds, bin_edges, need_curves="ibs" in metrics)
+    units = aggregate(task, preds, bin_edges, need_curves="ibs" in metrics)
     draws = _resample_indices(units, n_resamples, seed)
     values = {m: np.empty(n_resamples) for m in metrics}
     for b, idx in enumerate(draws):
-        for m, v in _compute(units, idx, metrics, task, quiet=True).items():
+        for m, v in compute(units, idx, metrics, task, quiet=True).items():
             values[m][b] = v
-    return {m: _percentiles(v, level, m) for m, v in values.items()}
-
-
-def paired_bootstrap(
-    task: TaskSpec,
-    preds_a: pd.DataFrame,
-    preds_b: pd.DataFrame,
-    metric: str,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    bin_edges_a: BinEdges = None,
-    bin_edges_b: BinEdges = None,
-) -> dict[str, float]:
-    """Difference metric(a) − metric(b) on the same patients, with a paired bootstrap.
-
-    Both methods are scored on identical resamples of the patients they share (an error if
-    they share none), so the CI and the two-sided p-value (2 × the smaller tail of the
-    bootstrap differences around 0) account for the correlation between methods.
-
-    Returns:
-        {"diff", "ci_low", "ci_high", "p_value", "n_patients"}.
-    """
-    metrics = _check_metrics(task, [metric])
-    shared = sorted(set(preds_a["patient_id"].astype(str)) & set(preds_b["patient_id"].astype(str)))
-    if not shared:
-        raise ValueError(f"task {task.id}: the two prediction tables share no patient_id")
-    keep_a = preds_a[preds_a["patient_id"].astype(str).isin(shared)]
-    keep_b = preds_b[preds_b["patient_id"].astype(str).isin(shared)]
-    units_a = _aggregate(task, keep_a, bin_edges_a, need_curves=metric == "ibs", patients=shared)
-    units_b = _aggregate(task, keep_b, bin_edges_b, need_curves=metric == "ibs", patients=shared)
-    diff = (
-        _compute(units_a, np.arange(len(units_a.patient)), metrics, task, quiet=False)[metric]
-        - _compute(units_b, np.arange(len(units_b.patient)), metrics, task, quiet=False)[metric]
-    )
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_resamples)
-    for b in range(n_resamples):
-        picked = rng.integers(0, len(shared), size=len(shared))
-        a = _compute(units_a, units_a.units_of(picked), metrics, task, quiet=True)[metric]
-        c = _compute(units_b, units_b.units_of(picked), metrics, task, quiet=True)[metric]
-        diffs[b] = a - c
-    low, high = _percentiles(diffs, level, metric)
-    valid = diffs[~np.isnan(diffs)]
-    p_value = (
-        float(min(1.0, 2 * min((valid <= 0).mean(), (valid >= 0).mean()))) if valid.size else float("nan")
-    )
-    return {
-        "diff": float(diff),
-        "ci_low": low,
-        "ci_high": high,
-        "p_value": p_value,
-        "n_patients": len(shared),
-    }
+    return {m: percentiles(v, level, m) for m, v in values.items()}
 
 
 def concordance(time: np.ndarray, risk: np.ndarray, event: np.ndarray) -> float:
@@ -218,14 +171,17 @@ def _stack_logits(preds: pd.DataFrame) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float64) for v in preds["logits"]])
 
 
-def _aggregate(
+def aggregate(
     task: TaskSpec,
     preds: pd.DataFrame,
     bin_edges: BinEdges,
     need_curves: bool,
     patients: Sequence[str] | None = None,
-) -> _Units:
-    """Average rows per patient (classification: per patient and label)."""
+) -> Units:
+    """Average rows per patient (classification: per patient and label).
+
+    ``patients`` fixes the patient codes (their order), so that two methods aggregated with
+    the same list can be resampled with the same codes (a paired bootstrap)."""
     if len(preds) == 0:
         raise ValueError(f"task {task.id}: no prediction rows to score")
     patient_ids = preds["patient_id"].astype(str).to_numpy()
@@ -249,7 +205,7 @@ def _aggregate(
             task.id,
             len(unit_p) - len(np.unique(unit_p)),
         )
-    return _Units(
+    return Units(
         patient=unit_p,
         n_patients=len(order),
         label=np.array([labels[rows[0]] for rows in grouped.values()]),
@@ -265,7 +221,7 @@ def _aggregate_survival(
     logits: np.ndarray,
     bin_edges: BinEdges,
     need_curves: bool,
-) -> _Units:
+) -> Units:
     rows_of = pd.Series(np.arange(len(codes))).groupby(codes, sort=True).indices
     unit_p = np.array(sorted(rows_of))
     hazards = 1.0 / (1.0 + np.exp(-logits))
@@ -280,7 +236,7 @@ def _aggregate_survival(
         row_edges = _edges_per_row(preds, bin_edges)
         row_curves = np.stack([_curve(h, e, grid) for h, e in zip(hazards, row_edges, strict=True)])
         curves = np.stack([row_curves[rows_of[p]].mean(axis=0) for p in unit_p])
-    return _Units(
+    return Units(
         patient=unit_p,
         n_patients=n_patients,
         time=time[first],
@@ -319,16 +275,17 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- computation
-def _resample_indices(units: _Units, n_resamples: int, seed: int) -> list[np.ndarray]:
+def _resample_indices(units: Units, n_resamples: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [
         units.units_of(rng.integers(0, units.n_patients, size=units.n_patients)) for _ in range(n_resamples)
     ]
 
 
-def _compute(
-    units: _Units, idx: np.ndarray, metrics: Sequence[str], task: TaskSpec, quiet: bool
+def compute(
+    units: Units, idx: np.ndarray, metrics: Sequence[str], task: TaskSpec, quiet: bool
 ) -> dict[str, float]:
+    """Each metric on the units ``idx`` (with multiplicity); NaN where undefined, logged unless ``quiet``."""
     out = {}
     for m in metrics:
         try:
@@ -366,7 +323,7 @@ def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _auroc(u: _Units, idx: np.ndarray) -> float:
+def _auroc(u: Units, idx: np.ndarray) -> float:
     return _auroc_arrays(u.label[idx], u.probs[idx])
 
 
@@ -379,7 +336,7 @@ def _auroc_arrays(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(per_class))
 
 
-def _confusion(u: _Units, idx: np.ndarray) -> np.ndarray:
+def _confusion(u: Units, idx: np.ndarray) -> np.ndarray:
     """Confusion counts [true, predicted] over all classes."""
     if len(idx) == 0:
         raise _Undefined("no samples")
@@ -388,19 +345,19 @@ def _confusion(u: _Units, idx: np.ndarray) -> np.ndarray:
     return np.bincount(u.label[idx] * n + pred, minlength=n * n).reshape(n, n)
 
 
-def _accuracy(u: _Units, idx: np.ndarray) -> float:
+def _accuracy(u: Units, idx: np.ndarray) -> float:
     cm = _confusion(u, idx)
     return float(np.trace(cm) / cm.sum())
 
 
-def _balanced_accuracy(u: _Units, idx: np.ndarray) -> float:
+def _balanced_accuracy(u: Units, idx: np.ndarray) -> float:
     """Mean recall over the classes present in the labels (as scikit-learn)."""
     cm = _confusion(u, idx)
     support = cm.sum(axis=1)
     return float(np.mean(np.diag(cm)[support > 0] / support[support > 0]))
 
 
-def _f1(u: _Units, idx: np.ndarray, weighted: bool) -> float:
+def _f1(u: Units, idx: np.ndarray, weighted: bool) -> float:
     """F1 per class over the classes in labels or predictions (scikit-learn's default set)."""
     cm = _confusion(u, idx)
     tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
@@ -409,7 +366,16 @@ def _f1(u: _Units, idx: np.ndarray, weighted: bool) -> float:
     return float(np.average(f1, weights=support[present]) if weighted else f1.mean())
 
 
-def _c_index(u: _Units, idx: np.ndarray) -> float:
+def _binary_f1(u: Units, idx: np.ndarray) -> float:
+    """F1 of the positive class (index 1) of a binary task."""
+    if u.probs.shape[1] != 2:
+        raise _Undefined("binary_f1 is for two-class tasks")
+    cm = _confusion(u, idx)
+    denominator = cm[1].sum() + cm[:, 1].sum()
+    return float(2 * cm[1, 1] / denominator) if denominator else 0.0
+
+
+def _c_index(u: Units, idx: np.ndarray) -> float:
     return _c_index_arrays(u.time[idx], u.event[idx], u.risk[idx])
 
 
@@ -431,7 +397,7 @@ def _c_index_arrays(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> fl
     return float(concordant / comparable)
 
 
-def _ibs(u: _Units, idx: np.ndarray) -> float:
+def _ibs(u: Units, idx: np.ndarray) -> float:
     if u.curves is None:
         raise _Undefined("no bin_edges given")
     time, event, curves = u.time[idx], u.event[idx], u.curves[idx]
@@ -466,7 +432,8 @@ def _km_censoring(time: np.ndarray, event: np.ndarray) -> Callable[[np.ndarray, 
     return at
 
 
-def _percentiles(values: np.ndarray, level: float, metric: str) -> tuple[float, float]:
+def percentiles(values: np.ndarray, level: float, metric: str) -> tuple[float, float]:
+    """Percentile interval of bootstrap values at ``level``, undefined (NaN) resamples left out."""
     valid = values[~np.isnan(values)]
     if valid.size < len(values):
         log.warning(
@@ -482,12 +449,13 @@ def _percentiles(values: np.ndarray, level: float, metric: str) -> tuple[float, 
     return float(low), float(high)
 
 
-_METRIC_FNS: dict[str, Callable[[_Units, np.ndarray], float]] = {
+_METRIC_FNS: dict[str, Callable[[Units, np.ndarray], float]] = {
     "auroc": _auroc,
     "balanced_accuracy": _balanced_accuracy,
     "accuracy": _accuracy,
     "macro_f1": lambda u, i: _f1(u, i, weighted=False),
     "weighted_f1": lambda u, i: _f1(u, i, weighted=True),
+    "binary_f1": _binary_f1,
     "c_index": _c_index,
     "ibs": _ibs,
 }

@@ -30,7 +30,8 @@ from pathfuse.fusion import FUSERS, FoldOutput, Method
 from pathfuse.fusion.inputs import Block, FusionContext
 from pathfuse.fusion.logitprod import expert_log_distributions, per_sample_nll
 from pathfuse.heads.losses import event_distribution_to_hazards, survival_nll
-from pathfuse.metrics import HIGHER_IS_BETTER, score
+from pathfuse import selection
+from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +46,18 @@ def _map_blocks(ctx: FusionContext, fold: int, combine: Any, extra: dict[str, An
 
 
 # ----------------------------------------------------------------------------- expert choice
-def selection_metric(ctx: FusionContext) -> str:
-    """The metric that ranks experts: ``fusion.selection_metric`` or the task's primary metric."""
-    return ctx.settings.get("selection_metric") or ctx.task.primary_metric
-
-
 def rank_experts(ctx: FusionContext, fold: int, split: str) -> list[dict[str, Any]]:
-    """Each expert's score on one split of a fold, best first.
-
-    Ties (and undefined metrics, e.g. one class in a small validation set) are broken by the
-    mean NLL on the same split, then by the experts' order in the config.
-    """
-    metric = selection_metric(ctx)
+    """Each expert's score on one split of a fold, best first, by :func:`pathfuse.selection.rank_experts`
+    — the rule the evaluation's reference uses too, so ``best_val_expert`` is that reference."""
     block = ctx.block(fold, split)
-    frame = block.frame(fold, split, False)
-    nll = per_sample_nll(expert_log_distributions(torch.as_tensor(block.logits), ctx.is_survival), block,
-                         ctx.is_survival, ctx.settings["survival_alpha"]).mean(0).numpy()
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    ranked = []
+    frames = {}
     for m, enc in enumerate(ctx.encoders):
+        frame = block.frame(fold, split, False)
         frame["logits"] = list(block.logits[:, m])
-        value = score(ctx.task, frame, metrics=[metric], bin_edges=ctx.fold_bin_edges(fold))[metric]
-        key = (-math.inf if math.isnan(value) else sign * value, -float(nll[m]), -m)
-        ranked.append({"encoder": enc, "index": m, "metric": metric, "value": value, "nll": float(nll[m]), "_key": key})
-    ranked.sort(key=lambda r: r["_key"], reverse=True)
-    return [{k: v for k, v in r.items() if k != "_key"} for r in ranked]
+        frames[enc] = frame
+    ranked = selection.rank_experts(ctx.task, frames, ctx.encoders, primary_metric(ctx.cfg, ctx.task),
+                                    ctx.fold_bin_edges(fold), ctx.settings["survival_alpha"])
+    return [s.as_dict() for s in ranked]
 
 
 def _chosen_expert(ctx: FusionContext, fold: int, split: str) -> FoldOutput:

@@ -22,6 +22,7 @@ from pathfuse.config import Config
 from pathfuse.fusion import FUSERS, FoldOutput
 from pathfuse.fusion.inputs import FusionContext, load_context
 from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
+from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,15 @@ def _digest(cfg: Config, task: str, method: str) -> str:
         stat = path.stat() if path.exists() else None
         experts.append([enc, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
     payload = {"method": method, "seed": cfg.seed, "experts": experts,
-               "settings": _method_settings(cfg.section("fusion"), method)}
+               "settings": _method_settings(cfg.section("fusion"), method),
+               "selection_metric": primary_metric(cfg, spec)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _method_settings(settings: dict[str, Any], method: str) -> dict[str, Any]:
     """The settings one method reads: its block (its own, or the one it shares) and the shared keys."""
     block = FUSERS.get(method).settings or method
-    return {k: settings[k] for k in (block, "survival_alpha", "selection_metric") if k in settings}
+    return {k: settings[k] for k in (block, "survival_alpha") if k in settings}
 
 
 def _up_to_date(path: Path, digest: str) -> bool:

@@ -127,8 +127,11 @@ def _bold(text: str, flag: bool) -> str:
 
 
 # ----------------------------------------------------------------------------- views
-def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str]) -> list[Section]:
-    """Per task: methods × metrics as "mean ± sd", plus the primary metric's pooled value and CI."""
+def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str],
+                       task_facts: Mapping[str, str] | None = None) -> list[Section]:
+    """Per task: methods × metrics as "mean ± sd", the primary metric's mean with its CI (and the
+    labelled pooled value where there is one), folds, test patients, and the task's facts."""
+    task_facts = task_facts or {}
     sections = []
     for task, rows in bench.groupby("task", sort=False):
         prim = primary.get(task, rows["metric"].iloc[0])
@@ -142,12 +145,20 @@ def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str]) -> list[
             view[metric] = [_bold(f"{num(mu)} ± {num(sd)}" if not pd.isna(sd) else num(mu), mu == best)
                             for mu, sd in zip(col["mean"], col["sd"], strict=True)]
         col = by.xs(prim, level="metric").reindex(view["method"])
-        view[f"{prim} pooled [95% CI]"] = [
+        view[f"{prim} mean [95% CI]"] = [
             f"{num(v)} [{num(lo)}, {num(hi)}]" if not pd.isna(v) else MISSING
-            for v, lo, hi in zip(col["pooled"], col["ci_low"], col["ci_high"], strict=True)]
-        view["folds"] = [f"{a}/{b}" for a, b in zip(col["n_folds"], col["n_folds_expected"], strict=True)]
+            for v, lo, hi in zip(col["mean"], col["ci_low"], col["ci_high"], strict=True)]
+        if col["pooled"].notna().any():
+            view[f"{prim} POOLED over folds [95% CI]"] = [
+                f"{num(v)} [{num(lo)}, {num(hi)}]" if not pd.isna(v) else MISSING
+                for v, lo, hi in zip(col["pooled"], col["pooled_ci_low"], col["pooled_ci_high"], strict=True)]
+        view["folds"] = [f"{a}/{b}" + (f" (undefined: {u})" if u else "")
+                         for a, b, u in zip(col["n_folds"], col["n_folds_expected"], col["undefined_folds"],
+                                            strict=True)]
+        view["test patients per fold"] = list(col["n_test_patients"])
         kind = rows["kind"].iloc[0]
-        sections.append((f"{task} ({kind}; primary: {prim})", view))
+        facts = task_facts.get(task, "")
+        sections.append((f"{task} ({kind}; primary: {prim}){'; ' + facts if facts else ''}", view))
     return sections
 
 
@@ -240,24 +251,35 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
     n_missing, n_cells = meta["missing_cells"], meta["expected_cells"]
     missing_note = (f"**Missing cells: {n_missing} of {n_cells}** (task × method). Means are over the tasks a "
                     "method has; each mean says over how many.")
-    selection = ("The reference of each task is the single expert with the best validation score of the primary "
-                 "metric, chosen per fold on validation data only (never on test labels).")
+    selection = ("The reference of each task is, per fold, the single expert with the best validation score of the "
+                 "primary metric (ties and undefined scores: lowest validation NLL, then config order) — the rule of "
+                 "the best_val_expert baseline, whose gain is therefore 0. Never chosen on test labels.")
     summary = frames["summary"]
     docs = {
         "benchmark": document("Benchmark: every task × method × metric", [
-            (f"Cells: mean ± sd over folds of the test split; the primary metric also as the metric of the pooled "
-            f"test predictions with its {level}% patient-level bootstrap CI ({meta['n_bootstrap']} resamples). "
-            "Bold: best mean in the column. A mean needs every fold."), missing_note,
-        ], benchmark_sections(frames["benchmark"], meta["primary_metric"])),
+            (f"Cells: mean ± sd over folds of the test split. Primary metric: the mean over folds with its {level}% "
+             f"CI from a bootstrap that resamples test patients within each fold, stratified by class (survival: "
+             f"event status), {meta['n_bootstrap']} resamples. POOLED (classification with several folds only) "
+             "scores all folds' test predictions together — scores of different fold models on one scale — and is "
+             "shown for reference, never used for gains. Bold: best mean in the column. A mean needs every fold; "
+             "a fold where a metric is undefined (one class in its test set) is named and left out of the mean."),
+            ("binary_f1: F1 of the positive class (the published code's f1_score default), beside macro F1. "
+             "Section headings say which tasks carved validation out of train and why."), missing_note,
+        ], benchmark_sections(frames["benchmark"], meta["primary_metric"], meta.get("task_facts"))),
         "ranks": document("Ranks on the primary metric", [
             (f"Ranked value: {stat}. Ties share the mean of their places; all tied winners are first. "
             f"Families ranked: {', '.join(meta['rank_families'])}."), selection,
-            (f"Gains: pooled paired bootstrap ({level}% CI) of the difference to that expert, in points "
-            "(×100); ↑/↓ where the CI excludes 0."), missing_note,
+            (f"Gains: mean over folds of (method − that fold's expert), in points (×100), with the {level}% CI of a "
+             "paired bootstrap (the same stratified patient resamples for both, within each fold); ↑/↓ where "
+             "the CI excludes 0 — uncorrected, per task (the Holm-corrected p-value is in the Parquet table)."),
+            missing_note,
         ], ranks_sections(frames["ranks"], meta["methods"])),
         "summary": document("Summary: who wins where, by how much", [
             "First on: tasks where the method has the best ranked value, out of the tasks it was run on.",
-            selection, missing_note,
+            selection,
+            (f"Significant wins / losses: tasks whose paired gain is significant at {100 - level}% after a Holm "
+             "correction across the method's tasks (the ranks table keeps the uncorrected per-task CIs)."),
+            missing_note,
         ], [("", summary_view(summary)), ("Missing cells", missing_view(missing))]),
         "cost": document("Training cost of the fusion methods", [
             ("Training seconds and parameters from the fusion prediction files' metadata (fuser training only; "

@@ -17,26 +17,18 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config
-from pathfuse.evaluation import fusion_methods, primary_metric
+from pathfuse.evaluation import fusion_methods
+from pathfuse.selection import primary_metric
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
+from pathfuse.plan import REPORT_TABLES as TABLES
+from pathfuse.plan import Planner
 from pathfuse.report import curves, markdown, plots, tables
 
 log = logging.getLogger(__name__)
 
-TABLES = ("benchmark", "ranks", "summary", "cost", "gate_weights")
-PLOTS = ("heatmap", "gains", "gate_weights", "cost")
-
-
 def report_outputs(cfg: Config) -> dict[str, list[Path]]:
-    """Every file :func:`build_report` writes, by kind (the report rule declares the same)."""
-    layout = cfg.layout
-    return {
-        "tables": [layout.table(n) for n in TABLES],
-        "markdown": [layout.table(n).with_suffix(".md") for n in TABLES],
-        "html": [layout.report_dir() / f"{n}.html" for n in TABLES],
-        "plots": [layout.report_dir() / f"{p}.{fmt}" for p in PLOTS for fmt in ("png", "svg")],
-        "curves": [layout.expert_curves_figure(t) for t in cfg.task_ids],
-    }
+    """Every file :func:`build_report` writes, by kind: the job plan's list, which the rule declares."""
+    return {kind: [Path(p) for p in paths] for kind, paths in Planner(cfg).report_outputs().items()}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -57,21 +49,44 @@ def expected_cells(cfg: Config) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "kind", "method", "family", "encoder"])
 
 
-def load_metrics(cfg: Config) -> pd.DataFrame:
-    """All tasks' metrics rows; a task without a metrics file is logged and left out here."""
-    frames = []
+def load_metrics(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """All tasks' metrics rows and each task's metrics metadata; a task without a metrics file is
+    logged and left out here."""
+    frames, metas = [], {}
     for task in cfg.task_ids:
         path = cfg.layout.metrics(task)
         if not path.exists():
             log.warning("task %s has no metrics file %s: its cells are reported missing", task, path)
             continue
-        frames.append(read_parquet(path, schema="metrics")[0])
+        df, metas[task] = read_parquet(path, schema="metrics")
+        frames.append(df)
     if not frames:
         raise FileNotFoundError(
             f"no metrics file for any task under {cfg.layout.metrics('x').parent}; run the evaluate "
             "rule (snakemake) or `pathfuse evaluate --task <task>` first"
         )
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), metas
+
+
+def task_facts(metas: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Per task, what a reader must know beside the numbers: folds whose validation was carved from train, and why."""
+    out = {}
+    for task, meta in metas.items():
+        facts = meta.get("fold_facts") or {}
+        carved = sorted(int(f) for f, info in facts.items() if info.get("carve_val"))
+        if carved:
+            sources = sorted({str(facts[str(f)].get("split_source") or "") for f in carved} - {""})
+            out[task] = (f"validation carved from train in fold(s) {carved} ({_carve_reason(sources)})")
+    return out
+
+
+def _carve_reason(sources: list[str]) -> str:
+    """Why a fold had to carve validation: generated folds have none; a published split had val == test or none."""
+    if not sources:
+        return "the split had no usable validation part"
+    if all(s in ("kfold", "holdout") or s.startswith("official") for s in sources):
+        return f"{', '.join(sources)}: the split has no validation part"
+    return f"{', '.join(sources)}: the published split's val equals its test, or it has no val"
 
 
 def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -150,7 +165,7 @@ def build_report(cfg: Config) -> list[Path]:
     rcfg = cfg.section("report")
     task_order, order = cfg.task_ids, method_order(cfg)
     primary = {t: primary_metric(cfg, cfg.task(t)) for t in task_order}
-    metrics = load_metrics(cfg)
+    metrics, metric_metas = load_metrics(cfg)
     expected = expected_cells(cfg)
     families = pd.concat([metrics[["method", "family"]], expected[["method", "family"]]])
     filled = tables.fill_family(families)
@@ -160,7 +175,7 @@ def build_report(cfg: Config) -> list[Path]:
 
     bench = tables.order_rows(tables.benchmark_table(metrics), task_order, order, extra=["metric"])
     ranks = tables.order_rows(tables.ranks_table(bench, metrics, expected, primary, rcfg["rank_statistic"],
-                                                 rcfg["rank_families"]), task_order, order)
+                                                 rcfg["rank_families"], float(rcfg["ci_level"])), task_order, order)
     summary = tables.summary_table(ranks)
     missing = tables.missing_cells(ranks)
     cost_records, gate_records = fusion_records(cfg)
@@ -176,6 +191,7 @@ def build_report(cfg: Config) -> list[Path]:
         "ci_level": rcfg["ci_level"], "n_bootstrap": rcfg["n_bootstrap"], "cost_reference": rcfg["cost_reference"],
         "missing_cells": len(missing), "expected_cells": len(ranks),
         "best_expert": ranks.drop_duplicates("task").set_index("task")["reference"].to_dict(),
+        "task_facts": task_facts(metric_metas), "significance_correction": "holm across each method's tasks",
     }
     outputs = report_outputs(cfg)
     written = [write_parquet(frames[n], p, schema=f"table:{n}", meta=meta) for n, p in zip(TABLES, outputs["tables"],

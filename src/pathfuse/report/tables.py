@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.evaluation import DELTA_PREFIX
+from pathfuse.foldstats import holm
 from pathfuse.metrics import HIGHER_IS_BETTER
 
 #: Display and sort order of method families.
@@ -50,31 +51,51 @@ def order_rows(df: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
 
 
 # ----------------------------------------------------------------------------- benchmark
-def benchmark_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Task × method × metric: mean and sd over folds, pooled value with its bootstrap CI.
+def _statistic(metrics: pd.DataFrame) -> pd.Series:
+    """Each row's statistic: ``fold`` for fold ≥ 0, else its ``statistic`` (``mean`` where unset)."""
+    return metrics["statistic"].fillna("mean").where(metrics["fold"] < 0, "fold")
 
-    ``mean``/``sd`` are NaN unless every fold has a value (``n_folds`` of
-    ``n_folds_expected``); ``status`` is ok, incomplete (some cells missing) or missing.
+
+def benchmark_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Task × method × metric: mean over folds with its CI, sd over folds, and (labelled) pooled value.
+
+    ``mean`` is the mean over the folds with a defined value, ``ci_low``/``ci_high`` its
+    stratified per-fold bootstrap CI (:mod:`pathfuse.foldstats`); it is NaN unless every fold is
+    present (``n_folds`` of ``n_folds_expected``; a fold where the metric is undefined is present
+    and named in ``undefined_folds``). ``pooled``/``pooled_ci_*``: the metric of all folds' test
+    predictions pooled (classification with several folds only). ``n_test_patients`` lists each
+    fold's test patients. ``status``: ok, incomplete (some cells missing) or missing.
     """
+    metrics = metrics.assign(statistic=_statistic(metrics))
     test = metrics[(metrics["split"] == "test") & ~metrics["metric"].str.startswith(DELTA_PREFIX)]
     ident = test.groupby(_KEYS, sort=False)[["kind", "family", "encoder"]].first()
-    folds = test[test["fold"] >= 0].groupby(_KEYS, sort=False)["value"]
-    per_fold = pd.DataFrame({"mean": folds.mean(), "sd": folds.std(ddof=1), "n_folds": folds.count(),
-                             "n_folds_expected": folds.size()})
-    pooled = test[test["fold"] == -1].set_index(_KEYS)[["value", "ci_low", "ci_high", "n_samples"]] \
-        .rename(columns={"value": "pooled"})
+    fold_rows = test[test["statistic"] == "fold"]
+    present = fold_rows[fold_rows["status"] != "missing"].groupby(_KEYS, sort=False)
+    folds = fold_rows.groupby(_KEYS, sort=False)
+    per_fold = pd.DataFrame({
+        "sd": folds["value"].std(ddof=1), "n_folds": present.size(), "n_folds_expected": folds.size(),
+        "undefined_folds": fold_rows.assign(_u=fold_rows["fold"].where(fold_rows["status"] == "undefined"))
+        .groupby(_KEYS, sort=False)["_u"].agg(lambda s: ",".join(str(int(f)) for f in s.dropna())),
+        "n_test_patients": folds["n_patients"].agg(lambda s: ",".join(str(int(n)) for n in s)),
+    })
+    mean = test[test["statistic"] == "mean"].set_index(_KEYS)[["value", "ci_low", "ci_high", "n_samples"]] \
+        .rename(columns={"value": "mean"})
+    pooled = test[test["statistic"] == "pooled"].set_index(_KEYS)[["value", "ci_low", "ci_high"]] \
+        .rename(columns={"value": "pooled", "ci_low": "pooled_ci_low", "ci_high": "pooled_ci_high"})
     counts = test.assign(_miss=test["status"] == "missing").groupby(_KEYS, sort=False)["_miss"].agg(["sum", "size"])
     notes = test[test["note"].fillna("") != ""].groupby(_KEYS, sort=False)["note"].first()
-    out = ident.join(per_fold, how="left").join(pooled, how="left").join(notes, how="left")
-    incomplete = out["n_folds"] < out["n_folds_expected"]
-    out.loc[incomplete, ["mean", "sd"]] = np.nan
+    out = ident.join(per_fold, how="left").join(mean, how="left").join(pooled, how="left").join(notes, how="left")
+    incomplete = out["n_folds"].fillna(0) < out["n_folds_expected"].fillna(0)
+    out.loc[incomplete, ["mean", "sd", "ci_low", "ci_high"]] = np.nan
     out["status"] = np.select([counts["sum"] == counts["size"], counts["sum"] > 0], ["missing", "incomplete"], "ok")
     out["note"] = out["note"].fillna("")
     out = out.reset_index()
     out[["n_folds", "n_folds_expected"]] = out[["n_folds", "n_folds_expected"]].fillna(0).astype("int64")
     out["n_samples"] = out["n_samples"].fillna(0).astype("int64")
-    return out[["task", "kind", "method", "family", "encoder", "metric", "mean", "sd", "pooled", "ci_low",
-                "ci_high", "n_samples", "n_folds", "n_folds_expected", "status", "note"]]
+    out[["undefined_folds", "n_test_patients"]] = out[["undefined_folds", "n_test_patients"]].fillna("")
+    return out[["task", "kind", "method", "family", "encoder", "metric", "mean", "ci_low", "ci_high", "sd",
+                "pooled", "pooled_ci_low", "pooled_ci_high", "n_samples", "n_test_patients", "n_folds",
+                "n_folds_expected", "undefined_folds", "status", "note"]]
 
 
 # ----------------------------------------------------------------------------- ranks
@@ -84,7 +105,7 @@ def _direction(metric: str) -> float:
 
 def ranks_table(benchmark: pd.DataFrame, metrics: pd.DataFrame, expected: pd.DataFrame,
                 primary: Mapping[str, str], statistic: str = "mean",
-                rank_families: Sequence[str] = ("expert", "fuser", "baseline")) -> pd.DataFrame:
+                rank_families: Sequence[str] = ("expert", "fuser", "baseline"), level: float = 0.95) -> pd.DataFrame:
     """Per task × method on the task's primary metric: value, rank, first place, gain vs best expert.
 
     Args:
@@ -93,13 +114,17 @@ def ranks_table(benchmark: pd.DataFrame, metrics: pd.DataFrame, expected: pd.Dat
         expected: one row per (task, kind, method, family, encoder) the run should have; cells
             absent from ``benchmark`` (a task never evaluated) become missing rows.
         primary: task → primary metric.
-        statistic: "mean" (over folds) or "pooled": the value that is ranked.
+        statistic: "mean" (over folds, default) or "pooled" (labelled option: the metric of the
+            pooled test predictions): the value that is ranked. Gains always use the per-fold mean.
         rank_families: families that compete; others are listed without a rank.
+        level: CI level; ``significance_holm`` uses 1 − level as the family-wise error rate.
 
-    ``value`` is the ranked statistic; ``pooled`` with ``ci_low``/``ci_high`` is the pooled
-    metric and its bootstrap CI. Ranks are average ranks (ties share the mean of their places, so mean ranks stay fair);
-    every method tied for the best value is first. Gains are signed so that positive is better,
-    also for lower-is-better metrics; ``significance`` is +1/−1 when the paired CI excludes 0.
+    ``value`` is the ranked statistic; ``mean`` with ``ci_low``/``ci_high`` the mean over folds and
+    its bootstrap CI. Ranks are average ranks (ties share the mean of their places); every method
+    tied for the best value is first. ``gain`` = mean over folds of (method − the fold's
+    validation-selected expert), signed so that positive is better; ``significance`` (+1/−1)
+    where its paired CI excludes 0 (uncorrected, per task); ``p_holm`` the p-value Holm-corrected
+    across the tasks of the method, ``significance_holm`` its verdict at 1 − level.
     """
     prim = pd.Series(primary, name="metric").rename_axis("task").reset_index()
     rows = benchmark.merge(prim, on=["task", "metric"])
@@ -117,18 +142,26 @@ def ranks_table(benchmark: pd.DataFrame, metrics: pd.DataFrame, expected: pd.Dat
     cells["is_first"] = ranked & (key == key.groupby(cells["task"]).transform("max"))
     cells["n_ranked"] = ranked.groupby(cells["task"]).transform("sum").astype("int64")
     cells = cells.merge(_gains(metrics, primary), on=["task", "method"], how="left")
-    cols = ["task", "kind", "method", "family", "encoder", "metric", "value", "pooled", "ci_low", "ci_high", "rank",
-            "is_first", "n_ranked", "reference", "reference_value", "gain", "gain_ci_low", "gain_ci_high",
-            "gain_pct", "p_value", "significance", "status", "note"]
+    cells["reference_value"] = cells["mean"] - sign * cells["gain"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cells["gain_pct"] = np.where(cells["reference_value"] > 0, 100 * cells["gain"] / cells["reference_value"],
+                                     np.nan)
+    cells["p_holm"] = np.nan
+    for _, idx in cells.groupby("method").groups.items():
+        cells.loc[idx, "p_holm"] = holm(cells.loc[idx, "p_value"].to_numpy())
+    verdict = np.where(cells["p_holm"] < 1 - level, np.sign(cells["gain"]), 0)
+    cells["significance_holm"] = pd.array(np.where(cells["gain"].notna(), verdict, 0), dtype="Int64")
+    cells.loc[cells["gain"].isna(), "significance_holm"] = pd.NA
+    cols = ["task", "kind", "method", "family", "encoder", "metric", "value", "mean", "ci_low", "ci_high", "pooled",
+            "rank", "is_first", "n_ranked", "reference", "reference_value", "gain", "gain_ci_low", "gain_ci_high",
+            "gain_pct", "p_value", "significance", "p_holm", "significance_holm", "n_undefined", "status", "note"]
     return cells[cols]
 
 
 def _gains(metrics: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
-    """Signed gain over the validation-selected best expert from the paired delta rows."""
+    """Signed gain over the validation-selected best expert: the mean over folds of the paired differences."""
     want = metrics["metric"] == metrics["task"].map({t: DELTA_PREFIX + m for t, m in primary.items()})
     delta = metrics[want & (metrics["fold"] == -1)]
-    pooled = metrics[(metrics["fold"] == -1) & (metrics["split"] == "test")]
-    pooled = pooled[pooled["metric"] == pooled["task"].map(primary)].set_index(["task", "method"])["value"]
     sign = delta["task"].map(primary).map(_direction).to_numpy()
     diff, low, high = delta["value"].to_numpy(), delta["ci_low"].to_numpy(), delta["ci_high"].to_numpy()
     out = pd.DataFrame({
@@ -136,12 +169,8 @@ def _gains(metrics: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
         "reference": delta["reference"].to_numpy(),
         "gain": sign * diff,
         "gain_ci_low": np.where(sign > 0, low, -high), "gain_ci_high": np.where(sign > 0, high, -low),
-        "p_value": delta["p_value"].to_numpy(),
+        "p_value": delta["p_value"].to_numpy(), "n_undefined": delta["n_undefined"].to_numpy(),
     })
-    method_value = pooled.reindex(pd.MultiIndex.from_frame(out[["task", "method"]])).to_numpy()
-    out["reference_value"] = method_value - diff
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["gain_pct"] = np.where(out["reference_value"] > 0, 100 * out["gain"] / out["reference_value"], np.nan)
     sig = np.select([out["gain_ci_low"] > 0, out["gain_ci_high"] < 0], [1, -1], 0)
     out["significance"] = pd.array(np.where(out["gain"].notna(), sig, 0), dtype="Int64")
     out.loc[out["gain"].isna(), "significance"] = pd.NA
@@ -150,11 +179,13 @@ def _gains(metrics: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- summary
 def summary_table(ranks: pd.DataFrame) -> pd.DataFrame:
-    """Per method: wins out of its tasks, mean rank, mean gain, paired wins/losses, missing cells.
+    """Per method: wins out of its tasks, mean rank, mean gain, Holm-corrected wins/losses, missing cells.
 
     ``n_tasks`` counts the tasks the run expected the method on; ``wins_of`` reads like the
     paper's claim ("20/22"). Means are over the ``n_scored`` tasks with a value (ranks) or the
     ``n_paired`` tasks with a paired test (gains); ``n_missing`` says how many are not there.
+    ``sig_wins``/``sig_losses`` count tasks whose gain is significant after Holm's correction
+    across the method's tasks (``significance_holm``); the ranks keep the uncorrected verdicts.
     """
     g = ranks.groupby("method", sort=False)
     has_value = ranks["value"].notna()
@@ -167,8 +198,8 @@ def summary_table(ranks: pd.DataFrame) -> pd.DataFrame:
         "mean_gain": g["gain"].mean(),
         "mean_gain_pct": g["gain_pct"].mean(),
         "n_paired": g["gain"].count(),
-        "sig_wins": (ranks["significance"] == 1).fillna(False).groupby(ranks["method"], sort=False).sum(),
-        "sig_losses": (ranks["significance"] == -1).fillna(False).groupby(ranks["method"], sort=False).sum(),
+        "sig_wins": (ranks["significance_holm"] == 1).fillna(False).groupby(ranks["method"], sort=False).sum(),
+        "sig_losses": (ranks["significance_holm"] == -1).fillna(False).groupby(ranks["method"], sort=False).sum(),
     })
     out["n_missing"] = out["n_tasks"] - out["n_scored"]
     ranked = g["rank"].count() > 0
