@@ -13,12 +13,15 @@ from slide_fixtures import corrupt_tile, needs_shared
 from pathfuse.slides.errors import SlideError
 from pathfuse.slides.mpp import resolve_mpp
 from pathfuse.slides.reader import SlideReader, level_for_downsample, open_slide
+from pathfuse.slides.readers.base import StoredResolution, positive_number
 
 RANGE = (0.1, 2.0)
 
 
 def resolve(props, override=None, allow=False):
-    return resolve_mpp(props, override=override, allow_objective_power=allow, mpp_range=RANGE, fix="FIX-HINT")
+    stored = StoredResolution(*(positive_number(props, f"openslide.{k}") for k in ("mpp-x", "mpp-y", "objective-power")))
+    return resolve_mpp(stored, source="openslide", override=override, allow_objective_power=allow, mpp_range=RANGE,
+                       fix="FIX-HINT")
 
 
 def test_mpp_resolution_order():

@@ -121,6 +121,7 @@ class _Assembler:
     slides: list[_PendingSlide]
     offsets: np.ndarray
     metadata: dict[str, str]
+    readers: list[str]  # the reader of each slide (recorded per feature file)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     _slide: int = 0
     _filled: int = 0
@@ -142,9 +143,10 @@ class _Assembler:
         slide = self.slides[self._slide]
         feats = np.concatenate([c[0] for c in self._chunks])
         ok = np.concatenate([c[1] for c in self._chunks])
+        metadata = dict(self.metadata, reader=self.readers[self._slide])
         self._chunks, self._filled, self._slide = [], 0, self._slide + 1
         self.rows[slide.slide_id] = write_slide_features(self.cfg, self.spec, self.cohort, slide, feats, ok,
-                                                         self.metadata)
+                                                         metadata)
 
 
 def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _PendingSlide,
@@ -191,8 +193,8 @@ def check_finite(feats: np.ndarray, encoder: str, unit: str, what: str, describe
 
 def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
                   pending: list[_PendingSlide]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    from pathfuse.encoders.inference import Embedder, embed_batches, make_loader, select_runtime
-    from pathfuse.encoders.slide_tiles import ShardTiles
+    from pathfuse.encoders.inference import Embedder, embed_batches, select_runtime
+    from pathfuse.encoders.slide_tiles import ShardTiles, check_reader_mixing, reader_setting, tile_batches
     from pathfuse.encoders.transforms import ResizeCrop
     from pathfuse.encoders.weights import load_encoder
 
@@ -200,19 +202,21 @@ def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
     loaded = load_encoder(cfg, spec.name)
     runtime = select_runtime(settings, spec.precision)
     embedder = Embedder(loaded, runtime)
+    reader = reader_setting(cfg, cohort)
+    check_reader_mixing(pending[0].out.parent.glob("*.safetensors"), reader, settings["allow_mixed_readers"])
     dataset = ShardTiles([p.slide_id for p in pending], [p.path for p in pending], [p.tiles for p in pending],
-                         ResizeCrop.for_encoder(spec), settings["on_tile_error"])
+                         ResizeCrop.for_encoder(spec), settings["on_tile_error"], reader)
     metadata = {
         "encoder": spec.name, "weights_sha256": loaded.weights_sha256, "weights_source": loaded.weights_source,
         "code_version": pathfuse.__version__, "schema_version": str(FEATURES_SCHEMA_VERSION),
         "embedding": spec.embedding, "input_px": str(spec.input_px), "dim": str(spec.dim),
-        "precision": runtime.precision,
+        "precision": runtime.precision, "reader_setting": reader,
     }
-    assembler = _Assembler(cfg, spec, cohort, pending, dataset.offsets, metadata)
+    assembler = _Assembler(cfg, spec, cohort, pending, dataset.offsets, metadata, dataset.reader_names)
     start = time.perf_counter()
     try:
         with tqdm(total=len(dataset), unit="tile", desc=f"{spec.name}/{cohort}", mininterval=10) as bar:
-            for (index, ok), feats in embed_batches(embedder, make_loader(dataset, settings, runtime)):
+            for (index, ok), feats in embed_batches(embedder, tile_batches(dataset, settings, runtime)):
                 assembler.add(index.numpy(), ok.numpy().astype(bool), feats)
                 bar.update(len(index))
     finally:

@@ -1,7 +1,8 @@
 """A slide's resolution (µm per level-0 pixel) and where it came from — never a silent guess.
 
-Order: the per-slide override (override table, then the manifest's mpp column) → OpenSlide's
-``openslide.mpp-x/y`` → the objective power (mpp ≈ 10 / power), only when the config allows it.
+Order: the per-slide override (override table, then the manifest's mpp column) → the mpp the
+file states (as the slide reader reports it: :class:`~pathfuse.slides.readers.base.StoredResolution`)
+→ the objective power (mpp ≈ 10 / power), only when the config allows it.
 A missing mpp, or one outside the plausible range (a 72- or 96-dpi TIFF default gives
 352.8 or 264.6 µm/px), stops the slide with an error naming the override table to fix it.
 """
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from pathfuse.slides.errors import CohortError, SlideError
+from pathfuse.slides.readers.base import StoredResolution
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,19 @@ def read_mpp_overrides(path: str | Path | None, cohort: str) -> dict[str, float]
 
 
 def resolve_mpp(
-    properties: Mapping[str, str],
+    stored: StoredResolution,
     *,
+    source: str,
     override: float | None,
     allow_objective_power: bool,
     mpp_range: tuple[float, float],
     fix: str,
 ) -> tuple[float, str]:
-    """Return (level-0 µm/px, source) with source override | openslide | objective_power.
+    """Return (level-0 µm/px, source) with source override | ``source`` | objective_power.
 
     Args:
-        properties: the slide's OpenSlide properties.
+        stored: what the slide file states (mpp-x, mpp-y, objective power), from its reader.
+        source: the name recorded when the file's own mpp is used (the reader's, e.g. openslide).
         override: the user's per-slide mpp (override table or manifest), or None.
         allow_objective_power: accept mpp = 10 / objective power when no mpp is stored.
         mpp_range: plausible (low, high) µm/px for a scanned slide.
@@ -75,8 +78,7 @@ def resolve_mpp(
             log.warning("override mpp %.4g µm/px is outside %g–%g; using it as given", override, low, high)
         return float(override), "override"
 
-    mpp_x, mpp_y = _number(properties, "openslide.mpp-x"), _number(properties, "openslide.mpp-y")
-    power = _number(properties, "openslide.objective-power")
+    mpp_x, mpp_y, power = stored
     power_hint = (
         f" The file states objective power {power:g}x: set tiling.allow_objective_power: true to "
         f"use mpp ≈ 10/{power:g} = {10 / power:.3g}." if power and not allow_objective_power else ""
@@ -90,7 +92,7 @@ def resolve_mpp(
             )
         mpp = sum(stored) / len(stored)
         if low <= mpp <= high:
-            return mpp, "openslide"
+            return mpp, source
         if not (allow_objective_power and power):
             raise SlideError(
                 "implausible_mpp",
@@ -108,13 +110,5 @@ def resolve_mpp(
                 f"objective power {power:g}x gives mpp {mpp:.3g}, outside {low:g}–{high:g}. {fix}.",
             )
         return mpp, "objective_power"
-    raise SlideError("no_mpp", f"the file states no resolution (no openslide.mpp-x/y). {fix}.{power_hint}")
+    raise SlideError("no_mpp", f"the file states no resolution (no mpp). {fix}.{power_hint}")
 
-
-def _number(properties: Mapping[str, str], key: str) -> float | None:
-    """A positive finite float property, or None when absent or not a number."""
-    try:
-        value = float(properties[key])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value > 0 else None

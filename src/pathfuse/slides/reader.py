@@ -1,16 +1,17 @@
-"""OpenSlide access: open a slide with clear errors, read tiles and downsampled overviews.
+"""The OpenSlide reader: open a slide with clear errors, read tiles and regions.
 
-:class:`SlideReader` is the one reader of slide pixels in pathfuse: the tiling stage uses it
-for the tissue overview and the embedding stage for tiles. It opens the file lazily and again
-after a fork, and pickles without its handle, so a DataLoader worker gets its own OpenSlide
-object (OpenSlide handles are not shareable across processes).
+:class:`SlideReader` is the first implementation of the reader seam
+(:class:`pathfuse.slides.readers.base.SlideSource`, registry name ``openslide``) and the one
+that reads every format OpenSlide knows. Tiling always uses it, so the tile grid never depends
+on the reader setting; embedding uses it unless the JPEG-native reader applies. It opens the
+file lazily and again after a fork, and pickles without its handle, so a DataLoader worker
+gets its own OpenSlide object (OpenSlide handles are not shareable across processes).
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,16 @@ import tifffile
 from PIL import Image
 
 from pathfuse.slides.errors import SlideError
+from pathfuse.slides.readers.base import (
+    BACKGROUND,
+    StoredResolution,
+    level_for_downsample,
+    positive_number,
+    read_overview,
+    reduction_factor,
+)
 
-#: Accept a pyramid level whose downsample exceeds the wanted one by up to this factor (the
-#: tiny upsampling is invisible, reading 4x fewer pixels is not); e.g. levels at 4.016.
-LEVEL_TOLERANCE = 1.01
-#: Largest side (level pixels) read at once for an overview, so memory stays bounded.
-OVERVIEW_BLOCK_PX = 2048
-BACKGROUND = (255, 255, 255)
+__all__ = ["SlideReader", "level_for_downsample", "open_slide"]
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -74,12 +78,6 @@ def _diagnose_unknown(path: Path) -> tuple[str, str]:
     )
 
 
-def level_for_downsample(downsamples: Sequence[float], downsample: float) -> int:
-    """The coarsest pyramid level not coarser than ``downsample`` (within LEVEL_TOLERANCE)."""
-    fitting = [i for i, d in enumerate(downsamples) if d <= downsample * LEVEL_TOLERANCE]
-    return max(fitting, key=lambda i: downsamples[i]) if fitting else 0
-
-
 def is_opaque(region: Image.Image) -> bool:
     """True when no pixel of an RGBA region is transparent (the usual case inside a slide)."""
     return bool(np.frombuffer(region.tobytes("raw", "A"), np.uint8).min() == 255)
@@ -97,13 +95,15 @@ def to_rgb(region: Image.Image) -> Image.Image:
 
 
 class SlideReader:
-    """Reads tiles and overviews of one slide; one instance per slide and worker process.
+    """Reads tiles and regions of one slide with OpenSlide; one instance per slide and worker.
 
     Example (embedding a tiles-parquet row)::
 
         reader = SlideReader(path)
         rgb = reader.read_tile(row.x, row.y, row.level, row.read_px, row.tile_px)  # HxWx3 uint8
     """
+
+    name = "openslide"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -118,26 +118,62 @@ class SlideReader:
             self._pid = os.getpid()
         return self._slide
 
-    def read_tile(self, x: int, y: int, level: int, read_px: int, tile_px: int) -> np.ndarray:
-        """One tile as a writable uint8 array (tile_px, tile_px, 3).
+    @property
+    def vendor(self) -> str:
+        return str(self.slide.properties.get("openslide.vendor", ""))
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return tuple(self.slide.dimensions)  # type: ignore[return-value]
+
+    @property
+    def level_count(self) -> int:
+        return int(self.slide.level_count)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self.slide.level_dimensions)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self.slide.level_downsamples)
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self.slide.properties
+
+    @property
+    def resolution(self) -> StoredResolution:
+        """OpenSlide's normalised ``openslide.mpp-x/y`` and ``openslide.objective-power``."""
+        props = self.slide.properties
+        return StoredResolution(positive_number(props, "openslide.mpp-x"), positive_number(props, "openslide.mpp-y"),
+                                positive_number(props, "openslide.objective-power"))
+
+    def read_tile(self, x: int, y: int, level: int, read_px: int, out_px: int) -> np.ndarray:
+        """One tile as a writable uint8 array (out_px, out_px, 3).
 
         Args:
             x, y: level-0 top-left corner.
             level: pyramid level to read from.
             read_px: side of the square read at that level.
-            tile_px: output side; the read is resized (bilinear, antialiased) when different.
+            out_px: output side. A larger read is first reduced by the power-of-two
+                :func:`reduction_factor` (box filter, as the JPEG reader's DCT scaling), then
+                resized bilinearly (antialiased) for any remaining difference.
         """
-        read_px, tile_px = int(read_px), int(tile_px)  # rows of a DataFrame may come as floats
+        read_px, out_px = int(read_px), int(out_px)  # rows of a DataFrame may come as floats
         region = self.read_rgba(x, y, level, read_px, read_px)
-        if read_px == tile_px and is_opaque(region):
+        if read_px == out_px and is_opaque(region):
             # The common case, kept to one packing pass: within a few % of a bare read_region.
             data = region.tobytes("raw", "RGB")
         else:
             image = to_rgb(region)
-            if read_px != tile_px:
-                image = image.resize((tile_px, tile_px), Image.Resampling.BILINEAR)
+            factor = reduction_factor(read_px, out_px)
+            if factor > 1:
+                image = image.reduce(factor)
+            if image.size != (out_px, out_px):
+                image = image.resize((out_px, out_px), Image.Resampling.BILINEAR)
             data = image.tobytes()
-        return np.frombuffer(bytearray(data), np.uint8).reshape(tile_px, tile_px, 3)
+        return np.frombuffer(bytearray(data), np.uint8).reshape(out_px, out_px, 3)
 
     def read_rgba(self, x: int, y: int, level: int, width: int, height: int) -> Image.Image:
         """A region as OpenSlide's RGBA image; its errors become :class:`SlideError` naming the file."""
@@ -150,42 +186,13 @@ class SlideReader:
                 f"({err}); the file is probably damaged: copy or export it again, or remove it",
             ) from err
 
-    def read_rgb(self, x: int, y: int, level: int, width: int, height: int) -> Image.Image:
-        """A region as an RGB image on white background."""
-        return to_rgb(self.read_rgba(x, y, level, width, height))
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """A region as RGB uint8 on white background."""
+        return np.asarray(to_rgb(self.read_rgba(x, y, level, width, height)))
 
     def overview(self, downsample: float) -> tuple[np.ndarray, tuple[float, float]]:
-        """The whole slide downsampled by about ``downsample`` (≥ 1), read block by block.
-
-        Reading blocks of at most OVERVIEW_BLOCK_PX keeps memory at the size of the result,
-        also for a slide without a low-resolution pyramid level.
-
-        Returns:
-            (RGB uint8 array, (sx, sy)): level-0 pixels per overview pixel along x and y.
-        """
-        slide = self.slide
-        width0, height0 = slide.dimensions
-        downsample = max(1.0, downsample)
-        out_w, out_h = max(1, round(width0 / downsample)), max(1, round(height0 / downsample))
-        level = level_for_downsample(slide.level_downsamples, downsample)
-        level_w, level_h = slide.level_dimensions[level]
-        level_ds = slide.level_downsamples[level]
-        fx, fy = level_w / out_w, level_h / out_h  # level px per output px
-        block = max(1, int(OVERVIEW_BLOCK_PX // max(fx, fy, 1.0)))
-        out = np.empty((out_h, out_w, 3), np.uint8)
-        for oy0 in range(0, out_h, block):
-            oy1 = min(out_h, oy0 + block)
-            ly0, ly1 = round(oy0 * fy), min(level_h, max(round(oy1 * fy), round(oy0 * fy) + 1))
-            for ox0 in range(0, out_w, block):
-                ox1 = min(out_w, ox0 + block)
-                lx0, lx1 = round(ox0 * fx), min(level_w, max(round(ox1 * fx), round(ox0 * fx) + 1))
-                image = self.read_rgb(
-                    math.floor(lx0 * level_ds), math.floor(ly0 * level_ds), level, lx1 - lx0, ly1 - ly0
-                )
-                if image.size != (ox1 - ox0, oy1 - oy0):
-                    image = image.resize((ox1 - ox0, oy1 - oy0), Image.Resampling.BOX)
-                out[oy0:oy1, ox0:ox1] = np.asarray(image)
-        return out, (width0 / out_w, height0 / out_h)
+        """The whole slide downsampled by about ``downsample``: see :func:`read_overview`."""
+        return read_overview(self, downsample)
 
     def close(self) -> None:
         """Release the OpenSlide handle (it is reopened on the next read)."""

@@ -23,11 +23,16 @@ from pathfuse.slides.errors import SlideError
 from pathfuse.slides.grid import locate_tiles, plan_grid
 from pathfuse.slides.mpp import resolve_mpp
 from pathfuse.slides.qc import draw_qc
-from pathfuse.slides.reader import SlideReader
+from pathfuse.slides.readers import open_reader
+from pathfuse.slides.readers.base import SlideSource, read_overview
 from pathfuse.slides.settings import TilingSettings
 from pathfuse.slides.tissue import TissueMask, segment_tissue
 
 log = logging.getLogger(__name__)
+
+#: Tiling reads overviews with OpenSlide whatever ``embedding.reader`` says: the tissue mask, and
+#: so the tile grid, must not depend on which decoder fetches the tiles' pixels later.
+TILING_READER = "openslide"
 
 
 @dataclass(frozen=True)
@@ -64,32 +69,31 @@ def tile_slide(job: SlideJob, settings: TilingSettings) -> int:
     Raises:
         SlideError: the slide cannot be tiled; the message says why and how to fix it.
     """
-    with closing(SlideReader(job.path)) as reader:
-        slide = reader.slide
+    with closing(open_reader(job.path, TILING_READER)) as reader:
         mpp0, mpp_source = resolve_mpp(
-            slide.properties,
+            reader.resolution,
+            source=reader.name,
             override=job.override_mpp,
             allow_objective_power=settings.allow_objective_power,
             mpp_range=settings.mpp_range,
             fix=job.override_hint,
         )
-        plan = plan_grid(slide.level_downsamples, mpp0, settings)
+        plan = plan_grid(reader.level_downsamples, mpp0, settings)
         thumbnail, thumb_scale, tissue = _overviews(reader, mpp0, settings)
-        tiles, n_grid = locate_tiles(
-            slide.dimensions, plan, tissue, settings, np.random.default_rng(job.seed)
-        )
-        vendor = slide.properties.get("openslide.vendor", "")
+        tiles, n_grid = locate_tiles(reader.dimensions, plan, tissue, settings, np.random.default_rng(job.seed))
+        vendor = reader.vendor
+        power = reader.resolution.objective_power
         facts = {
             "slide_id": job.slide_id,
             "path": job.path,
             "cohort": job.cohort,
             "vendor": vendor,
-            "dimensions": list(slide.dimensions),
-            "level_count": slide.level_count,
-            "level_downsamples": [float(d) for d in slide.level_downsamples],
+            "dimensions": list(reader.dimensions),
+            "level_count": reader.level_count,
+            "level_downsamples": [float(d) for d in reader.level_downsamples],
             "level0_mpp": mpp0,
             "mpp_source": mpp_source,
-            "objective_power": slide.properties.get("openslide.objective-power"),
+            "objective_power": None if power is None else f"{power:g}",
         }
 
     problem = _problem(tissue, tiles.empty, n_grid, settings)
@@ -124,13 +128,13 @@ def tile_slide(job: SlideJob, settings: TilingSettings) -> int:
     return len(tiles)
 
 
-def _overviews(reader: SlideReader, mpp0: float, settings: TilingSettings
+def _overviews(reader: SlideSource, mpp0: float, settings: TilingSettings
                ) -> tuple[np.ndarray, tuple[float, float], TissueMask]:
     """The QC thumbnail and the tissue mask, from one read at the finer of their two scales."""
-    width0, height0 = reader.slide.dimensions
+    width0, height0 = reader.dimensions
     thumb_ds = max(1.0, max(width0, height0) / settings.qc_px)
     seg_ds = max(1.0, settings.seg_mpp / mpp0)
-    finer, finer_scale = reader.overview(min(thumb_ds, seg_ds))
+    finer, finer_scale = read_overview(reader, min(thumb_ds, seg_ds))
 
     def coarser(downsample: float) -> tuple[np.ndarray, tuple[float, float]]:
         size = (max(1, round(width0 / downsample)), max(1, round(height0 / downsample)))

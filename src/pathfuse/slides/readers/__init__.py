@@ -1,0 +1,67 @@
+"""Slide readers by name: the registry behind ``embedding.reader`` (``auto | openslide | jpeg``).
+
+Built-in readers are named by import path and imported on first use, so a machine without
+OpenSlide (e.g. a GPU image) can still use the JPEG-native reader, and importing this package
+costs nothing. ``auto`` picks ``jpeg`` for a file the JPEG-native reader qualifies
+(:func:`pathfuse.slides.readers.tiff_layout.read_layout`) and ``openslide`` for every other.
+A new reader implements :class:`~pathfuse.slides.readers.base.SlideSource` (and optionally
+:class:`~pathfuse.slides.readers.base.RawTileSource`) in its own module and is added with
+:func:`register` (and to the schema's enum when the config should name it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import cast
+
+from pathfuse.slides.readers.base import SlideSource
+
+AUTO = "auto"
+_READERS: dict[str, str | type] = {
+    "openslide": "pathfuse.slides.reader:SlideReader",
+    "jpeg": "pathfuse.slides.readers.jpeg:JpegTiffReader",
+}
+
+
+def register(name: str, reader: str | type) -> None:
+    """Add a reader class (or its ``"module:Class"`` path) under ``name``; names are unique."""
+    if name in _READERS or name == AUTO:
+        raise KeyError(f"slide reader {name!r} is registered twice")
+    _READERS[name] = reader
+
+
+def names() -> list[str]:
+    """Registered reader names (the values ``embedding.reader`` takes, besides ``auto``)."""
+    return sorted(_READERS)
+
+
+def reader_class(name: str) -> type[SlideSource]:
+    """The class registered as ``name`` (imported on first use)."""
+    try:
+        target = _READERS[name]
+    except KeyError:
+        raise KeyError(f"unknown slide reader {name!r}; known: {', '.join([AUTO, *names()])}") from None
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        target = _READERS[name] = getattr(importlib.import_module(module), attr)
+    return cast(type[SlideSource], target)
+
+
+def choose_reader(path: str | os.PathLike[str], setting: str) -> str:
+    """The reader name for ``path`` under ``setting`` (``auto`` decides per file)."""
+    if setting != AUTO:
+        reader_class(setting)  # unknown names fail here, naming the known ones
+        return setting
+    from pathfuse.slides.readers.tiff_layout import NotJpegTiled, read_layout
+
+    try:
+        read_layout(path)
+    except NotJpegTiled:
+        return "openslide"
+    return "jpeg"
+
+
+def open_reader(path: str | os.PathLike[str], setting: str = AUTO) -> SlideSource:
+    """A reader for ``path``: the one ``setting`` names, or the best that applies for ``auto``."""
+    return reader_class(choose_reader(path, setting))(path)  # type: ignore[call-arg]
