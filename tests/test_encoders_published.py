@@ -10,13 +10,11 @@ key/shape layouts (TransPath's modified timm and MahmoodLab's conch package are 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import save_file
 from test_encoders_fixtures import REPO, make_config
 
 from pathfuse.compat import import_timm

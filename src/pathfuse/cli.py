@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{arg}", type=typ, required=True)
     sub.add_parser("check-config", help="validate a run config and print it with defaults filled").add_argument(
         "--config", default="config/config.yaml", type=Path)
+    doctor = sub.add_parser("doctor", help="preflight a run: weights, slides, tables, SLURM profile (docs/doctor.md)")
+    doctor.add_argument("--config", default="config/config.yaml", type=Path, help="run config YAML")
+    doctor.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
+                        metavar="KEY=VALUE", help="override a config key (dotted)")
+    doctor.add_argument("--profile", type=Path, default=None, help="also check this SLURM workflow profile")
+    doctor.add_argument("--quick", action="store_true", help="file-existence checks only (no loading)")
     return parser
 
 
@@ -116,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage == "check-config":
         print(json.dumps(cfg.raw, indent=2))
         return 0
+    if args.stage == "doctor":
+        from pathfuse.doctor import doctor
+
+        return doctor(cfg, args.profile, deep=not args.quick)
     setup_logging(args.log)
     kwargs = {arg: getattr(args, arg) for arg, _ in STAGES[args.stage].args}
     result = run_stage(args.stage, cfg, kwargs)

@@ -41,7 +41,7 @@ class ResizeCrop:
         if size != tuple(chw.shape[1:]):
             chw = F.interpolate(chw[None], size=size, mode=self.interpolation, antialias=True,
                                 align_corners=False)[0]
-        top, left = (int(round((side - self.crop_px) / 2.0)) for side in chw.shape[1:])
+        top, left = (round((side - self.crop_px) / 2.0) for side in chw.shape[1:])
         return chw[:, top:top + self.crop_px, left:left + self.crop_px].contiguous()
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
