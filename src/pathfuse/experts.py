@@ -43,6 +43,20 @@ from pathfuse.training import FitResult, count_parameters, derive_seed, fit, mak
 log = logging.getLogger(__name__)
 
 
+def inner_folds_needed(cfg: Config) -> int:
+    """Inner folds to train per outer fold: ``experts.inner_folds`` when a configured fusion method
+    needs out-of-fold expert logits (``Method.needs_oof``: LogitProd, stacking), else 0.
+
+    The inner experts cost ``inner_folds`` extra expert trainings per outer fold; a run whose
+    methods never read out-of-fold rows should not pay for them.
+    """
+    from pathfuse.fusion import FUSERS  # the registry declares which methods read OOF logits
+
+    methods = cfg.section("fusion").get("methods", [])
+    needed = any(FUSERS.get(m).needs_oof for m in methods if m in FUSERS)
+    return int(cfg.section("experts")["inner_folds"]) if needed else 0
+
+
 class FoldError(ValueError):
     """A fold cannot train (a class absent from training, no event); names task, fold, samples."""
 
@@ -218,6 +232,7 @@ class _Job:
             "settings": {k: self.settings[k] for k in keys},
             "seed": self.cfg.seed,
             "fold": [fold.train, fold.val, fold.test],
+            "inner_folds_used": inner_folds_needed(self.cfg),
             "schema": SCHEMA_VERSIONS["predictions"],
             "in_dim": self.in_dim,
             "inputs": {str(p): p.stat().st_mtime_ns for p in self.inputs if p.exists()},
@@ -248,10 +263,11 @@ class _Job:
         ]
         curves = [result.curve.assign(model="outer")]
         inner_seconds = 0.0
-        partitions = patient_kfold(
-            train,
-            int(self.settings["inner_folds"]),
-            derive_seed(self.cfg.seed, self.spec.id, "inner", fold.index),
+        n_inner = inner_folds_needed(self.cfg)
+        partitions = (
+            patient_kfold(train, n_inner, derive_seed(self.cfg.seed, self.spec.id, "inner", fold.index))
+            if n_inner
+            else []
         )
         for j, (fit_ids, held_ids) in enumerate(partitions):
             inner_model, inner = self._fit(
@@ -437,7 +453,7 @@ class _Job:
             "seed": self.cfg.seed,
             "head": self.recipe["head"],
             "recipe": self.recipe,
-            "inner_folds": int(self.settings["inner_folds"]),
+            "inner_folds": inner_folds_needed(self.cfg),
             "bag_unit": self.settings["bag_unit"] if self.spec.is_slide_task else None,
         }
         curve = pd.concat([r.curve for r in results], ignore_index=True)

@@ -48,6 +48,7 @@ class Method:
     family: str
     fit_fold: Callable[[FusionContext, int], FoldOutput]
     needs_features: bool = False
+    needs_oof: bool = False  # reads the experts' out-of-fold logits: the inner-fold experts are trained for it
     description: str = ""
     settings: str | None = None  # the config block under `fusion` it reads; None = its own name
 
@@ -59,6 +60,7 @@ FUSERS: Registry[Method] = Registry("fusion method")
 from pathfuse.fusion import baselines as baselines
 from pathfuse.fusion import concat as concat
 from pathfuse.fusion import logitprod as logitprod
+from pathfuse.fusion import logitprod_converged as logitprod_converged
 from pathfuse.fusion import shazam as shazam
 
 __all__ = ["FUSERS", "BlockKey", "FoldOutput", "Method"]

@@ -126,7 +126,7 @@ def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
               for key, b in ctx.blocks[fold].items()}
     n_features = scaler.n_features_in_
     cost = {"train_seconds": train_seconds, "params": params, "flops": 2 * n_features * logits[("val", False)].shape[1],
-            "best_epoch": None, "trained_on": "oof" if oof else "in_sample"}
+            "best_epoch": None, "trained_on": "oof" if oof else "in_sample", "uses_inner_experts": oof}
     return FoldOutput(logits=logits, cost=cost)
 
 
@@ -192,4 +192,4 @@ for _name, _fn, _family, _text in [
     ("mean_probs", mean_probs, "baseline", "mean of the experts' distributions"),
     ("stacking", stacking, "baseline", "linear stacker on out-of-fold expert outputs"),
 ]:
-    FUSERS.register(_name)(Method(family=_family, fit_fold=_fn, description=_text))
+    FUSERS.register(_name)(Method(family=_family, fit_fold=_fn, description=_text, needs_oof=_name == "stacking"))

@@ -266,6 +266,15 @@ def _align(
                     "trained on different label tables; re-run the experts stage"
                 )
     logits = np.stack([_stack(p["logits"], enc, task.id) for enc, p in aligned.items()], axis=1)
+    bad = ~np.isfinite(logits).all(axis=2) if logits.size else np.zeros((0, 0), dtype=bool)  # [N, M]
+    if bad.any():
+        m = int(np.flatnonzero(bad.any(axis=0))[0])
+        samples = [str(s) for s in np.asarray(shared)[bad[:, m]]]
+        raise FusionInputError(
+            f"{cfg.layout.expert_predictions(task.id, task.encoders[m])}: non-finite logits (NaN or inf) in fold "
+            f"{fold} split {split}{' (out-of-fold)' if oof else ''} for {len(samples)} sample(s): {samples[:10]}; "
+            "fix or retrain that expert before fusing"
+        )
     embeddings = None
     if all(p["embedding"].notna().all() and len(p) for p in aligned.values()):
         embeddings = [_stack(p["embedding"], enc, task.id) for enc, p in aligned.items()]

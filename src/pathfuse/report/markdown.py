@@ -215,10 +215,12 @@ def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
         "tasks": [f"{n}" + (f" ({m} missing)" if m else "") for n, m in zip(cost["n_tasks"], cost["n_missing"],
                                                                             strict=True)],
         "training (total)": cost["train_seconds_total"].map(seconds),
+        "incl. inner-fold experts": cost["total_seconds_incl_experts"].map(seconds),
         "per fold": cost["train_seconds_per_fold"].map(seconds),
         "parameters": cost["params_mean"].map(count),
         f"time vs {cost['reference'].iloc[0] if len(cost) else 'reference'}":
             cost["seconds_ratio"].map(ratio),
+        "time vs reference, incl. experts": cost["seconds_ratio_incl_experts"].map(ratio),
         "parameters vs reference": cost["params_ratio"].map(ratio),
     })
 
@@ -235,6 +237,12 @@ def gate_sections(gates: pd.DataFrame) -> list[Section]:
             view[e] = [MISSING if c is None or pd.isna(c["weight_mean"]) else
                        _bold(f"{c['weight_mean']:.2f} ± {c['weight_sd']:.2f}", c["weight_mean"] == mx)
                        for c, mx in zip(cells, top, strict=True)]
+        first = rows.drop_duplicates("task").set_index("task").reindex(view["task"])
+        view["KL from uniform"] = first["kl_from_uniform"].map(lambda v: num(v, 3))
+        view["mean max weight"] = first["max_weight"].map(lambda v: num(v, 2))
+        view["folds kept epoch 0"] = first["folds_kept_first_epoch"].fillna(0).astype(int).astype(str)
+        view["gate moved?"] = ["NO: ≈ uniform product of experts" if flag else "yes" if not pd.isna(kl) else MISSING
+                               for flag, kl in zip(first["near_uniform"], first["kl_from_uniform"], strict=True)]
         sections.append((f"{method}: mean gate weight per expert (test samples; bold = most trusted)", view))
     return sections
 
@@ -282,12 +290,18 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
             missing_note,
         ], [("", summary_view(summary)), ("Missing cells", missing_view(missing))]),
         "cost": document("Training cost of the fusion methods", [
-            ("Training seconds and parameters from the fusion prediction files' metadata (fuser training only; "
-            "the experts every logit-level fuser needs are trained once and shared). Ratios use only the "
-            f"(task, fold) units both methods have; reference: {meta['cost_reference']}."),
+            ("Training seconds and parameters from the fusion prediction files' metadata. 'training' is the "
+             "method's own training; 'incl. inner-fold experts' adds the inner-fold expert trainings that only "
+             "methods needing out-of-fold expert logits (LogitProd, stacking) require, split equally among those "
+             "of the run (no double charging). The outer experts every method reads are not counted. Ratios use "
+             f"only the (task, fold) units both methods have, on both bases; reference: {meta['cost_reference']}."),
         ], [("", cost_view(frames["cost"]))]),
         "gate_weights": document("Gate weights: which foundation model the gate trusts where", [
             "Mean ± sd over test samples of each expert's gate weight (survival: averaged over the T+1 bins).",
+            ("Gate movement, mean over folds on the test samples: KL(w ‖ uniform) in nats (0 = never moved, log M = "
+             "one expert) and the mean largest weight; 'folds kept epoch 0': early stopping kept the first epoch. "
+             "'NO' flags a task where the gate stayed uniform (KL < 0.01): LogitProd is then the uniform product of "
+             "experts (the mean-logits baseline), not a learned fusion."),
         ], gate_sections(frames["gate_weights"]) or [("No gated fusion method in this run", pd.DataFrame())]),
     }
     return docs

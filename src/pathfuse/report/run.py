@@ -90,9 +90,17 @@ def _carve_reason(sources: list[str]) -> str:
 
 
 def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cost rows (task, method, fold) and gate-weight rows (task, method, expert) of the fusion files."""
+    """Cost rows (task, method, fold) and gate-weight rows (task, method, expert) of the fusion files.
+
+    Cost rows carry ``inner_expert_seconds``: the method's share of the fold's inner-fold expert
+    trainings (summed over the task's experts, ``inner_seconds`` in their metadata), split equally
+    among the methods of the run that use them (``uses_inner_experts``), so the shares add up
+    to what was spent and nothing is charged twice.
+    """
     cost, gates = [], []
     for task in cfg.tasks:
+        inner = _inner_expert_seconds(cfg, task.id, task.encoders)
+        rows = []
         for method in fusion_methods(cfg):
             path = cfg.layout.fusion_predictions(task.id, method)
             if not path.exists():
@@ -100,14 +108,35 @@ def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
             meta = read_parquet_meta(path, schema="predictions")
             family = meta.get("family", "fuser")
             for fold, info in sorted((meta.get("folds") or {}).items(), key=lambda kv: int(kv[0])):
-                cost.append({"task": task.id, "method": method, "family": family, "fold": int(fold),
+                rows.append({"task": task.id, "method": method, "family": family, "fold": int(fold),
                              "train_seconds": _number(info.get("train_seconds")),
-                             "params": _number(info.get("params")), "flops": _number(info.get("flops"))})
+                             "params": _number(info.get("params")), "flops": _number(info.get("flops")),
+                             "_uses": bool(info.get("uses_inner_experts"))})
             gates += _gate_rows(task.id, task.kind, method, path, meta)
-    cost_df = pd.DataFrame(cost, columns=["task", "method", "family", "fold", "train_seconds", "params", "flops"])
+        for fold in {r["fold"] for r in rows}:
+            users = [r for r in rows if r["fold"] == fold and r["_uses"]]
+            for r in rows:
+                if r["fold"] == fold:
+                    r["inner_expert_seconds"] = inner.get(fold, np.nan) / len(users) if r["_uses"] else 0.0
+        cost += [{k: v for k, v in r.items() if k != "_uses"} for r in rows]
+    cost_df = pd.DataFrame(cost, columns=["task", "method", "family", "fold", "train_seconds", "params", "flops",
+                                          "inner_expert_seconds"])
     gate_df = pd.DataFrame(gates, columns=["task", "kind", "method", "expert", "weight_mean", "weight_sd",
-                                           "n_samples", "status"])
+                                           "n_samples", "status", "kl_from_uniform", "max_weight",
+                                           "folds_kept_first_epoch", "near_uniform"])
     return cost_df, gate_df
+
+
+def _inner_expert_seconds(cfg: Config, task: str, encoders: list[str]) -> dict[int, float]:
+    """Per fold, the seconds all experts of the task spent on their inner-fold models (NaN if unknown)."""
+    out: dict[int, float] = {}
+    for encoder in encoders:
+        path = cfg.layout.expert_predictions(task, encoder)
+        if not path.exists():
+            continue
+        for fold, info in (read_parquet_meta(path, schema="predictions").get("folds") or {}).items():
+            out[int(fold)] = out.get(int(fold), 0.0) + _number(info.get("inner_seconds"))
+    return out
 
 
 def expert_curves(cfg: Config, task: str) -> dict[str, pd.DataFrame | None]:
@@ -137,9 +166,15 @@ def _gate_rows(task: str, kind: str, method: str, path: Path, meta: dict[str, An
         return []
     experts = list(meta.get("encoders") or [])
     mean, sd = tables.mean_gate_weights(np.stack([np.asarray(g) for g in df["gate_weights"]]), len(experts))
+    folds = list((meta.get("folds") or {}).values())
+    kl = float(np.nanmean([_number(f.get("gate_kl_from_uniform")) for f in folds])) if folds else np.nan
+    diag = {"kl_from_uniform": kl,
+            "max_weight": float(np.nanmean([_number(f.get("gate_max_weight")) for f in folds])) if folds else np.nan,
+            "folds_kept_first_epoch": sum(bool(f.get("kept_first_epoch")) for f in folds),
+            "near_uniform": bool(kl < tables.NEAR_UNIFORM_KL)}
     return [{"task": task, "kind": kind, "method": method, "expert": e, "weight_mean": float(m),
-             "weight_sd": float(s), "n_samples": len(df), "status": "ok"} for e, m, s in zip(experts, mean, sd,
-                                                                                             strict=True)]
+             "weight_sd": float(s), "n_samples": len(df), "status": "ok", **diag}
+            for e, m, s in zip(experts, mean, sd, strict=True)]
 
 
 def _complete_gates(cfg: Config, gates: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +185,9 @@ def _complete_gates(cfg: Config, gates: pd.DataFrame) -> pd.DataFrame:
         for task in cfg.tasks:
             if task.id not in have:
                 rows += [{"task": task.id, "kind": task.kind, "method": method, "expert": e,
-                          "weight_mean": np.nan, "weight_sd": np.nan, "n_samples": 0, "status": "missing"}
+                          "weight_mean": np.nan, "weight_sd": np.nan, "n_samples": 0, "status": "missing",
+                          "kl_from_uniform": np.nan, "max_weight": np.nan, "folds_kept_first_epoch": 0,
+                          "near_uniform": False}
                          for e in task.encoders]
     return pd.concat([gates, pd.DataFrame(rows, columns=gates.columns)], ignore_index=True) if rows else gates
 

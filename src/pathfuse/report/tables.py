@@ -22,6 +22,9 @@ from pathfuse.metrics import HIGHER_IS_BETTER
 #: Display and sort order of method families.
 FAMILY_ORDER = ("expert", "baseline", "fuser", "oracle", "unknown")
 _KEYS = ["task", "method", "metric"]
+#: Mean KL(gate weights ‖ uniform) below this (nats) flags a gate that never moved: LogitProd is then
+#: the uniform product of experts (the mean-logits baseline for classification), whatever its name.
+NEAR_UNIFORM_KL = 0.01
 #: Values closer than this are a tie (bootstrap-free metrics of identical predictions).
 TIE_DECIMALS = 10
 
@@ -222,26 +225,35 @@ def missing_cells(ranks: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- cost
 def cost_table(records: pd.DataFrame, expected: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per fusion method: training seconds and parameters, and their ratio to ``reference``.
+    """Per fusion method: training seconds (own, and including its share of the inner-fold experts),
+    parameters, and their ratios to ``reference``.
 
     Args:
-        records: one row per (task, method, family, fold) with ``train_seconds``, ``params``
-            and ``flops`` from the prediction files' metadata.
+        records: one row per (task, method, family, fold) with ``train_seconds``, ``params``,
+            ``flops`` and ``inner_expert_seconds`` (the method's share of the fold's inner-fold
+            expert trainings, 0 for methods that do not need them).
         expected: (task, method) pairs the run should have, for the ``n_missing`` count.
         reference: the method the ratios divide by (LogitProd). Ratios use only the
             (task, fold) units both methods have, so a missing task does not skew them.
+
+    ``train_seconds_total`` is the method's own training; ``total_seconds_incl_experts`` adds the
+    inner-fold experts only logit-level methods needing out-of-fold logits require (LogitProd,
+    stacking), shared equally between those of the run. ``seconds_ratio`` /
+    ``seconds_ratio_incl_experts``: the two bases of the comparison with ``reference``.
     """
     cols = ["method", "family", "n_tasks", "n_missing", "n_folds", "train_seconds_total",
-            "train_seconds_per_fold", "params_mean", "params_max", "flops_mean", "reference",
-            "seconds_ratio", "params_ratio"]
+            "total_seconds_incl_experts", "train_seconds_per_fold", "params_mean", "params_max", "flops_mean",
+            "reference", "seconds_ratio", "seconds_ratio_incl_experts", "params_ratio"]
     if records.empty and expected.empty:
         return pd.DataFrame(columns=cols)
+    records = records.assign(total=records["train_seconds"] + records["inner_expert_seconds"].fillna(0.0))
     g = records.groupby("method", sort=False)
     out = pd.DataFrame({
         "family": g["family"].first(),
         "n_tasks": g["task"].nunique(),
         "n_folds": g.size(),
         "train_seconds_total": g["train_seconds"].sum(min_count=1),
+        "total_seconds_incl_experts": g["total"].sum(min_count=1),
         "train_seconds_per_fold": g["train_seconds"].mean(),
         "params_mean": g["params"].mean(),
         "params_max": g["params"].max(),
@@ -258,13 +270,15 @@ def cost_table(records: pd.DataFrame, expected: pd.DataFrame, reference: str) ->
     ref = records[records["method"] == reference].set_index(["task", "fold"])
     ratios = {}
     for method, rec in records.groupby("method", sort=False):
-        both = rec.set_index(["task", "fold"]).join(ref[["train_seconds", "params"]], rsuffix="_ref", how="inner")
+        both = rec.set_index(["task", "fold"]).join(ref[["train_seconds", "total", "params"]], rsuffix="_ref",
+                                                    how="inner")
         ratios[method] = (
             both["train_seconds"].sum() / both["train_seconds_ref"].sum() if len(both) else np.nan,
+            both["total"].sum() / both["total_ref"].sum() if len(both) else np.nan,
             both["params"].mean() / both["params_ref"].mean() if len(both) else np.nan,
         )
-    out["seconds_ratio"] = [ratios.get(m, (np.nan, np.nan))[0] for m in out.index]
-    out["params_ratio"] = [ratios.get(m, (np.nan, np.nan))[1] for m in out.index]
+    for i, col in enumerate(("seconds_ratio", "seconds_ratio_incl_experts", "params_ratio")):
+        out[col] = [ratios.get(m, (np.nan,) * 3)[i] for m in out.index]
     return out.reset_index()[cols]
 
 
