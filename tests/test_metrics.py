@@ -13,8 +13,8 @@ from lifelines.utils import concordance_index
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from pathfuse.config import TaskSpec
 from pathfuse import foldstats
+from pathfuse.config import TaskSpec
 from pathfuse.metrics import HIGHER_IS_BETTER, bootstrap_ci, score
 
 BINARY = TaskSpec(

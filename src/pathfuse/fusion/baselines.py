@@ -26,11 +26,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from pathfuse import selection
 from pathfuse.fusion import FUSERS, FoldOutput, Method
 from pathfuse.fusion.inputs import Block, FusionContext
-from pathfuse.fusion.logitprod import expert_log_distributions, per_sample_nll
+from pathfuse.fusion.logitprod import expert_log_distributions
 from pathfuse.heads.losses import event_distribution_to_hazards, survival_nll
-from pathfuse import selection
 from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,12 @@ from pathfuse.fusion import FUSERS, FoldOutput, Method
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, loss_and_grad, nll
 from pathfuse.fusion.inputs import FusionContext
 from pathfuse.fusion.logitprod import (
-    LogitProdGate, correlation_penalty_matrix, gate_inputs, gate_movement, gate_problem, output_logits,
+    LogitProdGate,
+    correlation_penalty_matrix,
+    gate_inputs,
+    gate_movement,
+    gate_problem,
+    output_logits,
     per_sample_nll,
 )
 from pathfuse.training import count_parameters

@@ -18,11 +18,11 @@ import pandas as pd
 
 from pathfuse.config import Config
 from pathfuse.evaluation import fusion_methods
-from pathfuse.selection import primary_metric
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.plan import REPORT_TABLES as TABLES
 from pathfuse.plan import Planner
 from pathfuse.report import curves, markdown, plots, tables
+from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
 

@@ -150,7 +150,7 @@ def ranks_table(benchmark: pd.DataFrame, metrics: pd.DataFrame, expected: pd.Dat
         cells["gain_pct"] = np.where(cells["reference_value"] > 0, 100 * cells["gain"] / cells["reference_value"],
                                      np.nan)
     cells["p_holm"] = np.nan
-    for _, idx in cells.groupby("method").groups.items():
+    for idx in cells.groupby("method").groups.values():
         cells.loc[idx, "p_holm"] = holm(cells.loc[idx, "p_value"].to_numpy())
     verdict = np.where(cells["p_holm"] < 1 - level, np.sign(cells["gain"]), 0)
     cells["significance_holm"] = pd.array(np.where(cells["gain"].notna(), verdict, 0), dtype="Int64")
