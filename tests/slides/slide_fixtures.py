@@ -6,6 +6,7 @@ reads them through its real generic-tiff or Aperio code paths.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,23 @@ import pytest
 import tifffile
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))  # svs_writer: Aperio-style SVS shared with the benchmarks
 SHARED_SLIDES = REPO.parent / "shared" / "data" / "slides"
 BACKGROUND = (242, 240, 244)
 TISSUE = (196, 110, 168)
+
+
+def write_svs(path: Path, side: int = 4000, tile: int = 240, **kwargs: Any) -> Path:
+    """A 40x Aperio-style SVS (RGB-encoded JPEG tiles, shared JPEGTables, 4x pyramid)."""
+    from svs_writer import write_aperio_svs
+
+    return write_aperio_svs(path, side, tile=tile, **kwargs)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 images (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def needs_shared(name: str) -> Path:

@@ -154,4 +154,4 @@ class GpuJpegDecoder:
         except (OSError, SyntaxError, ValueError) as err:
             log.warning("a JPEG tile cannot be decoded on the GPU or the CPU: %s", err)
             return None
-        return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).to(self.device)
+        return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).to(self.device)
