@@ -72,29 +72,35 @@ def assemble(region: RawRegion, tile: Callable[[int, int], np.ndarray], factor: 
         tile: ``tile(i, scale)`` → the decoded ``streams[i]`` at 1/scale (never called for None).
         factor: the readers' common :func:`~pathfuse.slides.readers.base.reduction_factor`.
 
-    Tiles are decoded at the :func:`dct_scale` and pasted; the read square is cropped, reduced
+    Tiles are decoded at the :func:`dct_scale` and their parts inside the read square pasted
+    (areas outside the level or of absent tiles are background); the square is then reduced
     by what of ``factor`` the DCT scaling did not do (box filter), and bilinear-resized only when
     it is still not ``out_px`` wide: the same steps as the OpenSlide reader after its full decode.
     """
     scale = dct_scale(region, factor)
-    width, height = region.canvas[0] // scale, region.canvas[1] // scale
-    canvas = np.empty((height, width, 3), np.uint8)
-    canvas[:] = BACKGROUND
+    x0, y0, x1, y1 = (v // scale for v in region.box)
+    valid_w, valid_h = -(-region.valid[0] // scale), -(-region.valid[1] // scale)
+    square = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    if None in region.streams or x1 > valid_w or y1 > valid_h:
+        square[:] = BACKGROUND
+    tile_w, tile_h = region.tile_size[0] // scale, region.tile_size[1] // scale
     for i, (stream, (ox, oy)) in enumerate(zip(region.streams, region.origins, strict=True)):
-        if stream is None:
+        # the part of tile i inside both the read square and the level, in canvas pixels at 1/scale
+        left, top = max(ox // scale, x0), max(oy // scale, y0)
+        right, bottom = min(ox // scale + tile_w, x1, valid_w), min(oy // scale + tile_h, y1, valid_h)
+        if stream is None or right <= left or bottom <= top:
             continue
         pixels = tile(i, scale)
-        x0, y0 = ox // scale, oy // scale
-        h, w = min(pixels.shape[0], height - y0), min(pixels.shape[1], width - x0)
-        canvas[y0:y0 + h, x0:x0 + w] = pixels[:h, :w]
-    valid_w, valid_h = -(-region.valid[0] // scale), -(-region.valid[1] // scale)
-    canvas[valid_h:] = BACKGROUND
-    canvas[:, valid_w:] = BACKGROUND
-    x0, y0, x1, y1 = (int(v) // scale for v in region.box)
-    square = canvas[y0:y1, x0:x1]
+        if pixels.shape[0] < tile_h or pixels.shape[1] < tile_w:  # a short edge tile: pad it with background
+            padded = np.empty((tile_h, tile_w, 3), np.uint8)
+            padded[:] = BACKGROUND
+            padded[:pixels.shape[0], :pixels.shape[1]] = pixels[:tile_h, :tile_w]
+            pixels = padded
+        square[top - y0:bottom - y0, left - x0:right - x0] = (
+            pixels[top - oy // scale:bottom - oy // scale, left - ox // scale:right - ox // scale])
     out = region.out_px
     if square.shape[:2] == (out, out):
-        return square.copy()
+        return square
     image = Image.fromarray(square)
     if factor > scale:
         image = image.reduce(factor // scale)
