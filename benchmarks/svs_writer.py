@@ -5,8 +5,8 @@ stepping by 4, JPEG tiles encoded in RGB (PhotometricInterpretation RGB, compone
 no JFIF/Adobe marker, as Aperio writes them), abbreviated tile streams sharing one JPEGTables
 tag, and an ``Aperio Image Library … |AppMag = 40|MPP = 0.25`` description, so OpenSlide reads
 the file as vendor ``aperio``. Tiles are encoded with Pillow (libjpeg-turbo) and handed to
-tifffile as precompressed segments, which is also why this runs on a machine without
-imagecodecs (the GPU image). A few tile looks are encoded once and repeated, so a
+tifffile as ready segments of a page tagged zlib, then retagged JPEG: tifffile would ask
+imagecodecs for a JPEG page even when its segments are ready, and the GPU image has none. A few tile looks are encoded once and repeated, so a
 gigapixel-class level takes seconds to write.
 """
 
@@ -21,7 +21,8 @@ import tifffile
 from PIL import Image
 
 _DQT, _DHT, _SOF0, _SOS = 0xDB, 0xC4, 0xC0, 0xDA
-_RGB_IDS = {82: 1, 71: 2, 66: 3}  # libjpeg's 'R', 'G', 'B' component ids → Aperio's 1, 2, 3
+_RGB_IDS = {82: 1, 71: 2, 66: 3}
+JPEG = 7  # libjpeg's 'R', 'G', 'B' component ids → Aperio's 1, 2, 3
 
 
 def tissue_looks(tile: int, n: int = 6, seed: int = 0) -> list[np.ndarray]:
@@ -92,12 +93,14 @@ def write_aperio_svs(path: Path, side: int, mpp: float = 0.25, tile: int = 256, 
             pick = np.where(inside, (cc * 7 + rr * 3) % (len(streams) - 1), len(streams) - 1).ravel()
             description = (f"Aperio Image Library v12.0.0 \r\n{side}x{side} ({tile}x{tile}) JPEG/RGB Q={quality}"
                            f"|AppMag = {power}|MPP = {mpp:.4f}") if level == 0 else f"{side}x{side} -> {size}x{size}"
-            tif.write(
+            tif.write(  # tagged zlib (tifffile asks imagecodecs for any JPEG page), retagged JPEG below
                 (streams[i] for i in pick), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile),
-                compression="jpeg", compressionargs={"outcolorspace": "rgb"}, photometric="rgb",
-                subsampling=(1, 1), jpegtables=tables, metadata=None, description=description,
+                compression="zlib", photometric="rgb", jpegtables=tables, metadata=None, description=description,
                 subfiletype=0 if level == 0 else 1,
             )
             level, size = level + 1, size // step
+    with tifffile.TiffFile(tmp, mode="r+b") as tif:
+        for page in tif.pages:
+            page.tags["Compression"].overwrite(JPEG)
     os.replace(tmp, path)
     return path

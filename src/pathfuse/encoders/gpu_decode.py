@@ -18,18 +18,19 @@ This path needs CUDA torchvision image ops and runs only on a GPU; the CPU path 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pathfuse.encoders.slide_tiles import ShardTiles, TileReadError
-from pathfuse.encoders.transforms import ResizeCrop
 from pathfuse.slides.readers.base import BACKGROUND, RawRegion, reduction_factor
 from pathfuse.slides.readers.jpeg_codec import decode
+
+if TYPE_CHECKING:  # only the stage needs these; benchmarks/gpu.sh uses the decoder on its own
+    from pathfuse.encoders.slide_tiles import ShardTiles
 
 log = logging.getLogger(__name__)
 #: Mean absolute difference (0–255) above which nvJPEG's RGB-stream colours are judged wrong.
@@ -46,6 +47,7 @@ def decoded_batches(dataset: ShardTiles, settings: Mapping[str, Any], device: to
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(uint8 images on device, index, ok)`` per batch, decoding JPEG-native tiles with nvJPEG."""
     from pathfuse.encoders.inference import worker_count
+    from pathfuse.encoders.slide_tiles import TileReadError
 
     dataset.raw = True
     workers = worker_count(settings)
@@ -64,7 +66,8 @@ def decoded_batches(dataset: ShardTiles, settings: Mapping[str, Any], device: to
 class GpuJpegDecoder:
     """Batch of payloads → uint8 [B, 3, S, S] on ``device`` and a per-item decoded flag (CPU bool)."""
 
-    def __init__(self, device: torch.device, geometry: ResizeCrop) -> None:
+    def __init__(self, device: torch.device, geometry: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """``geometry``: the encoder's uint8 HWC → CHW resize/crop (``ResizeCrop``), run on the device."""
         self.device = device
         self.geometry = geometry
         self.rgb_on_gpu: bool | None = None  # decided on the first RGB-encoded stream
