@@ -28,18 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from svs_writer import write_aperio_svs  # noqa: E402
+from svs_writer import write_aperio_svs
 
-from pathfuse.compat import import_timm  # noqa: E402
-from pathfuse.encoders.gpu_decode import GpuJpegDecoder, collate_raw  # noqa: E402
-from pathfuse.heads.abmil import ABMIL  # noqa: E402
-from pathfuse.slides.readers import reader_class  # noqa: E402
+from pathfuse.compat import import_timm
+from pathfuse.encoders.gpu_decode import GpuJpegDecoder, collate_raw
+from pathfuse.heads.abmil import ABMIL
+from pathfuse.slides.readers import reader_class
 
 FULL = {"gemm_n": 8192, "batch": 256, "px": 224, "vits": {"vit_l16": ("vit_large_patch16_224", {}),
         "vit_g14": ("vit_giant_patch14_dinov2", {"img_size": 224})}, "steps": 10, "side": 40_960,

@@ -35,13 +35,13 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from svs_writer import write_aperio_svs  # noqa: E402
+from svs_writer import write_aperio_svs
 
-from pathfuse.compat import import_timm  # noqa: E402
-from pathfuse.encoders.slide_tiles import ShardTiles  # noqa: E402
-from pathfuse.encoders.transforms import ResizeCrop  # noqa: E402
-from pathfuse.slides.reader import SlideReader  # noqa: E402
-from pathfuse.slides.readers.jpeg import JpegTiffReader  # noqa: E402
+from pathfuse.compat import import_timm
+from pathfuse.encoders.slide_tiles import ShardTiles
+from pathfuse.encoders.transforms import ResizeCrop
+from pathfuse.slides.reader import SlideReader
+from pathfuse.slides.readers.jpeg import JpegTiffReader
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "reader.json"

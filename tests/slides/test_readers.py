@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from slide_fixtures import psnr, write_pyramid, write_svs
+from slide_fixtures import psnr, write_svs
 
 from pathfuse.slides import readers
 from pathfuse.slides.errors import SlideError
@@ -39,7 +39,7 @@ def test_auto_picks_jpeg_only_for_jpeg_tiled_aperio_and_generic_tiffs(tmp_path, 
         assert readers.choose_reader(tmp_path / name, "auto") == "openslide", name
     assert readers.choose_reader(tmp_path / "deflate.tif", "jpeg") == "jpeg"  # a named reader is obeyed…
     with pytest.raises(SlideError, match="jpeg reader cannot read it.*not JPEG") as info:
-        readers.open_reader(tmp_path / "deflate.tif", "jpeg").dimensions  # …and says why it cannot
+        _ = readers.open_reader(tmp_path / "deflate.tif", "jpeg").dimensions  # …and says why it cannot
     assert info.value.cause == "unsupported_format"
     with pytest.raises(KeyError, match="unknown slide reader 'cucim'; known: auto, jpeg, openslide"):
         readers.choose_reader(tmp_path / "a.svs", "cucim")
@@ -123,9 +123,8 @@ class ArrayReader:
     level_count = 1
     level_downsamples = (1.0,)
     resolution = StoredResolution(0.5, 0.5, None)
-    properties: dict[str, str] = {}
-
     def __init__(self, path):
+        self.properties: dict[str, str] = {}
         self.path = path
         self.image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
         self.dimensions = (400, 300)
