@@ -132,6 +132,20 @@ def test_predictions_weights_and_curve_follow_the_contract(binary_run):
     assert not list(out_dir.glob(".fold*"))  # partial files are gone once the output exists
 
 
+def test_attention_is_recorded_for_every_test_tile_of_every_fold(binary_run):
+    from pathfuse.attention import read_attention
+
+    cfg, path, _, _ = binary_run
+    preds, _ = read_parquet(path, schema="predictions")
+    tests = preds[preds["split"] == "test"]
+    attention = read_attention(cfg.layout.expert_attention("tbin", ENCODER))
+    assert set(zip(attention["fold"], attention["sample_id"])) == set(zip(tests["fold"], tests["sample_id"]))
+    sums = attention.groupby(["fold", "sample_id"])["attention"].sum()
+    assert np.allclose(sums, 1.0, atol=1e-4)  # the softmax the prediction pooled with, no padding
+    assert (attention.groupby(["fold", "sample_id"])["tile"].min() == 0).all()
+    assert (attention["x"] == 0).all() and (attention["y"] == 0).all()  # the feature files' coords
+
+
 def test_out_of_fold_predictions_come_from_models_that_never_trained_on_them(binary_run):
     _, _, trained_on, predicted = binary_run
     oof_calls = [(model, ids) for model, oof, ids in predicted if oof]

@@ -31,6 +31,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "tile_features_manifest": 1,
     "predictions": 1,
     "training_curve": 1,
+    "attention": 1,
     "metrics": 1,
     "table": 1,
 }
@@ -163,13 +164,14 @@ def write_safetensors(
     return path
 
 
-def save_figure(fig: Any, stem: str | os.PathLike[str], formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Save a matplotlib figure as ``stem.<fmt>`` for each format, atomically."""
+def save_figure(fig: Any, stem: str | os.PathLike[str], formats: tuple[str, ...] = ("png", "svg"),
+                dpi: int = 150) -> list[Path]:
+    """Save a matplotlib figure as ``stem.<fmt>`` for each format, atomically (``dpi``: raster formats)."""
     out = []
     for fmt in formats:
         path = Path(f"{stem}.{fmt}")
         with atomic_path(path, suffix=f".tmp.{fmt}") as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=dpi if fmt == "png" else None, bbox_inches="tight")
         out.append(path)
     return out
 

@@ -1,0 +1,220 @@
+"""What the attention figures show: which test samples, each expert's and the gate's view of them.
+
+The rule that picks the samples (documented in workflow/report/plot_attention.rst): among the
+test samples of every outer fold that each expert predicted, the ``N`` where the experts
+**disagree most** — the mean over expert pairs of the total-variation distance between their
+class distributions (survival: the mean absolute gap between their survival curves over the
+time bins); ties by sample id. Those are the samples where it matters whom the gate trusts.
+
+Everything here reads files (predictions, attention tables, the tile index, slides, tile
+images) and returns plain arrays; the drawing is in :mod:`pathfuse.report.attention`.
+Nothing imports torch: the report's environment has none.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pathfuse.attention import read_attention
+from pathfuse.config import Config, TaskSpec
+from pathfuse.evaluation import fusion_methods
+from pathfuse.io import read_parquet
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_PX = 512  # long side of a slide thumbnail: keeps each figure, and so the report, small
+
+
+@dataclass
+class Pick:
+    """One test sample of the figure: truth, each expert's and the fused prediction, gate weights."""
+
+    fold: int
+    sample_id: str
+    truth: str
+    disagreement: float
+    expert_text: dict[str, str]
+    fused_text: str | None
+    gate: np.ndarray | None  # [M] mean weight per expert (survival: averaged over the time bins)
+
+
+@dataclass
+class TaskView:
+    """The picks of one task, and which gated method (if any) the bars come from."""
+
+    task: TaskSpec
+    encoders: list[str]
+    picks: list[Pick]
+    gate_method: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def distributions(logits: np.ndarray, survival: bool) -> np.ndarray:
+    """Class probabilities, or survival curves S(t) over the time bins (survival hazard logits)."""
+    return np.cumprod(1.0 - _sigmoid(logits), axis=-1) if survival else _softmax(logits)
+
+
+def disagreement(dists: np.ndarray, survival: bool) -> np.ndarray:
+    """[N] mean over expert pairs of the distance between their distributions ``dists`` [M, N, K]."""
+    pairs = list(combinations(range(len(dists)), 2))
+    if not pairs:
+        return np.zeros(dists.shape[1])
+    gap = [np.abs(dists[i] - dists[j]).mean(-1) if survival else 0.5 * np.abs(dists[i] - dists[j]).sum(-1)
+           for i, j in pairs]
+    return np.mean(gap, axis=0)
+
+
+def _describe(dist: np.ndarray, survival: bool, classes: list[str]) -> str:
+    if survival:
+        return f"risk {1.0 - dist[-1]:.2f}"  # P(event by the last bin's end)
+    k = int(np.argmax(dist))
+    return f"{classes[k]} {dist[k]:.2f}"
+
+
+def _test_rows(path: Path) -> tuple[pd.DataFrame, dict]:
+    df, meta = read_parquet(path, schema="predictions",
+                            columns=["fold", "split", "oof", "sample_id", "label", "time", "event", "logits",
+                                     "gate_weights"])
+    return df[(df["split"] == "test") & ~df["oof"].astype(bool)].set_index(["fold", "sample_id"]), meta
+
+
+def task_view(cfg: Config, task_id: str, n: int) -> TaskView:
+    """Pick the ``n`` test samples of ``task_id`` where its experts disagree most (module docstring)."""
+    task = cfg.task(task_id)
+    survival = task.kind == "survival"
+    classes = list(task.display_classes) if not survival else []
+    view = TaskView(task, [], [], None)
+    rows = {}
+    for encoder in task.encoders:
+        path = cfg.layout.expert_predictions(task_id, encoder)
+        if path.exists():
+            rows[encoder] = _test_rows(path)[0]
+        else:
+            view.notes.append(f"{encoder}: no predictions")
+    view.encoders = list(rows)
+    if not rows:
+        return view
+    keys = sorted(set.intersection(*(set(r.index) for r in rows.values())), key=lambda k: (k[0], str(k[1])))
+    if not keys:
+        view.notes.append("the experts share no test sample")
+        return view
+    dists = np.stack([distributions(np.stack(rows[e].loc[keys, "logits"].to_numpy()), survival)
+                      for e in view.encoders])
+    score = disagreement(dists, survival)
+    order = sorted(range(len(keys)), key=lambda i: (-score[i], str(keys[i][1])))[:n]
+    gated, view.gate_method = _gated_rows(cfg, task_id)
+    first = rows[view.encoders[0]]
+    for i in order:
+        fold, sample = keys[i]
+        truth_row = first.loc[(fold, sample)]
+        truth = (f"time {truth_row['time']:.3g}, {'event' if truth_row['event'] == 1 else 'censored'}" if survival
+                 else classes[int(truth_row["label"])])
+        fused_text, gate = None, None
+        if gated is not None and (fold, sample) in gated.index:
+            row = gated.loc[(fold, sample)]
+            fused_text = _describe(distributions(np.asarray(row["logits"], dtype=np.float64), survival), survival,
+                                   classes)
+            gate = np.asarray(row["gate_weights"], dtype=np.float64).reshape(-1, len(view.encoders)).mean(0)
+        view.picks.append(Pick(int(fold), str(sample), truth, float(score[i]),
+                               {e: _describe(dists[m, i], survival, classes) for m, e in enumerate(view.encoders)},
+                               fused_text, gate))
+    return view
+
+
+def _gated_rows(cfg: Config, task_id: str) -> tuple[pd.DataFrame | None, str | None]:
+    """Test rows of the run's first fusion method that records gate weights (LogitProd), if any."""
+    for method in fusion_methods(cfg):
+        path = cfg.layout.fusion_predictions(task_id, method)
+        if not path.exists():
+            continue
+        rows, _ = _test_rows(path)
+        if rows["gate_weights"].notna().any():
+            return rows[rows["gate_weights"].notna()], method
+    return None, None
+
+
+# ----------------------------------------------------------------------------- slide tasks
+@dataclass
+class SlideLayer:
+    """One expert's attention on one slide: level-0 tile positions and within-slide ranks."""
+
+    xy: np.ndarray | None  # [n, 2] level-0 top-left, None when the bag has no coordinates
+    rank: np.ndarray  # [n] in [0, 1]
+
+
+def slide_attention(cfg: Config, task_id: str, encoders: list[str], picks: list[Pick]) -> dict[str, dict]:
+    """encoder → (fold, sample) → its attention rows (the picked samples only); {} where none recorded."""
+    out: dict[str, dict] = {}
+    for encoder in encoders:
+        path = cfg.layout.expert_attention(task_id, encoder)
+        if not path.exists():
+            out[encoder] = {}
+            continue
+        frame = read_attention(path, [p.sample_id for p in picks])
+        out[encoder] = {key: part for key, part in frame.groupby(["fold", "sample_id"])}
+    return out
+
+
+def slide_paths(cfg: Config, cohort: str) -> dict[str, str]:
+    """slide id → slide file, from the cohort's tile index (features-only cohorts have none)."""
+    path = cfg.layout.tile_index(cohort)
+    if not path.exists():
+        return {}
+    index, _ = read_parquet(path, schema="tile_index", columns=["slide_id", "path"])
+    return dict(zip(index["slide_id"].astype(str), index["path"].astype(str), strict=True))
+
+
+def thumbnail(path: str | None) -> tuple[np.ndarray | None, tuple[int, int] | None, str]:
+    """(RGB thumbnail ≤ THUMBNAIL_PX on its long side, level-0 size, why not) of a slide file."""
+    if not path:
+        return None, None, "no slide file (features-only cohort)"
+    import openslide
+
+    try:
+        with openslide.OpenSlide(path) as slide:
+            image = slide.get_thumbnail((THUMBNAIL_PX, THUMBNAIL_PX)).convert("RGB")
+            return np.asarray(image), slide.dimensions, ""
+    except (openslide.OpenSlideError, OSError) as err:
+        log.warning("no thumbnail of %s: %s", path, err)
+        return None, None, f"slide not readable ({type(err).__name__})"
+
+
+def tile_side(xy: np.ndarray) -> float:
+    """The grid's stride in level-0 px (smallest positive step between tile x or y), the drawn tile size."""
+    steps = np.concatenate([np.diff(np.unique(xy[:, 0])), np.diff(np.unique(xy[:, 1]))])
+    steps = steps[steps > 0]
+    return float(steps.min()) if len(steps) else 256.0
+
+
+# ----------------------------------------------------------------------------- tile tasks
+def tile_images(cfg: Config, dataset: str, sample_ids: list[str]) -> dict[str, np.ndarray]:
+    """The images of some tiles of a tile dataset (none for feature-only datasets or unreadable files)."""
+    from pathfuse.encoders.tile_sources import list_samples, read_image
+
+    if cfg.tile_dataset(dataset).format == "features":
+        return {}
+    listing = list_samples(cfg, dataset).set_index("sample_id")
+    out, open_h5 = {}, {}
+    for sample in (s for s in sample_ids if s in listing.index):
+        try:
+            out[sample] = read_image(str(listing.at[sample, "file"]), int(listing.at[sample, "row"]), open_h5)
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("tile %s of %s not readable: %s", sample, dataset, err)
+    for handle in open_h5.values():
+        handle.close()
+    return out
