@@ -1,8 +1,9 @@
 """pathfuse: whole-slide images → tiles → embeddings per FM → expert heads → fusers → tables.
 
 Run `snakemake --cores all` (the demo) or `snakemake --cores all --configfile my.yaml`.
-The config is validated against workflow/schemas/ before any job starts; the stages live in
-workflow/rules/*.smk and call the library in src/pathfuse/ (see docs/architecture.md).
+The config is validated against pathfuse's schemas (src/pathfuse/resources/schemas/) before any
+job starts; the stages live in workflow/rules/*.smk and call the library in src/pathfuse/ (see
+docs/architecture.md). An installed pathfuse carries this file: `pathfuse workflow-path`.
 """
 
 import sys
@@ -15,14 +16,15 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from pathfuse.config import Config, ConfigError, validate_config  # noqa: E402
-from pathfuse.paths import shard_index, shard_name  # noqa: E402
+from pathfuse.paths import REPORT_PLOTS, REPORT_TABLES, shard_index, shard_name  # noqa: E402
+from pathfuse.plan import Planner  # noqa: E402
 
 
 # The demo config only when no --configfile is given: merged under a user's config, its short
 # demo schedules would leak into a real run.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -38,8 +40,13 @@ config.update(_validated)
 CFG = Config(config)
 L = CFG.layout
 TASKS = CFG.task_ids
-FUSION_METHODS = list(CFG.section("fusion").get("methods", []))
-REPORT_TABLES = ["benchmark", "ranks", "summary", "cost", "gate_weights"]
+# The job plan: every rule's inputs and settings digest (params) come from here, and the
+# library's own resume checks use the same plan (docs/architecture.md, "Job plan").
+PLAN = Planner(CFG)
+try:
+    PLAN.check()
+except (ConfigError, OSError) as err:
+    raise WorkflowError(f"pathfuse: {err}") from None
 DEMO = CFG.section("demo")
 DEMO_DONE = [str(Path(DEMO["out_dir"]) / "demo.done")] if DEMO.get("enabled") else []
 
@@ -60,7 +67,7 @@ localrules:
 
 rule all:
     input:
-        [L.table(name) for name in REPORT_TABLES],
+        PLAN.report_outputs()["tables"],
     default_target: True
 
 

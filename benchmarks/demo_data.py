@@ -56,8 +56,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"
         cfg = Config.from_file(REPO / "config" / "config.yaml", {
-            "registries.tasks": str(REPO / "config" / "tasks.yaml"),
-            "registries.encoders": str(REPO / "config" / "encoders.yaml"),
+            "registries.tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"),
+            "registries.encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml"),
             "demo.out_dir": str(out), "demo.workers": args.workers})
         load_before = os.getloadavg()
         cpu0, wall0 = cpu_seconds(), time.perf_counter()

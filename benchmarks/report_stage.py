@@ -57,7 +57,7 @@ def time_evaluate(root: Path, task: str, n_folds: int, n_bootstrap: int) -> dict
 
 
 def time_report(root: Path) -> dict:
-    tasks = [t for t, v in load_yaml(REPO / "config" / "tasks.yaml").items() if v.get("lp22")]
+    tasks = [t for t, v in load_yaml(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml").items() if v.get("lp22")]
     cfg = synth.make_config(root, tasks, methods=METHODS, n_bootstrap=10)
     for task in tasks:
         _write(cfg, task)

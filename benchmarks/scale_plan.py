@@ -122,8 +122,8 @@ def make_inputs(root: Path, tasks: dict[str, dict], lp22: dict) -> dict:
     rng = np.random.default_rng(0)
     overlay: dict = {
         "results_dir": str(root / "results"),
-        "registries": {"tasks": str(REPO / "config" / "tasks.yaml"),
-                       "encoders": str(REPO / "config" / "encoders.yaml")},
+        "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"),
+                       "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")},
         "cohorts": {}, "tile_datasets": {}, "task_data": {},
     }
     slides = {}
@@ -242,7 +242,7 @@ def fm_costs(encoders: list[str], n_images: int, n_slide_tiles: int) -> dict[str
 
     from pathfuse.encoders.registry import EncoderSpec, build_encoder
 
-    registry = yaml.safe_load((REPO / "config" / "encoders.yaml").read_text())
+    registry = yaml.safe_load((REPO / "src" / "pathfuse" / "resources" / "encoders.yaml").read_text())
     costs = {}
     for name in encoders:
         spec = EncoderSpec.from_entry(name, registry[name])
@@ -280,7 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", type=Path, help="write the inputs here and keep them (default: a temp dir)")
     args = parser.parse_args()
-    tasks = yaml.safe_load((REPO / "config" / "tasks.yaml").read_text())
+    tasks = yaml.safe_load((REPO / "src" / "pathfuse" / "resources" / "tasks.yaml").read_text())
     lp22 = yaml.safe_load((REPO / "config" / "lp22.yaml").read_text())
     with tempfile.TemporaryDirectory(prefix="pathfuse-scale-") as tmp:
         root = (args.keep or Path(tmp)).resolve()

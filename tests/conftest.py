@@ -23,3 +23,11 @@ def shared_slides() -> Path:
         pytest.skip(f"real test slides not found at {folder} (a fresh clone has no ../shared)")
     return folder
 
+
+
+@pytest.fixture(scope="session")
+def resumed_run(tmp_path_factory):
+    """One reduced-demo run, killed mid-way and resumed, shared by the end-to-end tests."""
+    from reduced_demo import run_killed_and_resumed
+
+    return run_killed_and_resumed(tmp_path_factory.mktemp("e2e"))

@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from pathfuse.config import REPO_ROOT, Config
+from pathfuse import resources
+from pathfuse.config import Config
 from pathfuse.io import write_parquet, write_safetensors
 from pathfuse.paths import Layout, shard_name
 
@@ -96,7 +97,7 @@ def make_config(
         {
             "results_dir": str(root / "results"),
             "seed": seed,
-            "registries": {"tasks": str(registry), "encoders": str(REPO_ROOT / "config" / "encoders.yaml")},
+            "registries": {"tasks": str(registry), "encoders": str(resources.registry("encoders"))},
             "encoders": [ENCODER],
             "tasks": tasks,
             "cohorts": {COHORT: {"slides": str(root / "slides" / "*.tiff"), "n_shards": n_shards}},

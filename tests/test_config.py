@@ -9,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+from pathfuse import resources
 from pathfuse.config import Config, ConfigError, load_yaml, validate_config
 
 
@@ -24,7 +25,7 @@ def test_demo_config_is_valid_and_fills_defaults(demo_raw):
     cfg = Config.from_dict(demo_raw)
     assert len(cfg.task_ids) == 22
     assert cfg.section("tiling")["max_tiles_per_slide"] is None  # schema default filled
-    assert cfg.raw["registries"]["tasks"] == "config/tasks.yaml"  # whole section defaulted
+    assert cfg.raw["registries"] == {} and cfg.registry_path("tasks") == resources.registry("tasks")  # packaged
     assert "registries" not in before and "max_tiles_per_slide" not in demo_raw["tiling"]  # input untouched
 
 

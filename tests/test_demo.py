@@ -32,8 +32,8 @@ CLASS_TABLES = {"brca_idc_ilc": "label", "bracs_3": "label", "bracs_7": "label",
 
 def demo_config(out_dir: Path, **overrides: object) -> Config:
     return Config.from_file(REPO / "config" / "config.yaml", {
-        "registries.tasks": str(REPO / "config" / "tasks.yaml"),
-        "registries.encoders": str(REPO / "config" / "encoders.yaml"),
+        "registries.tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"),
+        "registries.encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml"),
         "demo.out_dir": str(out_dir), **TINY, **overrides})
 
 
@@ -246,7 +246,7 @@ def test_fold_counts_follow_the_tasks_the_run_config_gives_data_for(tmp_path):
     import yaml
 
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw["registries"] = {"tasks": str(REPO / "config" / "tasks.yaml"), "encoders": str(REPO / "config" / "encoders.yaml")}
+    raw["registries"] = {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")}
     raw["tasks"] = ["mut_tp53", "brca_idc_ilc"]
     raw["task_data"] = {t: raw["task_data"][t] for t in raw["tasks"]}
     _, folds = task_facts(Config.from_dict(raw))

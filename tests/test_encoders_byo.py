@@ -95,8 +95,25 @@ def test_wrong_dim_and_missing_datasets_are_errors(tmp_path):
     bad.mkdir()
     with h5py.File(bad / "x.h5", "w") as fh:
         fh["embeddings"] = np.zeros((2, 8), np.float32)
-    with pytest.raises(FeatureImportError, match="needs datasets 'features'"):
+    with pytest.raises(FeatureImportError, match="needs a dataset 'features' \\(or 'feats'\\); it has \\['embeddings'\\]"):
         embed_shard(_slide_config(tmp_path / "b", bad), "mine", "demo", 0)
+
+
+def test_bags_without_coords_import_with_a_recorded_note(tmp_path):
+    """STAMP/mopadi-style bags (features only) train experts; their files say coords are absent."""
+    folder = tmp_path / "stamp"
+    folder.mkdir()
+    feats = np.arange(24, dtype=np.float32).reshape(3, 8)
+    with h5py.File(folder / "s1.h5", "w") as fh:
+        fh["feats"] = feats
+    cfg = _slide_config(tmp_path, folder)
+    manifest, _ = read_parquet(embed_shard(cfg, "mine", "demo", 0), schema="feature_shard")
+    assert manifest["status"].tolist() == ["ok"]
+    got, coords, meta = _read_bag(cfg.layout.features("mine", "demo", "s1"))
+    assert np.array_equal(got, feats.astype(np.float16)) and meta["coords"] == "absent" and (coords == -1).all()
+    from pathfuse.data.bags import BagStore
+
+    assert BagStore({"s1": cfg.layout.features("mine", "demo", "s1")}).coords("s1") is None
 
 
 def _tile_config(tmp_path, matrix_entry, policy="error"):

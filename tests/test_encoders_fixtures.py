@@ -25,17 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 def make_config(tmp_path: Path, encoders: tuple[str, ...] = ("demo_vit_a",), embedding: Mapping[str, Any] | None = None,
                 extra_encoders: Mapping[str, Any] | None = None, **raw_overrides: Any) -> Config:
     """A small valid run config rooted in ``tmp_path`` (tile task pcam on a pcam_hdf5 dataset)."""
-    registry = str(REPO / "config" / "encoders.yaml")
+    registry = str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")
     tmp_path.mkdir(parents=True, exist_ok=True)
     if extra_encoders:
-        entries = yaml.safe_load((REPO / "config" / "encoders.yaml").read_text())
+        entries = yaml.safe_load((REPO / "src" / "pathfuse" / "resources" / "encoders.yaml").read_text())
         entries.update(extra_encoders)
         registry = str(tmp_path / "encoders.yaml")
         Path(registry).write_text(yaml.safe_dump(entries))
     raw: dict[str, Any] = {
         "results_dir": str(tmp_path / "results"),
         "seed": 42,
-        "registries": {"tasks": str(REPO / "config" / "tasks.yaml"), "encoders": registry},
+        "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": registry},
         "encoders": list(encoders),
         "tasks": ["pcam"],
         "cohorts": {"demo": {"slides": str(tmp_path / "slides" / "*.tiff"), "n_shards": 1}},

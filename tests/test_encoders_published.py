@@ -23,7 +23,7 @@ from pathfuse.encoders.transforms import Normalize, ResizeCrop
 from pathfuse.encoders.weights import WEIGHT_REMAPS, load_encoder, resample_class_pos_embed
 
 PUBLISHED = json.loads((REPO / "tests" / "fixtures" / "encoder_keys" / "published.json").read_text())
-REGISTRY = yaml.safe_load((REPO / "config" / "encoders.yaml").read_text())
+REGISTRY = yaml.safe_load((REPO / "src" / "pathfuse" / "resources" / "encoders.yaml").read_text())
 SLIDE = REPO.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
 
 

@@ -12,8 +12,8 @@ from pathfuse.encoders.layers import HEADS
 from pathfuse.encoders.registry import EMBEDDING_RULES, EncoderSpec, build_encoder, output_dim
 from pathfuse.encoders.weights import WEIGHT_REMAPS
 
-REGISTRY = yaml.safe_load((REPO / "config" / "encoders.yaml").read_text())
-SCHEMA = load_yaml(REPO / "workflow" / "schemas" / "encoders.schema.yaml")
+REGISTRY = yaml.safe_load((REPO / "src" / "pathfuse" / "resources" / "encoders.yaml").read_text())
+SCHEMA = load_yaml(REPO / "src" / "pathfuse" / "resources" / "schemas" / "encoders.schema.yaml")
 REAL_FMS = ["uni", "uni2_h", "virchow2", "gigapath", "hoptimus0", "hoptimus1", "phikon_v2", "conch_v15",
             "lunit_vits8", "kaiko_vitl14", "ctranspath"]
 

@@ -26,14 +26,14 @@ FAMILIES = {**dict.fromkeys(ENCODERS, "expert"), "logitprod": "fuser", "shazam":
 def make_config(root: Path, tasks: list[str], methods: list[str] | None = None, n_folds: int = 2,
                 **report) -> Config:
     """A run config rooted at ``root`` (slide paths need not exist: nothing here reads slides)."""
-    registry = load_yaml(REPO / "config" / "tasks.yaml")
+    registry = load_yaml(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml")
     tile = [t for t in tasks if registry[t]["kind"] == "tile_classification"]
     task_data = {t: {"cohort": "demo", "labels": "labels.csv", "splits": "splits_{fold}.csv", "n_folds": n_folds}
                  for t in tasks if t not in tile}
     task_data.update({t: {"dataset": f"demo_{t}"} for t in tile})
     raw = {
         "results_dir": str(root / "results"), "seed": 7,
-        "registries": {"tasks": str(REPO / "config" / "tasks.yaml"), "encoders": str(REPO / "config" / "encoders.yaml")},
+        "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")},
         "encoders": ENCODERS, "tasks": tasks, "cohorts": {"demo": {"slides": str(root / "*.tiff")}},
         "tile_datasets": {f"demo_{t}": {"path": str(root / t)} for t in tile},
         "task_data": task_data, "fusion": {"methods": list(methods or [])},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pathfuse.experts import inner_folds_needed
+from pathfuse.plan import inner_folds_needed
 from pathfuse.fusion import FUSERS
 from pathfuse.fusion.gate_training import GateProblem, loss_and_grad
 from pathfuse.fusion.inputs import load_context

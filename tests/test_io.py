@@ -43,3 +43,14 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     write_json({"a": 1}, dest)
     assert dest.read_text().strip().startswith("{") and len(list(tmp_path.iterdir())) == 1
     assert dest.stat().st_mode & 0o044, "outputs must be readable by others, like any file the umask allows"
+
+
+def test_stale_temporaries_of_a_killed_job_are_removed(tmp_path):
+    from pathfuse.io import remove_stale_temporaries
+
+    (tmp_path / ".fold1.partial.parquet.ab12cd.tmp.parquet").write_bytes(b"half")
+    (tmp_path / "predictions.parquet").write_bytes(b"kept")
+    (tmp_path / ".hidden_but_not_temporary").write_bytes(b"kept")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden_but_not_temporary", "predictions.parquet"]
+    assert remove_stale_temporaries(tmp_path / "missing") == 0

@@ -7,15 +7,11 @@ failed method) and mut_tp53 was never evaluated (a skipped task): 8 missing cell
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from reduced_demo import REPO
 from test_evaluation import ENCODERS, make_config, write_task
 
 from pathfuse.evaluation import evaluate_task
@@ -174,57 +170,4 @@ def test_no_metrics_at_all_is_an_error(tmp_path):
     cfg = make_config(tmp_path, TASKS, methods=METHODS)
     with pytest.raises(FileNotFoundError, match="run the evaluate rule"):
         build_report(cfg)
-
-
-SNAKEFILE = """
-import sys
-sys.path.insert(0, {src!r})
-from pathfuse.config import Config, validate_config
-from pathfuse.paths import shard_name
-
-configfile: "config.yaml"
-config.update(validate_config(config))
-CFG = Config(config)
-L = CFG.layout
-TASKS = CFG.task_ids
-FUSION_METHODS = list(CFG.section("fusion").get("methods", []))
-REPORT_TABLES = ["benchmark", "ranks", "summary", "cost", "gate_weights"]
-
-report: {workflow_rst!r}
-
-rule all:
-    input: [L.table(n) for n in REPORT_TABLES]
-
-DEMO_DONE = []
-
-include: {common!r}
-include: {rules!r}
-"""
-
-
-@pytest.mark.slow  # two Snakemake runs and two jobs that import the scientific stack: ~35 s on 2 cores
-def test_rules_run_under_snakemake_and_the_html_report_builds(tmp_path):
-    """report.smk alone, on pre-made predictions: evaluate + report jobs, then --report."""
-    import yaml
-
-    cfg = make_config(tmp_path, ["brca_idc_ilc"], methods=["logitprod", "mean_logits"])
-    write_task(cfg, "brca_idc_ilc", {"demo_vit_a": 0.4, "demo_vit_b": 1.5, "demo_vit_c": 0.8, "logitprod": 2.0,
-                                     "mean_logits": 1.0})
-    for encoder in ENCODERS:
-        write_curve(cfg, "brca_idc_ilc", encoder)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.raw))
-    (tmp_path / "Snakefile").write_text(textwrap.dedent(SNAKEFILE).format(
-        src=str(REPO / "src"), rules=str(REPO / "workflow" / "rules" / "report.smk"),
-        common=str(REPO / "workflow" / "rules" / "common.smk"),
-        workflow_rst=str(REPO / "workflow" / "report" / "workflow.rst")))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path)]
-    out = subprocess.run([*cmd, "--cores", "2"], check=False, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert cfg.layout.metrics("brca_idc_ilc").exists() and cfg.layout.log("report").exists()
-    out = subprocess.run([*cmd, "--report", str(tmp_path / "report.html")], check=False, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
-    html = (tmp_path / "report.html").read_text(errors="replace")
-    for text in ("heatmap.png", "gains.png", "summary.html", "Gain over the best single expert", "Expert training curves"):
-        assert text in html, text
 

@@ -2,7 +2,8 @@
 
 One run serves every test here, and it is the hard case: it is killed with SIGKILL in the
 middle (no clean-up at all), unlocked, and resumed with --rerun-incomplete, as README says.
-The fixture checks that every output present after the kill parses (atomic writes); the tests
+The fixture (``resumed_run``, tests/conftest.py) checks that every output present after the kill
+parses (atomic writes); the tests
 check that no job Snakemake had seen finish was redone and that the resumed run is a full,
 correct run (tables, logs, report, nothing left to do).
 """
@@ -11,81 +12,16 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from reduced_demo import REDUCED_ENCODERS, REDUCED_TASKS, snakemake_cmd, write_reduced_config
+from reduced_demo import REDUCED_ENCODERS, REDUCED_TASKS, ResumedRun, snakemake_cmd
 
 from pathfuse.io import read_parquet
 
 pytestmark = pytest.mark.slow
 TABLES = ["benchmark", "ranks", "summary", "cost", "gate_weights"]
-OUTPUT_PATTERNS = ["tiles/*/_shards/*.parquet", "features/*/*/_shards/*.parquet", "features/*/*.safetensors",
-                   "experts/*/*/predictions.parquet", "fusion/*/*/predictions.parquet"]
-
-
-@dataclass
-class ResumedRun:
-    workdir: Path
-    config: Path
-    done_before_kill: dict[Path, int]
-    done_after_resume: dict[Path, int]
-
-    @property
-    def results(self) -> Path:
-        return self.workdir / "results"
-
-
-def _finished_outputs(results: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for pat in OUTPUT_PATTERNS for p in results.glob(pat)}
-
-
-def _reported_finished(log_text: str, workdir: Path) -> set[Path]:
-    """Outputs of the jobs Snakemake reported as finished (what it must never redo)."""
-    outputs: dict[str, list[str]] = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", log_text):
-        jobid = re.search(r"^\s+jobid: (\d+)$", block, re.MULTILINE)
-        output = re.search(r"^\s+output: (.+)$", block, re.MULTILINE)
-        if jobid and output:
-            outputs[jobid.group(1)] = [o.strip() for o in output.group(1).split(",")]
-    finished = re.findall(r"Finished jobid: (\d+)", log_text)
-    return {workdir / o for j in finished for o in outputs.get(j, [])}
-
-
-@pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory) -> ResumedRun:
-    work = tmp_path_factory.mktemp("e2e")
-    config = write_reduced_config(work)
-    results = work / "results"
-    log = work / "killed_run.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(snakemake_cmd(work, config, "--cores", "2"), stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        deadline = time.time() + 600
-        while time.time() < deadline and len(re.findall(r"\(Rule: expert\)", log.read_text())) < 2:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)  # no clean-up at all: the worst case
-        proc.wait()
-    present = _finished_outputs(results)
-    reported = _reported_finished(log.read_text(), work)
-    before = {p: m for p, m in present.items() if p in reported}
-    # Present outputs of jobs Snakemake did not see finish are complete too (atomic writes),
-    # but Snakemake rightly cannot trust them; --rerun-incomplete redoes those jobs.
-    for path in present:
-        if path.suffix == ".parquet":
-            pd.read_parquet(path)
-
-    subprocess.run(snakemake_cmd(work, config, "--unlock"), capture_output=True, timeout=120, check=True)
-    out = subprocess.run(snakemake_cmd(work, config, "--cores", "2", "--rerun-incomplete"),
-                         check=False, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
-    return ResumedRun(work, config, before, _finished_outputs(results))
 
 
 def test_jobs_finished_before_the_kill_were_recorded(resumed_run):
@@ -134,3 +70,83 @@ def test_report_html_builds(resumed_run):
     assert out.returncode == 0, out.stderr[-3000:]
     html = (resumed_run.results / "report.html").read_text(errors="replace")
     assert "benchmark" in html.lower() and len(html) > 10_000
+    for text in ("heatmap.png", "gains.png", "summary.html", "Gain over the best single expert", "Expert training curves"):
+        assert text in html, text
+
+
+# ----------------------------------------------------------------------------- what reruns when
+def _planned(run: ResumedRun, config: Path) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` plans for ``config`` on the finished run (empty: none)."""
+    out = subprocess.run(snakemake_cmd(run.workdir, config, "-n", "--cores", "1"), check=False,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def _changed_config(run: ResumedRun, edit) -> Path:
+    import yaml
+
+    raw = yaml.safe_load(run.config.read_text())
+    edit(raw)
+    path = run.workdir / "changed.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _edited(run: ResumedRun, relative: str) -> dict[str, int]:
+    """Jobs planned after ``relative`` (under results/) is edited; its bytes and mtime are restored after.
+
+    An edit, not a touch: Snakemake (>= 9.18) keeps a job whose input is newer but has the same
+    checksum. A trailing blank line changes the bytes and not what the CSV says.
+    """
+    path = run.results / relative
+    before, content = path.stat(), path.read_bytes()
+    try:
+        path.write_bytes(content + b"\n")
+        return _planned(run, run.config)
+    finally:
+        path.write_bytes(content)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+SLIDE_TASKS = [t for t in REDUCED_TASKS if t != "crc100k"]
+
+
+def test_tile_logitprod_lr_reruns_only_the_tile_tasks_fusion(resumed_run):
+    def edit(raw):
+        raw["fusion"]["logitprod"]["by_kind"]["tile_classification"]["lr"] = 0.5
+
+    assert _planned(resumed_run, _changed_config(resumed_run, edit)) == {"fuse": 1, "evaluate": 1, "report": 1,
+                                                                         "all": 1}
+
+
+def test_min_tissue_reruns_slide_tiles_and_everything_downstream(resumed_run):
+    def edit(raw):
+        raw["tiling"]["min_tissue"] = 0.4
+
+    planned = _planned(resumed_run, _changed_config(resumed_run, edit))
+    n_experts = len(SLIDE_TASKS) * len(REDUCED_ENCODERS)
+    assert planned == {"tile": 2, "tile_index": 1, "embed_slides": 2 * len(REDUCED_ENCODERS), "expert": n_experts,
+                       "fuse": len(SLIDE_TASKS), "evaluate": len(SLIDE_TASKS), "report": 1, "all": 1}
+
+
+def test_one_split_csv_reruns_that_tasks_experts_and_after(resumed_run):
+    planned = _edited(resumed_run, "demo/splits/brca_idc_ilc/splits_1.csv")
+    assert planned == {"expert": len(REDUCED_ENCODERS), "fuse": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_a_label_table_reruns_the_tasks_that_read_it(resumed_run):
+    planned = _edited(resumed_run, "demo/labels/surv_brca.csv")
+    assert planned == {"expert": len(REDUCED_ENCODERS), "fuse": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_n_bootstrap_reruns_evaluation_and_report_only(resumed_run):
+    def edit(raw):
+        raw["report"]["n_bootstrap"] = 50
+
+    planned = _planned(resumed_run, _changed_config(resumed_run, edit))
+    assert planned == {"evaluate": len(REDUCED_TASKS), "report": 1, "all": 1}

@@ -21,10 +21,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from pathfuse import resources
 from pathfuse.paths import Layout
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
 STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
 SLIDE_KINDS = ("wsi_classification", "mutation", "survival")
 TASK_KINDS = (*SLIDE_KINDS, "tile_classification")
@@ -56,9 +55,9 @@ def load_yaml(path: str | Path) -> Any:
 
 def config_schema() -> dict[str, Any]:
     """The run-config schema with each stage's section schema inserted."""
-    schema = load_yaml(SCHEMA_DIR / "config.schema.yaml")
+    schema = load_yaml(resources.schema("config"))
     for section in STAGE_SECTIONS:
-        schema["properties"][section] = load_yaml(SCHEMA_DIR / "sections" / f"{section}.schema.yaml")
+        schema["properties"][section] = load_yaml(resources.schema(f"sections/{section}"))
     return schema
 
 
@@ -163,6 +162,12 @@ class CohortSpec:
     manifest: str | None = None
     mpp_overrides: str | None = None
     n_shards: int | None = None
+    trident: Mapping[str, Any] | None = None
+
+    @property
+    def has_slides(self) -> bool:
+        """False for a features-only cohort (its features are all imported)."""
+        return bool(self.slides or self.manifest)
 
 
 @dataclass(frozen=True)
@@ -211,18 +216,23 @@ class Config:
         return dict(self.raw.get(name, {}))
 
     # -- registries
+    def registry_path(self, name: str) -> Path:
+        """The run's ``tasks`` or ``encoders`` registry: ``registries.<name>``, else the packaged one."""
+        given = self.raw["registries"].get(name)
+        return Path(given) if given else resources.registry(name)
+
     @cached_property
     def task_registry(self) -> dict[str, dict[str, Any]]:
-        path = self.raw["registries"]["tasks"]
+        path = self.registry_path("tasks")
         reg = load_yaml(path)
-        validate(reg, load_yaml(SCHEMA_DIR / "tasks.schema.yaml"), f"task registry {path}")
+        validate(reg, load_yaml(resources.schema("tasks")), f"task registry {path}")
         return reg
 
     @cached_property
     def encoder_registry(self) -> dict[str, dict[str, Any]]:
-        path = self.raw["registries"]["encoders"]
+        path = self.registry_path("encoders")
         reg = load_yaml(path)
-        validate(reg, load_yaml(SCHEMA_DIR / "encoders.schema.yaml"), f"encoder registry {path}")
+        validate(reg, load_yaml(resources.schema("encoders")), f"encoder registry {path}")
         return reg
 
     # -- selections
@@ -234,6 +244,11 @@ class Config:
         return list(self.raw["tasks"])
 
     @property
+    def fusion_methods(self) -> list[str]:
+        """The run's fusion methods and baselines (``fusion.methods``), in config order."""
+        return list(self.section("fusion").get("methods", []))
+
+    @property
     def encoder_ids(self) -> list[str]:
         return list(self.raw["encoders"])
 
@@ -243,7 +258,7 @@ class Config:
             return dict(self.encoder_registry[name])
         except KeyError:
             raise ConfigError(
-                f"encoder {name!r} is not in {self.raw['registries']['encoders']}; "
+                f"encoder {name!r} is not in {self.registry_path('encoders')}; "
                 f"known: {sorted(self.encoder_registry)}"
             ) from None
 
@@ -251,7 +266,7 @@ class Config:
         """The merged spec of one task."""
         if task_id not in self.task_registry:
             raise ConfigError(
-                f"task {task_id!r} is not in {self.raw['registries']['tasks']}; "
+                f"task {task_id!r} is not in {self.registry_path('tasks')}; "
                 f"known: {sorted(self.task_registry)}"
             )
         reg = self.task_registry[task_id]
@@ -315,8 +330,17 @@ class Config:
         spec = self.cohort(cohort)
         if spec.n_shards:
             return spec.n_shards
-        n = count_slides(spec)
+        n = count_slides(spec) if spec.has_slides else self._count_imported(cohort)
         return max(1, math.ceil(n / int(self.section("tiling")["shard_size"]))) if n else 1
+
+    def _count_imported(self, cohort: str) -> int:
+        """Slides of a features-only cohort: those with a bag for every encoder (0 if unreadable)."""
+        from pathfuse.encoders import sources
+
+        try:
+            return len(sources.coverage(self, cohort, sources.cohort_encoders(self, cohort)).slide_ids)
+        except ConfigError:
+            return 0  # the start-up check (pathfuse.plan) reports it by name
 
     # -- cross-reference checks (run once at start-up)
     def _check_references(self) -> None:

@@ -8,8 +8,8 @@ estimate the experts' error correlation and to train its gate on unbiased inputs
 models stop on the outer validation set, which none of them trains on.
 
 Outputs (docs/architecture.md): ``predictions.parquet`` (schema ``predictions``), per fold
-``fold{k}.safetensors`` (weights of the outer model) and ``training_curve.parquet`` (the
-report plots it). A finished fold is kept as a hidden partial file, so a killed job
+``fold{k}.safetensors`` (weights of the outer model), ``training_curve.parquet`` (the
+report plots it) and ``attention.parquet`` (each test tile's attention, :mod:`pathfuse.attention`). A finished fold is kept as a hidden partial file, so a killed job
 resumes at the next fold; the partial files are removed once ``predictions.parquet`` exists.
 """
 
@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from pathfuse.attention import attention_frame, empty_frame, write_attention
 from pathfuse.config import Config, TaskSpec
 from pathfuse.data.bags import BagDataset, BagStore, cohort_feature_paths, collate_bags
 from pathfuse.data.labels import load_samples
@@ -36,25 +37,17 @@ from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
 from pathfuse.heads import build_head
 from pathfuse.heads.losses import balanced_class_weights, time_bins
 from pathfuse.heads.objectives import Objective, monitor_fn
-from pathfuse.io import SCHEMA_VERSIONS, read_parquet, write_parquet, write_safetensors
-from pathfuse.paths import shard_name
+from pathfuse.io import (
+    SCHEMA_VERSIONS,
+    read_parquet,
+    remove_stale_temporaries,
+    write_parquet,
+    write_safetensors,
+)
+from pathfuse.plan import Planner, inner_folds_needed
 from pathfuse.training import FitResult, count_parameters, derive_seed, fit, make_loader, to_device
 
 log = logging.getLogger(__name__)
-
-
-def inner_folds_needed(cfg: Config) -> int:
-    """Inner folds to train per outer fold: ``experts.inner_folds`` when a configured fusion method
-    needs out-of-fold expert logits (``Method.needs_oof``: LogitProd, stacking), else 0.
-
-    The inner experts cost ``inner_folds`` extra expert trainings per outer fold; a run whose
-    methods never read out-of-fold rows should not pay for them.
-    """
-    from pathfuse.fusion import FUSERS  # the registry declares which methods read OOF logits
-
-    methods = cfg.section("fusion").get("methods", [])
-    needed = any(FUSERS.get(m).needs_oof for m in methods if m in FUSERS)
-    return int(cfg.section("experts")["inner_folds"]) if needed else 0
 
 
 class FoldError(ValueError):
@@ -104,6 +97,8 @@ def prediction_frame(
 def train_experts(cfg: Config, task: str, encoder: str) -> Path:
     """Train and predict every fold of (``task``, ``encoder``); return the predictions path."""
     job = _Job.create(cfg, task, encoder)
+    if removed := remove_stale_temporaries(job.out_dir):
+        log.info("removed %d temporary file(s) a killed run left in %s", removed, job.out_dir)
     log.info(
         "task %s, encoder %s: %d samples, %d fold(s), head %s on %s",
         task,
@@ -127,6 +122,7 @@ def train_experts(cfg: Config, task: str, encoder: str) -> Path:
     out = job.write_outputs(results, skipped)
     for fold in job.folds:
         job.partial_path(fold.index).unlink(missing_ok=True)
+        job.partial_attention_path(fold.index).unlink(missing_ok=True)
     return out
 
 
@@ -137,6 +133,7 @@ class _FoldResult:
     info: dict[str, Any]
     curve: pd.DataFrame
     bin_edges: list[float] | None
+    attention: pd.DataFrame
 
 
 @dataclass
@@ -156,6 +153,7 @@ class _Job:
     bag_tiles: Callable[[pd.DataFrame], float]
     device: str
     inputs: list[Path]
+    store: BagStore | None = None
 
     @classmethod
     def create(cls, cfg: Config, task: str, encoder: str) -> _Job:
@@ -199,6 +197,7 @@ class _Job:
                 collate=collate_bags,
                 in_dim=store.shape(samples["slide_ids"].iloc[0][0])[1],
                 bag_tiles=bag_tiles,
+                store=store,
             )
         tiles = load_tile_features(cfg, spec, encoder)
 
@@ -221,16 +220,16 @@ class _Job:
     def partial_path(self, k: int) -> Path:
         return self.out_dir / f".fold{k}.partial.parquet"
 
+    def partial_attention_path(self, k: int) -> Path:
+        return self.out_dir / f".fold{k}.attention.partial.parquet"
+
     def weights_path(self, k: int) -> Path:
         return self.out_dir / f"fold{k}.safetensors"
 
     def fingerprint(self, fold: Fold) -> str:
         """Hash of everything that determines a fold's result; a changed setting retrains it."""
-        keys = ("bag_unit", "inner_folds", "max_tiles_per_bag", "val_fraction", "carve_val")
         payload = {
-            "recipe": self.recipe,
-            "settings": {k: self.settings[k] for k in keys},
-            "seed": self.cfg.seed,
+            "settings": Planner(self.cfg).expert(self.spec.id, self.encoder).digest,
             "fold": [fold.train, fold.val, fold.test],
             "inner_folds_used": inner_folds_needed(self.cfg),
             "schema": SCHEMA_VERSIONS["predictions"],
@@ -244,12 +243,14 @@ class _Job:
         """Train (or resume) one outer fold with its inner out-of-fold models."""
         fingerprint = self.fingerprint(fold)
         partial = self.partial_path(fold.index)
-        if partial.exists() and self.weights_path(fold.index).exists():
+        attention_partial = self.partial_attention_path(fold.index)
+        if partial.exists() and attention_partial.exists() and self.weights_path(fold.index).exists():
             rows, meta = read_parquet(partial, schema="predictions")
             if meta.get("fingerprint") == fingerprint:
                 log.info("fold %d: finished earlier, reusing %s", fold.index, partial)
+                attention, _ = read_parquet(attention_partial, schema="attention")
                 return _FoldResult(
-                    fold.index, rows, meta["info"], pd.DataFrame(meta["curve"]), meta["bin_edges"]
+                    fold.index, rows, meta["info"], pd.DataFrame(meta["curve"]), meta["bin_edges"], attention
                 )
         by_id = self.samples.set_index("sample_id", drop=False)
         train, val, test = (by_id.loc[list(ids)] for ids in (fold.train, fold.val, fold.test))
@@ -261,6 +262,7 @@ class _Job:
             self._predict(model, df, objective, fold.index, split, oof=False)
             for split, df in (("train", train), ("val", val), ("test", test))
         ]
+        attention = self._attention(model, test, fold.index)
         curves = [result.curve.assign(model="outer")]
         inner_seconds = 0.0
         n_inner = inner_folds_needed(self.cfg)
@@ -296,10 +298,11 @@ class _Job:
         }
         curve = pd.concat(curves, ignore_index=True).assign(fold=fold.index)
         bin_edges = None if edges is None else [float(e) for e in edges]
+        write_attention([attention], self.partial_attention_path(fold.index), {"fold": fold.index})
         self._save_fold(
             fold.index, model, info, pd.concat(rows, ignore_index=True), curve, bin_edges, fingerprint
         )
-        return _FoldResult(fold.index, pd.concat(rows, ignore_index=True), info, curve, bin_edges)
+        return _FoldResult(fold.index, pd.concat(rows, ignore_index=True), info, curve, bin_edges, attention)
 
     def _check_fold(self, fold: Fold, train: pd.DataFrame) -> np.ndarray | None:
         """Refuse folds a head cannot learn from; return survival bin edges of the training split."""
@@ -401,6 +404,22 @@ class _Job:
             embeddings=np.concatenate(embeddings) if embeddings else None,
         )
 
+    @torch.no_grad()
+    def _attention(self, model: torch.nn.Module, test: pd.DataFrame, fold: int) -> pd.DataFrame:
+        """Each test tile's attention under the outer model (slide tasks; one bag at a time, no
+        padding, so the values are exactly the softmax the prediction used)."""
+        if self.store is None or not hasattr(model, "pool"):
+            return empty_frame()
+        model.eval()
+        frames = []
+        for sample_id, slide_ids in zip(test["sample_id"], test["slide_ids"], strict=True):
+            bag = self.store.get(list(slide_ids)).to(self.device)
+            attention = model.pool(bag)[1][0].float().cpu().numpy()
+            lengths = [self.store.shape(s)[0] for s in slide_ids]
+            coords = [self.store.coords(s) for s in slide_ids]
+            frames.append(attention_frame(fold, sample_id, list(slide_ids), lengths, coords, attention))
+        return pd.concat(frames, ignore_index=True) if frames else empty_frame()
+
     # -- writing
     def _save_fold(
         self,
@@ -463,6 +482,12 @@ class _Job:
             schema="training_curve",
             meta={"task": self.spec.id, "encoder": self.encoder},
         )
+        write_attention(
+            [r.attention for r in results],
+            self.cfg.layout.expert_attention(self.spec.id, self.encoder),
+            meta={"task": self.spec.id, "encoder": self.encoder, "split": "test", "model": "outer",
+                  "bag_unit": meta["bag_unit"]},
+        )
         rows = pd.concat([r.rows for r in results], ignore_index=True)
         return write_parquet(
             rows,
@@ -473,17 +498,9 @@ class _Job:
 
 
 def _input_files(cfg: Config, spec: TaskSpec, encoder: str) -> list[Path]:
-    """Files whose change invalidates a finished fold: labels, split files and feature indexes."""
-    if not spec.is_slide_task:
-        return [
-            cfg.layout.tile_features(encoder, spec.dataset or ""),
-            cfg.layout.tile_feature_index(encoder, spec.dataset or ""),
-        ]
-    files = [Path(spec.labels or "")]
-    files += [
-        cfg.layout.feature_shard(encoder, spec.cohort or "", shard_name(i))
-        for i in range(cfg.n_shards(spec.cohort or ""))
-    ]
-    if spec.split.get("source") == "csv":
-        files += [Path((spec.splits or "").format(fold=k)) for k in range(spec.n_folds)]
-    return files
+    """Files whose change invalidates a finished fold: the job plan's inputs (labels, splits, features)."""
+    inputs = Planner(cfg).expert(spec.id, encoder).inputs
+    if not spec.is_slide_task:  # the per-dataset files behind the tile-feature manifest
+        inputs["features"] = [str(cfg.layout.tile_features(encoder, spec.dataset or "")),
+                              str(cfg.layout.tile_feature_index(encoder, spec.dataset or ""))]
+    return [Path(p) for name in sorted(inputs) for p in inputs[name]]

@@ -71,6 +71,18 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str | None = None) -> Iter
             tmp.unlink()
 
 
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files a killed job left in ``folder`` (those of :func:`atomic_path`).
+
+    A SIGKILL between ``mkstemp`` and the rename skips the clean-up; the job that redoes the
+    work calls this first, so no ``.<name>.*.tmp*`` file outlives a resumed run. Returns how many.
+    """
+    stale = [p for p in Path(folder).glob(".*.tmp*") if p.is_file()] if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -22,6 +22,11 @@ def shard_index(name: str) -> int:
     return int(name[len("shard"):])
 
 
+#: The report's tables and plots (file stems), in the order they are written.
+REPORT_TABLES = ("benchmark", "ranks", "summary", "cost", "gate_weights")
+REPORT_PLOTS = ("heatmap", "gains", "gate_weights", "cost")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every output path of a run, rooted at ``root`` (the run config's ``results_dir``)."""
@@ -70,6 +75,10 @@ class Layout:
     def expert_curve(self, task: str, encoder: str) -> Path:
         return self.expert_dir(task, encoder) / "training_curve.parquet"
 
+    def expert_attention(self, task: str, encoder: str) -> Path:
+        """Each test tile's ABMIL attention, per outer fold (empty for tile tasks: no bags)."""
+        return self.expert_dir(task, encoder) / "attention.parquet"
+
     # fusion
     def fusion_dir(self, task: str, method: str) -> Path:
         return self.root / "fusion" / task / method
@@ -88,8 +97,24 @@ class Layout:
         """The report's figure of one task's expert training curves."""
         return self.report_dir() / "curves" / f"{task}.png"
 
+    def attention_figure(self, task: str) -> Path:
+        """The report's figure of where each expert looks and whom the gate trusted, per task."""
+        return self.report_dir() / "attention" / f"{task}.png"
+
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    def report_outputs(self, task_ids: list[str]) -> dict[str, list[Path]]:
+        """Every file the report job writes, by kind: the rule declares these, the job writes them."""
+        return {
+            "tables": [self.table(n) for n in REPORT_TABLES],
+            "markdown": [self.table(n).with_suffix(".md") for n in REPORT_TABLES],
+            "html": [self.report_dir() / f"{n}.html" for n in REPORT_TABLES],
+            "png": [self.report_dir() / f"{p}.png" for p in REPORT_PLOTS],
+            "svg": [self.report_dir() / f"{p}.svg" for p in REPORT_PLOTS],
+            "curves": [self.expert_curves_figure(t) for t in task_ids],
+            "attention": [self.attention_figure(t) for t in task_ids],
+        }
 
     def log(self, rule: str, *parts: str) -> Path:
         return self.root / "logs" / rule / ("_".join(parts) + ".log" if parts else "run.log")

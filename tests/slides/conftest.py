@@ -38,8 +38,8 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             pd.DataFrame({"slide_id": labels, "case_id": labels, "label": "IDC"}).to_csv(labels_csv, index=False)
         return Config.from_dict({
             "results_dir": str(tmp_path / "results"),
-            "registries": {"tasks": str(REPO / "config" / "tasks.yaml"),
-                           "encoders": str(REPO / "config" / "encoders.yaml")},
+            "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"),
+                           "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")},
             "encoders": ["demo_vit_a"],
             "tasks": ["brca_idc_ilc"],
             "cohorts": {"c": cohort},

@@ -4,7 +4,7 @@
 
 rule embed_slides:
     input:
-        tiles=L.tile_shard("{cohort}", "{shard}"),
+        unpack(lambda w: embed_slides_plan(w).inputs),
     output:
         L.feature_shard("{encoder}", "{cohort}", "{shard}"),
     log:
@@ -19,6 +19,7 @@ rule embed_slides:
     params:
         stage="embed-slides",
         kwargs=lambda w: {"encoder": w.encoder, "cohort": w.cohort, "shard": shard_index(w.shard)},
+        digest=lambda w: embed_slides_plan(w).digest,
     script:
         "../scripts/run_stage.py"
 
@@ -27,7 +28,7 @@ rule embed_tiles:
     # One job per encoder: the model is built once for all tile datasets. Per-dataset files are
     # written inside the job (a re-run skips finished ones); the manifest, written last, is tracked.
     input:
-        DEMO_DONE,
+        unpack(lambda w: PLAN.embed_tiles(w.encoder).inputs),
     output:
         L.tile_features_manifest("{encoder}"),
     log:
@@ -42,6 +43,6 @@ rule embed_tiles:
     params:
         stage="embed-tiles",
         kwargs=lambda w: {"encoder": w.encoder},
-        datasets=lambda w: CFG.tile_dataset_ids_for(w.encoder),  # a changed list re-runs the job
+        digest=lambda w: PLAN.embed_tiles(w.encoder).digest,  # covers the dataset list
     script:
         "../scripts/run_stage.py"

@@ -3,11 +3,11 @@
 
 rule expert:
     input:
-        features=lambda w: task_features(w.task, w.encoder),
-        labels=DEMO_DONE,
+        unpack(lambda w: expert_plan(w).inputs),
     output:
         predictions=L.expert_predictions("{task}", "{encoder}"),
         curve=L.expert_curve("{task}", "{encoder}"),
+        attention=L.expert_attention("{task}", "{encoder}"),
     log:
         L.log("expert", "{task}", "{encoder}"),
     threads: 1
@@ -19,5 +19,6 @@ rule expert:
     params:
         stage="train-experts",
         kwargs=lambda w: {"task": w.task, "encoder": w.encoder},
+        digest=lambda w: expert_plan(w).digest,
     script:
         "../scripts/run_stage.py"

@@ -3,9 +3,9 @@
 
 rule fuse:
     input:
-        unpack(fusion_inputs),
+        unpack(lambda w: PLAN.fuse(w.task).inputs),
     output:
-        [L.fusion_predictions("{task}", m) for m in FUSION_METHODS],
+        [L.fusion_predictions("{task}", m) for m in CFG.fusion_methods],
     log:
         L.log("fuse", "{task}"),
     threads: 1
@@ -17,5 +17,6 @@ rule fuse:
     params:
         stage="fuse",
         kwargs=lambda w: {"task": w.task},
+        digest=lambda w: PLAN.fuse(w.task).digest,
     script:
         "../scripts/run_stage.py"

@@ -3,12 +3,9 @@
 # collects the HTML tables and PNG plots marked with report() below, with their captions.
 
 
-REPORT_PLOTS = ["heatmap", "gains", "gate_weights", "cost"]
-
-
 rule evaluate:
     input:
-        unpack(evaluate_inputs),
+        unpack(lambda w: PLAN.evaluate(w.task).inputs),
     output:
         L.metrics("{task}"),
     log:
@@ -22,36 +19,43 @@ rule evaluate:
     params:
         stage="evaluate",
         kwargs=lambda w: {"task": w.task},
+        digest=lambda w: PLAN.evaluate(w.task).digest,
     script:
         "../scripts/run_stage.py"
 
 
 rule report:
     input:
-        metrics=[L.metrics(t) for t in TASKS],
-        # cost (metadata) and LogitProd's gate weights are read from the fusion predictions
-        fusion=[L.fusion_predictions(t, m) for t in TASKS for m in FUSION_METHODS],
-        curves=[L.expert_curve(t, e) for t in TASKS for e in CFG.task(t).encoders],
+        **PLAN.report().inputs,
     output:
-        tables=[L.table(n) for n in REPORT_TABLES],
-        markdown=[L.table(n).with_suffix(".md") for n in REPORT_TABLES],
+        tables=PLAN.report_outputs()["tables"],
+        markdown=PLAN.report_outputs()["markdown"],
         html=[
-            report(L.report_dir() / f"{n}.html", caption=f"../report/table_{n}.rst", category="Tables")
-            for n in REPORT_TABLES
+            report(path, caption=f"../report/table_{name}.rst", category="Tables")
+            for name, path in zip(REPORT_TABLES, PLAN.report_outputs()["html"])
         ],
         png=[
-            report(L.report_dir() / f"{p}.png", caption=f"../report/plot_{p}.rst", category="Figures")
-            for p in REPORT_PLOTS
+            report(path, caption=f"../report/plot_{name}.rst", category="Figures")
+            for name, path in zip(REPORT_PLOTS, PLAN.report_outputs()["png"])
         ],
-        svg=[L.report_dir() / f"{p}.svg" for p in REPORT_PLOTS],
+        svg=PLAN.report_outputs()["svg"],
         curves=[
             report(
-                L.expert_curves_figure(t),
+                path,
                 caption="../report/plot_curves.rst",
                 category="Expert training curves",
-                subcategory=CFG.task(t).kind,
+                subcategory=CFG.task(task).kind,
             )
-            for t in TASKS
+            for task, path in zip(TASKS, PLAN.report_outputs()["curves"])
+        ],
+        attention=[
+            report(
+                path,
+                caption="../report/plot_attention.rst",
+                category="Attention and gate heatmaps",
+                subcategory=CFG.task(task).kind,
+            )
+            for task, path in zip(TASKS, PLAN.report_outputs()["attention"])
         ],
     log:
         L.log("report"),
@@ -64,5 +68,6 @@ rule report:
     params:
         stage="report",
         kwargs={},
+        digest=PLAN.report().digest,
     script:
         "../scripts/run_stage.py"

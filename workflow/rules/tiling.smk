@@ -1,9 +1,10 @@
-# Stage 1a: tile grids per slide (OpenSlide), one job per (cohort, shard of slides).
+# Stage 1a: tile grids per slide (OpenSlide), one job per (cohort, shard of slides). Only cohorts
+# with an encoder that computes features are tiled; features-only cohorts skip this stage.
 
 
 rule tile:
     input:
-        DEMO_DONE,
+        unpack(lambda w: tile_plan(w).inputs),
     output:
         L.tile_shard("{cohort}", "{shard}"),
     log:
@@ -17,14 +18,14 @@ rule tile:
     params:
         stage="tile",
         kwargs=lambda w: {"cohort": w.cohort, "shard": shard_index(w.shard)},
+        digest=lambda w: tile_plan(w).digest,
     script:
         "../scripts/run_stage.py"
 
 
 rule tile_index:
     input:
-        shards=lambda w: [L.tile_shard(w.cohort, s) for s in cohort_shards(w.cohort)],
-        labels=cohort_label_tables,
+        unpack(lambda w: PLAN.tile_index(w.cohort).inputs),
     output:
         index=L.tile_index("{cohort}"),
         skipped=L.tile_skipped("{cohort}"),
@@ -39,5 +40,6 @@ rule tile_index:
     params:
         stage="tile-index",
         kwargs=lambda w: {"cohort": w.cohort},
+        digest=lambda w: PLAN.tile_index(w.cohort).digest,
     script:
         "../scripts/run_stage.py"

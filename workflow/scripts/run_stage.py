@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(snakemake.threads))
 os.environ.setdefault("MKL_NUM_THREADS", str(snakemake.threads))
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from pathfuse.cli import run_stage
+from pathfuse.stages import run_stage
 from pathfuse.config import Config
 from pathfuse.logs import setup_logging
 

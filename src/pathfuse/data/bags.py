@@ -25,6 +25,8 @@ from pathfuse.paths import shard_name
 log = logging.getLogger(__name__)
 
 FEATURES_KEY = "features"
+#: Feature-file metadata value ``coords`` of bags imported without tile coordinates.
+COORDS_ABSENT = "absent"
 
 
 class BagStore:
@@ -53,6 +55,13 @@ class BagStore:
         with safe_open(self._path(slide_id), framework="pt") as fh:
             n, dim = fh.get_slice(FEATURES_KEY).get_shape()
         return int(n), int(dim)
+
+    def coords(self, slide_id: str) -> np.ndarray | None:
+        """int64 [n_tiles, 2] level-0 tile coordinates, or None for bags imported without them."""
+        with safe_open(self._path(slide_id), framework="np") as fh:
+            if (fh.metadata() or {}).get("coords") == COORDS_ABSENT:
+                return None
+            return fh.get_tensor("coords")
 
     def get(
         self,

@@ -82,7 +82,7 @@ TILE_JPEG_QUALITY = 90  # the one JPEG tile dataset (crc_msi)  # the published d
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """The ``demo`` section of the run config (keys: workflow/schemas/sections/demo.schema.yaml)."""
+    """The ``demo`` section of the run config (keys: src/pathfuse/resources/schemas/sections/demo.schema.yaml)."""
 
     out_dir: str
     n_cases: int

@@ -13,21 +13,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from pathfuse.config import Config
-from pathfuse.doctor.encoders import check_encoders
 from pathfuse.doctor.profile import check_profile
 from pathfuse.doctor.rows import FAIL, OK, PENDING, Row, render_table
 from pathfuse.doctor.slides import check_cohorts
 from pathfuse.doctor.tables import check_task_tables
 
-__all__ = ["FAIL", "OK", "PENDING", "Row", "doctor", "render_table", "run_checks"]
+__all__ = ["FAIL", "OK", "PENDING", "Row", "check_inputs", "doctor", "render_table", "run_checks"]
 
 
 def run_checks(cfg: Config, *, deep: bool, profile: str | Path | None = None) -> list[Row]:
     """All checks of a run config (and of a SLURM profile folder or file when given)."""
-    rows = check_encoders(cfg, deep=deep) + check_cohorts(cfg, deep=deep) + check_task_tables(cfg, deep=deep)
+    from pathfuse.doctor.encoders import check_encoders  # torch: only when the doctor itself runs
+
+    rows = check_encoders(cfg, deep=deep) + check_inputs(cfg, deep=deep)
     if profile is not None:
         rows += check_profile(Path(profile))
     return rows
+
+
+def check_inputs(cfg: Config, *, deep: bool) -> list[Row]:
+    """The input checks without torch: cohorts (slides, BYO bags) and task tables.
+
+    The Snakefile runs these with ``deep=False`` at every start (:meth:`pathfuse.plan.Planner.check`),
+    so a run stops on the same FAIL rows, with the same fixes, that ``pathfuse doctor`` prints.
+    """
+    return check_cohorts(cfg, deep=deep) + check_task_tables(cfg, deep=deep)
 
 
 def doctor(cfg: Config, profile: str | Path | None = None, *, deep: bool = True) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 
 from pathfuse.config import Config, ConfigError
 from pathfuse.doctor.rows import FAIL, OK, PENDING, Row, generated_by_run
-from pathfuse.encoders.registry import encoder_spec
+from pathfuse.encoders import sources
 
 CHECK = "cohort"
 #: Slides opened per cohort in a deep check: first, middle and last by id (cheap, and a mixed
@@ -21,12 +21,19 @@ def check_cohorts(cfg: Config, *, deep: bool) -> list[Row]:
     """Slide cohorts (files, or BYO feature bags per encoder) and the tile datasets of tile tasks."""
     rows: list[Row] = []
     for cohort in cfg.cohort_ids:
-        byo = _byo_folders(cfg, cohort)
-        rows += [_byo_row(cfg, enc, cohort, folder, deep) for enc, folder in byo.items()]
-        if any(e not in byo and not encoder_spec(cfg, e).is_byo for e in cfg.encoder_ids):
+        encoders = sources.cohort_encoders(cfg, cohort)
+        imported = [e for e in encoders if sources.slide_source(cfg, e, cohort) or _is_byo(cfg, e)]
+        rows += [_byo_row(cfg, enc, cohort, deep) for enc in imported]
+        if sources.is_features_only(cfg, cohort):
+            rows.append(_coverage_row(cfg, cohort, encoders))
+        elif len(imported) < len(encoders):
             rows += _slide_rows(cfg, cohort, deep)
     datasets = sorted({t.dataset for t in cfg.tasks if not t.is_slide_task and t.dataset})
     return rows + [_dataset_row(cfg, name) for name in datasets]
+
+
+def _is_byo(cfg: Config, encoder: str) -> bool:
+    return cfg.encoder_entry(encoder).get("kind") == "byo"
 
 
 def _dataset_row(cfg: Config, name: str) -> Row:
@@ -40,34 +47,28 @@ def _dataset_row(cfg: Config, name: str) -> Row:
     return Row("tile dataset", name, OK, str(path))
 
 
-def _byo_folders(cfg: Config, cohort: str) -> dict[str, Path]:
-    slides = cfg.section("embedding").get("byo", {}).get("slides", {})
-    return {enc: Path(by_cohort[cohort]) for enc, by_cohort in slides.items()
-            if enc in cfg.encoder_ids and cohort in (by_cohort or {})}
-
-
-def _byo_row(cfg: Config, encoder: str, cohort: str, folder: Path, deep: bool) -> Row:
+def _byo_row(cfg: Config, encoder: str, cohort: str, deep: bool) -> Row:
+    """An encoder's imported bags of a cohort: the folder exists, holds bags of the registry's width."""
     target = f"{cohort}/{encoder} (byo)"
-    bags = sorted(folder.glob("*.h5")) if folder.is_dir() else []
-    if not bags:
-        return Row(CHECK, target, FAIL, f"no <slide_id>.h5 feature bags in {folder}",
-                   f"point embedding.byo.slides.{encoder}.{cohort} at the folder of TRIDENT/CLAM .h5 files")
-    if not deep:
-        return Row(CHECK, target, OK, f"{len(bags)} feature bags in {folder}")
-    import h5py
+    try:
+        folder = sources.check_folder(cfg, encoder, cohort)
+        bags = list(sources.bag_files(folder).values())
+        dim = int(cfg.encoder_entry(encoder)["dim"])
+        for bag in _sample(bags) if deep else bags[:1]:
+            sources.check_dim(folder, encoder, cohort, dim, bag)
+    except ConfigError as err:
+        return Row(CHECK, target, FAIL, str(err), f"see {sources.source_key(cfg, encoder, cohort)} in the config")
+    return Row(CHECK, target, OK, f"{len(bags)} feature bags in {folder}, dim {dim}")
 
-    dim = encoder_spec(cfg, encoder).dim
-    for bag in _sample(bags):
-        with h5py.File(bag, "r") as fh:
-            key = next((k for k in ("features", "feats") if k in fh), None)
-            shape = tuple(fh[key].shape) if key else ()
-        width = shape[-1] if shape else None
-        if width != dim:
-            found = f"features {shape}" if key else "no 'features'/'feats' dataset"
-            return Row(CHECK, target, FAIL, f"{bag.name}: {found}, but the registry says dim {dim}",
-                       f"these bags were not made by {encoder!r} (or its registry dim is wrong): point "
-                       f"embedding.byo.slides.{encoder}.{cohort} at that encoder's features, or fix 'dim'")
-    return Row(CHECK, target, OK, f"{len(bags)} feature bags in {folder}; sample has dim {dim}")
+
+def _coverage_row(cfg: Config, cohort: str, encoders: list[str]) -> Row:
+    """A features-only cohort: the slides every encoder has, and those left out (by name)."""
+    try:
+        cover = sources.coverage(cfg, cohort, encoders)
+    except ConfigError as err:
+        return Row(CHECK, f"{cohort} (features only)", FAIL, str(err), "point every encoder at the same slides")
+    left_out = f"; left out (not every encoder has them): {', '.join(sorted(cover.dropped))}" if cover.dropped else ""
+    return Row(CHECK, f"{cohort} (features only)", OK, f"{len(cover.slide_ids)} slides with every encoder{left_out}")
 
 
 def _slide_rows(cfg: Config, cohort: str, deep: bool) -> list[Row]:

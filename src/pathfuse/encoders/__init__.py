@@ -1,6 +1,6 @@
 """Stage 1b: one embedding per tile for each foundation model (or imported features).
 
-Modules: ``registry`` (build from config/encoders.yaml), ``layers`` (CTransPath stem, CONCH
+Modules: ``registry`` (build from src/pathfuse/resources/encoders.yaml), ``layers`` (CTransPath stem, CONCH
 pooling head), ``weights`` (local checkpoints, strict keys, hashes), ``transforms``,
 ``inference`` (device, precision, DataLoader, batch loop), ``slide_tiles`` (tiles read from
 slides), ``extract`` (stage entry ``embed_shard``), ``tile_sources`` + ``tile_datasets`` (stage

@@ -24,9 +24,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 import pathfuse
 from pathfuse.config import Config, ConfigError
+from pathfuse.data.bags import COORDS_ABSENT
+from pathfuse.encoders import sources
 from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, finished_features
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples
@@ -36,48 +39,24 @@ from pathfuse.paths import shard_name
 
 log = logging.getLogger(__name__)
 
-FEATURE_KEYS = ("features", "feats")
+FEATURE_KEYS = sources.FEATURE_KEYS
 
 
 class FeatureImportError(ValueError):
     """Imported features are unusable; the message names the encoder, the file and the samples."""
 
 
-def slide_source(cfg: Config, encoder: str, cohort: str) -> Path | None:
-    """The configured HDF5 folder for (encoder, cohort), or None (then stage 1 computes them)."""
-    folder = cfg.section("embedding")["byo"]["slides"].get(encoder, {}).get(cohort)
-    return Path(folder) if folder else None
-
-
-def tile_source(cfg: Config, encoder: str, dataset: str) -> dict[str, Any] | None:
-    """The configured feature matrix ``{path, ids}`` for (encoder, dataset), or None."""
-    entry = cfg.section("embedding")["byo"]["tiles"].get(encoder, {}).get(dataset)
-    return dict(entry) if entry else None
-
-
-def byo_slide_ids(cfg: Config, encoder: str, cohort: str, shard: int) -> list[str]:
-    """Slide ids of one shard: sorted bag file stems split like every cohort (array_split)."""
-    folder = _require(slide_source(cfg, encoder, cohort), f"embedding.byo.slides.{encoder}.{cohort}", encoder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"encoder {encoder!r}: BYO feature folder {folder} does not exist")
-    ids = sorted({p.stem for p in folder.iterdir() if p.suffix in (".h5", ".hdf5")})
-    if not ids:
-        raise FileNotFoundError(f"encoder {encoder!r}: no <slide_id>.h5 bags in {folder}")
-    parts = np.array_split(np.array(ids, dtype=object), cfg.n_shards(cohort))
-    return [str(s) for s in parts[shard]] if shard < len(parts) else []
-
-
 def import_slide_features(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
     """Import the HDF5 bags of one shard as stage-1 slide features; return the shard manifest."""
     spec = encoder_spec(cfg, encoder)
-    folder = _require(slide_source(cfg, encoder, cohort), f"embedding.byo.slides.{encoder}.{cohort}", encoder)
+    folder = sources.check_folder(cfg, encoder, cohort)
     policy = cfg.section("embedding")["byo"]["nan_policy"]
     rows = []
-    for slide_id in byo_slide_ids(cfg, encoder, cohort, shard):
+    for slide_id, source in tqdm(sources.shard_bags(cfg, encoder, cohort, shard).items(), desc=f"import {encoder}",
+                                 unit="slide"):
         out = cfg.layout.features(encoder, cohort, slide_id)
         done = finished_features(out, encoder)
         if done is None:
-            source = next(p for p in (folder / f"{slide_id}.h5", folder / f"{slide_id}.hdf5") if p.exists())
             rows.append(_import_bag(spec, cohort, slide_id, source, out, policy))
         else:
             n_tiles, dim, fmeta = done
@@ -87,6 +66,9 @@ def import_slide_features(cfg: Config, encoder: str, cohort: str, shard: int) ->
     df = pd.DataFrame(rows, columns=["slide_id", "status", "reason", "n_tiles", "dim", "features_path"])
     df = df.astype({"n_tiles": "int64", "dim": "int64"})
     meta = {"encoder": encoder, "cohort": cohort, "shard": shard, "byo": str(folder), "nan_policy": policy}
+    if sources.is_features_only(cfg, cohort):
+        cover = sources.coverage(cfg, cohort, sources.cohort_encoders(cfg, cohort))
+        meta["left_out"] = cover.dropped  # slides some encoder has no bag for (the same in every shard)
     return write_parquet(df, cfg.layout.feature_shard(encoder, cohort, shard_name(shard)),
                          schema="feature_shard", meta=meta)
 
@@ -97,12 +79,15 @@ def _import_bag(spec: EncoderSpec, cohort: str, slide_id: str, source: Path, out
 
     with h5py.File(source, "r") as fh:
         key = next((k for k in FEATURE_KEYS if k in fh), None)
-        if key is None or "coords" not in fh:
-            raise FeatureImportError(f"encoder {spec.name!r}: {source} needs datasets 'features' (or 'feats') and "
-                               f"'coords'; it has {sorted(fh.keys())}")
+        if key is None:
+            raise FeatureImportError(f"encoder {spec.name!r}: {source} needs a dataset 'features' (or 'feats'); "
+                                     f"it has {sorted(fh.keys())}")
         feats = _squeeze(np.asarray(fh[key]))
-        coords = _squeeze(np.asarray(fh["coords"]))
-        attrs = {k: _plain(v) for k, v in fh["coords"].attrs.items()}
+        has_coords = "coords" in fh
+        # Bags without coords (e.g. STAMP-style features + tile names) still train experts;
+        # the feature-level fusers, which align tiles across encoders, refuse them by name.
+        coords = _squeeze(np.asarray(fh["coords"])) if has_coords else np.full((len(feats), 2), -1, np.int64)
+        attrs = {k: _plain(v) for k, v in fh["coords"].attrs.items()} if has_coords else {}
     where = f"encoder {spec.name!r}, slide {slide_id} ({source})"
     _check_matrix(feats, spec, where)
     if coords.shape != (len(feats), 2):
@@ -119,7 +104,8 @@ def _import_bag(spec: EncoderSpec, cohort: str, slide_id: str, source: Path, out
         "encoder": spec.name, "weights_sha256": "byo", "source": str(source), "source_sha256": file_sha256(source),
         "mpp": str(attrs.get("mpp", "unknown")), "tile_px": str(attrs.get("patch_size", "unknown")),
         "code_version": pathfuse.__version__, "schema_version": str(FEATURES_SCHEMA_VERSION),
-        "slide_id": slide_id, "cohort": cohort, "dim": str(spec.dim), "source_attrs": attrs, **effect,
+        "slide_id": slide_id, "cohort": cohort, "dim": str(spec.dim), "source_attrs": attrs,
+        "coords": "present" if has_coords else COORDS_ABSENT, **effect,
     }
     write_safetensors({"features": half, "coords": coords}, out, metadata=metadata)
     reason = _effect_reason(effect)
@@ -130,7 +116,7 @@ def _import_bag(spec: EncoderSpec, cohort: str, slide_id: str, source: Path, out
 def import_tile_features(cfg: Config, encoder: str, dataset: str) -> Path:
     """Import a tile dataset's feature matrix for ``encoder``; return the index Parquet path."""
     spec = encoder_spec(cfg, encoder)
-    source = _require(tile_source(cfg, encoder, dataset), f"embedding.byo.tiles.{encoder}.{dataset}", encoder)
+    source = _require(sources.tile_source(cfg, encoder, dataset), f"embedding.byo.tiles.{encoder}.{dataset}", encoder)
     path = Path(source["path"])
     policy = cfg.section("embedding")["byo"]["nan_policy"]
     table = list_samples(cfg, dataset).reset_index(drop=True)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import pathfuse
 from pathfuse.config import Config
+from pathfuse.encoders import sources
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.io import read_parquet, write_parquet, write_safetensors
 from pathfuse.paths import shard_name
@@ -42,7 +43,7 @@ def embed_shard(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
     from pathfuse.encoders import byo
 
     spec = encoder_spec(cfg, encoder)
-    if spec.is_byo or byo.slide_source(cfg, encoder, cohort) is not None:
+    if spec.is_byo or sources.slide_source(cfg, encoder, cohort) is not None:
         return byo.import_slide_features(cfg, encoder, cohort, shard)
     manifest_path = cfg.layout.tile_shard(cohort, shard_name(shard))
     manifest, _ = read_parquet(manifest_path, schema="tile_shard")

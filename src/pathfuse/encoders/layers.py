@@ -5,7 +5,7 @@
 * :class:`AttentionPoolHead` — CONCH v1.5's image embedding is not the CLS token but a learned
   query attending over every output token of the ViT-L trunk, projected to 768-d.
 
-Both are named in ``config/encoders.yaml`` (``kwargs.embed_layer: ctranspath_conv_stem``,
+Both are named in ``src/pathfuse/resources/encoders.yaml`` (``kwargs.embed_layer: ctranspath_conv_stem``,
 ``head: {type: attn_pool, ...}``) and looked up in the registries below, so the registry stays
 plain data. Parameter names follow the upstream checkpoints so weights load without renaming
 (CONCH v1.5's head keys are renamed by the ``conch_v15`` remap in :mod:`.weights`).

@@ -1,4 +1,4 @@
-"""Encoders built from ``config/encoders.yaml``: a timm trunk plus a named embedding rule.
+"""Encoders built from ``src/pathfuse/resources/encoders.yaml``: a timm trunk plus a named embedding rule.
 
 The registry is data (architecture, kwargs, how the embedding is formed, preprocessing,
 precision, weight file); this module turns one entry into a module that maps a normalised

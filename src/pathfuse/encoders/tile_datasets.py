@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 import pathfuse
 from pathfuse.config import Config
+from pathfuse.encoders import sources
 from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, check_finite
 from pathfuse.encoders.registry import encoder_spec
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples, read_image
@@ -123,7 +124,7 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder
     index_path = cfg.layout.tile_feature_index(encoder, dataset)
     features_path = cfg.layout.tile_features(encoder, dataset)
     if (spec.is_byo or cfg.tile_dataset(dataset).format == "features"
-            or byo.tile_source(cfg, encoder, dataset) is not None):
+            or sources.tile_source(cfg, encoder, dataset) is not None):
         return byo.import_tile_features(cfg, encoder, dataset)
     if index_path.exists() and features_path.exists():
         log.info("%s/%s: already embedded (%s)", encoder, dataset, index_path)

@@ -9,16 +9,16 @@ one evaluation code path scores experts and fusers alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import functools
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
 
 import numpy as np
 
 from pathfuse.registry import Registry
-
-if TYPE_CHECKING:
-    from pathfuse.fusion.inputs import FusionContext
 
 #: A block of prediction rows: (split, oof) within one fold.
 BlockKey = tuple[str, bool]
@@ -43,24 +43,60 @@ class FoldOutput:
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its family and how to fit and predict one fold."""
+    """A registered method: its family, what it reads, and where its fold function is.
+
+    The function is named as ``"module:function"`` and imported on first use, so the registry
+    itself is light: the workflow plans jobs from these declarations (e.g. whether the
+    inner-fold experts are needed) without importing torch.
+    """
 
     family: str
-    fit_fold: Callable[[FusionContext, int], FoldOutput]
+    target: str  # "package.module:function" with signature (FusionContext, fold, **options) -> FoldOutput
     needs_features: bool = False
     needs_oof: bool = False  # reads the experts' out-of-fold logits: the inner-fold experts are trained for it
     description: str = ""
     settings: str | None = None  # the config block under `fusion` it reads; None = its own name
+    options: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments bound to the function
+
+    @property
+    def fit_fold(self) -> Callable[..., FoldOutput]:
+        """The fold function (imported now)."""
+        module, name = self.target.split(":")
+        function = getattr(importlib.import_module(module), name)
+        return functools.partial(function, **self.options) if self.options else function
 
 
 FUSERS: Registry[Method] = Registry("fusion method")
 
-
-# Registration happens on import; keep these after FUSERS is defined.
-from pathfuse.fusion import baselines as baselines
-from pathfuse.fusion import concat as concat
-from pathfuse.fusion import logitprod as logitprod
-from pathfuse.fusion import logitprod_converged as logitprod_converged
-from pathfuse.fusion import shazam as shazam
+_BUILT_IN: dict[str, Method] = {
+    "logitprod": Method("fuser", "pathfuse.fusion.logitprod:fit_fold", needs_oof=True,
+                        description="per-sample gated product of the experts' distributions (logits only)"),
+    "logitprod_converged": Method(
+        "fuser", "pathfuse.fusion.logitprod_converged:fit_fold", needs_oof=True,
+        description="LogitProd's gate fitted to convergence (full-batch L-BFGS; λ, weight decay chosen on validation)"),
+    "shazam": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True,
+                     description="teacher tokens + self-attention + distillation (feature-level fusion)"),
+    "shazam_sum": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True, settings="shazam",
+                         options={"mixer": "sum"},
+                         description="Shazam's Sum ablation: the teacher tokens summed, no attention (settings of shazam)"),
+    "shazam_moe": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True, settings="shazam",
+                         options={"mixer": "moe"},
+                         description="Shazam's MoE ablation: a softmax gate over the teacher tokens (settings of shazam)"),
+    "concat": Method("baseline", "pathfuse.fusion.concat:fit_fold", needs_features=True,
+                     description="concatenated teacher features + one head (MLP probe or gated ABMIL)"),
+    "best_val_expert": Method("baseline", "pathfuse.fusion.baselines:best_val_expert",
+                              description="single expert chosen per fold on validation"),
+    "oracle_expert": Method("oracle", "pathfuse.fusion.baselines:oracle_expert",
+                            description="single expert chosen per fold on TEST (not a method)"),
+    "mean_logits": Method("baseline", "pathfuse.fusion.baselines:mean_logits", description="mean of the experts' logits"),
+    "mean_probs": Method("baseline", "pathfuse.fusion.baselines:mean_probs",
+                         description="mean of the experts' distributions"),
+    "stacking": Method("baseline", "pathfuse.fusion.baselines:stacking", needs_oof=True,
+                       description="linear stacker on out-of-fold expert outputs"),
+}
+for _name, _method in _BUILT_IN.items():
+    FUSERS.register(_name)(_method)
+for _plugin in entry_points(group="pathfuse.fusers"):  # a lab's own methods, without forking
+    FUSERS.register(_plugin.name)(_plugin.load())
 
 __all__ = ["FUSERS", "BlockKey", "FoldOutput", "Method"]

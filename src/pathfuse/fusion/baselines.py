@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from pathfuse import selection
-from pathfuse.fusion import FUSERS, FoldOutput, Method
+from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.inputs import Block, FusionContext
 from pathfuse.fusion.logitprod import expert_log_distributions
 from pathfuse.heads.losses import event_distribution_to_hazards, survival_nll
@@ -183,13 +183,3 @@ def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: dict[str
             return linear(torch.as_tensor(feats, dtype=torch.float32)).numpy()
 
     return predict, int(linear.weight.numel() + linear.bias.numel())
-
-
-for _name, _fn, _family, _text in [
-    ("best_val_expert", best_val_expert, "baseline", "single expert chosen per fold on validation"),
-    ("oracle_expert", oracle_expert, "oracle", "single expert chosen per fold on TEST (not a method)"),
-    ("mean_logits", mean_logits, "baseline", "mean of the experts' logits"),
-    ("mean_probs", mean_probs, "baseline", "mean of the experts' distributions"),
-    ("stacking", stacking, "baseline", "linear stacker on out-of-fold expert outputs"),
-]:
-    FUSERS.register(_name)(Method(family=_family, fit_fold=_fn, description=_text, needs_oof=_name == "stacking"))

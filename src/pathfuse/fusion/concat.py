@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pathfuse.fusion import FUSERS, FoldOutput, Method
+from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.features import MultiBagDataset, TeacherFeatures, collate_multibags
 from pathfuse.fusion.fitting import TensorBatches, block_targets, forward_flops, scored_monitor, task_loss
 from pathfuse.fusion.inputs import Block, FusionContext
@@ -77,9 +77,3 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
         "best_value": result.best_value,
     }
     return FoldOutput(logits=logits, cost=cost)
-
-
-FUSERS.register("concat")(Method(
-    family="baseline", fit_fold=fit_fold, needs_features=True,
-    description="concatenated teacher features + one head (MLP probe or gated ABMIL)",
-))

@@ -117,8 +117,35 @@ def load_teacher_features(ctx: FusionContext) -> TeacherFeatures:
         total_bytes += sum(n * d * 2 for n, d in sizes)
         stores.append(store)
         slide_ids.append(mapping)
+    check_same_tiles(ctx.encoders, stores, slide_ids)
     cache = {} if total_bytes <= CACHE_LIMIT_BYTES else None
     return TeacherFeatures(encoders=ctx.encoders, dims=dims, stores=stores, slide_ids=slide_ids, cache=cache)
+
+
+def check_same_tiles(encoders: Sequence[str], stores: Sequence[BagStore],
+                     slide_ids: Sequence[Mapping[str, list[str]]]) -> None:
+    """The feature-level methods pair tile i of every encoder: refuse bags that are not the same tiles.
+
+    Features computed by pathfuse share one tile grid per slide. Imported bags must carry
+    ``coords`` and list the same tiles in the same order (TRIDENT features of one job directory
+    do); otherwise the slides are named with the fix, instead of pairing unrelated tiles.
+    """
+    slides = sorted({s for ids in slide_ids[0].values() for s in ids})
+    absent, differ = [], []
+    for slide in slides:
+        coords = [store.coords(slide) for store in stores]
+        if any(c is None for c in coords):
+            absent.append(f"{slide} ({', '.join(e for e, c in zip(encoders, coords, strict=True) if c is None)})")
+        elif any(not np.array_equal(coords[0], c) for c in coords[1:]):
+            differ.append(slide)
+    if absent:
+        raise FeatureError(f"{len(absent)} slide(s) have bags without tile coordinates, e.g. {absent[:10]}: Shazam "
+                           "and concat align tiles across encoders and need them. Fix: re-export the features with "
+                           "'coords', or drop shazam/concat from fusion.methods")
+    if differ:
+        raise FeatureError(f"{len(differ)} slide(s) have different tiles per encoder, e.g. {differ[:10]}: Shazam and "
+                           "concat pair tile i of every encoder. Fix: embed every encoder from the same tiling (one "
+                           "TRIDENT job directory, or pathfuse's own tiling), or drop shazam/concat")
 
 
 class MultiBagDataset(Dataset):

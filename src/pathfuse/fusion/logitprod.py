@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pathfuse.fusion import FUSERS, FoldOutput, Method
+from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.fitting import block_targets, forward_flops, scored_monitor
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, nll
 from pathfuse.fusion.gate_training import train as train_gate
@@ -277,9 +277,3 @@ def gate_movement(gates: np.ndarray, n_experts: int) -> dict[str, float]:
     kl = (np.where(w > 0, w * np.log(np.clip(w, 1e-300, None) * n_experts), 0.0)).sum(-1)
     return {"gate_kl_from_uniform": float(kl.mean()) if len(w) else float("nan"),
             "gate_max_weight": float(w.max(-1).mean()) if len(w) else float("nan")}
-
-
-FUSERS.register("logitprod")(Method(
-    family="fuser", fit_fold=fit_fold, needs_oof=True,
-    description="per-sample gated product of the experts' distributions (logits only)",
-))

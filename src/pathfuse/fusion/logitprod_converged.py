@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from pathfuse.fusion import FUSERS, FoldOutput, Method
+from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, loss_and_grad, nll
 from pathfuse.fusion.inputs import FusionContext
 from pathfuse.fusion.logitprod import (
@@ -92,9 +92,3 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
         "kept_first_epoch": False, **gate_movement(gates[("test", False)], len(ctx.encoders)),
     }
     return FoldOutput(logits=logits, cost=cost, gate_weights=gates)
-
-
-FUSERS.register("logitprod_converged")(Method(
-    family="fuser", fit_fold=fit_fold, needs_oof=True,
-    description="LogitProd's gate fitted to convergence (full-batch L-BFGS; λ, weight decay chosen on validation)",
-))

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from pathfuse.config import Config
 from pathfuse.fusion import FUSERS, FoldOutput
 from pathfuse.fusion.inputs import FusionContext, load_context
+from pathfuse.plan import Planner
 from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
 from pathfuse.selection import primary_metric
 
@@ -111,7 +112,7 @@ def _digest(cfg: Config, task: str, method: str) -> str:
         stat = path.stat() if path.exists() else None
         experts.append([enc, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
     payload = {"method": method, "seed": cfg.seed, "experts": experts,
-               "settings": _method_settings(cfg.section("fusion"), method),
+               "settings": _method_settings(Planner(cfg).section("fusion", kind=spec.kind, task=task), method),
                "selection_metric": primary_metric(cfg, spec)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -22,7 +22,6 @@ Formulation (METHODS.md §4; deviations in docs/methods.md):
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pathfuse.fusion import FUSERS, FoldOutput, Method
+from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.features import MultiBagDataset, TeacherFeatures, collate_multibags
 from pathfuse.fusion.fitting import TensorBatches, block_targets, forward_flops, shazam_monitor, task_loss
 from pathfuse.fusion.inputs import Block, FusionContext
@@ -252,17 +251,3 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
 
 def _default_forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     return model(**batch["inputs"])
-
-
-FUSERS.register("shazam")(Method(
-    family="fuser", fit_fold=fit_fold, needs_features=True,
-    description="teacher tokens + self-attention + distillation (feature-level fusion)",
-))
-FUSERS.register("shazam_sum")(Method(
-    family="fuser", fit_fold=functools.partial(fit_fold, mixer="sum"), needs_features=True, settings="shazam",
-    description="Shazam's Sum ablation: the teacher tokens summed, no attention (settings of shazam)",
-))
-FUSERS.register("shazam_moe")(Method(
-    family="fuser", fit_fold=functools.partial(fit_fold, mixer="moe"), needs_features=True, settings="shazam",
-    description="Shazam's MoE ablation: a softmax gate over the teacher tokens (settings of shazam)",
-))

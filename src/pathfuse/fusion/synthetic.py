@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pathfuse.config import REPO_ROOT, Config, load_yaml
+from pathfuse import resources
+from pathfuse.config import Config, load_yaml
 from pathfuse.heads.losses import time_bins
 from pathfuse.io import write_parquet, write_safetensors
 from pathfuse.paths import shard_name
@@ -138,7 +139,7 @@ def _config(root: Path, spec: SyntheticTask, fusion: dict[str, Any]) -> Config:
     registry = root / "encoders.yaml"
     registry.parent.mkdir(parents=True, exist_ok=True)
     registry.write_text(yaml.safe_dump({e: {"kind": "byo", "dim": d} for e, d in zip(spec.encoders, spec.feature_dims, strict=True)}))
-    kind = load_yaml(REPO_ROOT / "config" / "tasks.yaml")[spec.task]["kind"]
+    kind = load_yaml(resources.registry("tasks"))[spec.task]["kind"]
     if kind == "tile_classification":
         data = {"dataset": DATASET}
     else:
@@ -146,7 +147,7 @@ def _config(root: Path, spec: SyntheticTask, fusion: dict[str, Any]) -> Config:
                 "n_folds": spec.n_folds}
     return Config.from_dict({
         "results_dir": str(root / "results"), "seed": spec.seed,
-        "registries": {"tasks": str(REPO_ROOT / "config" / "tasks.yaml"), "encoders": str(registry)},
+        "registries": {"tasks": str(resources.registry("tasks")), "encoders": str(registry)},
         "encoders": spec.encoders, "tasks": [spec.task],
         "cohorts": {COHORT: {"slides": str(root / "slides" / "*.svs"), "n_shards": 1}},
         "tile_datasets": {DATASET: {"path": str(root / "tiles"), "format": "features"}},

@@ -3,7 +3,9 @@
 Reads ``results/metrics/{task}.parquet`` of every task of the run (written by
 :func:`pathfuse.evaluation.evaluate_task`) and, for cost and gate weights, the fusion
 prediction files (metadata and the ``gate_weights`` column only), and for the per-task
-training-curve figures the experts' ``training_curve.parquet``. A task without a metrics file,
+training-curve figures the experts' ``training_curve.parquet``; for the attention figures the
+experts' test predictions and ``attention.parquet``, the slides' thumbnails and tile images
+(:mod:`pathfuse.report.attention`). A task without a metrics file,
 or a method without predictions, shows up as missing cells — counted in the summary.
 """
 
@@ -19,16 +21,15 @@ import pandas as pd
 from pathfuse.config import Config
 from pathfuse.evaluation import fusion_methods
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
-from pathfuse.plan import REPORT_TABLES as TABLES
-from pathfuse.plan import Planner
-from pathfuse.report import curves, markdown, plots, tables
+from pathfuse.paths import REPORT_TABLES as TABLES
+from pathfuse.report import attention, curves, markdown, plots, tables
 from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
 
 def report_outputs(cfg: Config) -> dict[str, list[Path]]:
-    """Every file :func:`build_report` writes, by kind: the job plan's list, which the rule declares."""
-    return {kind: [Path(p) for p in paths] for kind, paths in Planner(cfg).report_outputs().items()}
+    """Every file :func:`build_report` writes, by kind (the rule declares the same list)."""
+    return cfg.layout.report_outputs(cfg.task_ids)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -245,6 +246,7 @@ def build_report(cfg: Config) -> list[Path]:
     for task in task_order:
         figure = cfg.layout.expert_curves_figure(task)
         written += curves.training_curves(task, expert_curves(cfg, task), figure.with_suffix(""))
+        written += attention.attention_figure(cfg, task, cfg.layout.attention_figure(task).with_suffix(""))
     log.info("report: %d tasks, %d methods, %d of %d cells missing; wrote %d files", len(task_order),
              len(order), len(missing), len(ranks), len(written))
     return written

@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TilingSettings:
-    """Tiling settings (workflow/schemas/sections/tiling.schema.yaml documents each).
+    """Tiling settings (src/pathfuse/resources/schemas/sections/tiling.schema.yaml documents each).
 
     :meth:`grid_key` is stored in every tiles file, so a re-run reuses a slide's tiles only
     when they were made with the same settings.

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pathfuse.config import Config, ConfigError
+from pathfuse.config import Config
 from pathfuse.io import SchemaError, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import shard_name
 from pathfuse.slides.cohort import list_slides, scan_slides, shard_slides
@@ -82,12 +82,9 @@ def tile_shard(cfg: Config, cohort: str, shard: int) -> Path:
 def index_cohort(cfg: Config, cohort: str) -> None:
     """Write the cohort's ``_index.parquet`` (ok slides) and ``_skipped.parquet`` (the rest).
 
-    Cross-check with the label tables of the run's tasks on this cohort: a labelled slide that
-    the cohort does not list fails (``on_slide_error: fail``) or is recorded as skipped; a
-    slide in no label table is only a warning, and is recorded in ``_skipped`` and left out of
-    the index because no task would use it.
+    Reads only the shard manifests: label tables are checked by the expert jobs of the tasks that
+    read them, so editing one label table reruns only those tasks, not the whole cohort.
     """
-    settings = TilingSettings.from_section(cfg.section("tiling"))
     n_shards = cfg.n_shards(cohort)
     frames = []
     for shard in range(n_shards):
@@ -98,38 +95,7 @@ def index_cohort(cfg: Config, cohort: str) -> None:
         frames.append(read_parquet(path, schema="tile_shard")[0])
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SHARD_COLUMNS)
     ok = table[table["status"] == "ok"]
-    skipped = [table.loc[table["status"] != "ok", SKIPPED_COLUMNS]]
-
-    labelled = _labelled_slides(cfg, cohort)
-    if labelled is not None:
-        missing = sorted(set(labelled) - set(table["slide_id"]))
-        if missing:
-            message = (
-                f"{len(missing)} slide(s) of the label table(s) are not in cohort {cohort!r}: "
-                + ", ".join(f"{s} ({', '.join(labelled[s])})" for s in missing[:MAX_NAMED])
-                + (" …" if len(missing) > MAX_NAMED else "")
-            )
-            if settings.on_slide_error == "fail":
-                raise SlideError("missing_slide", f"{message}. Fix: add the slide files to cohorts.{cohort}, "
-                                 "remove the rows from the label tables, or set tiling.on_slide_error: skip")
-            log.warning("%s; recorded in %s", message, cfg.layout.tile_skipped(cohort))
-            skipped.append(pd.DataFrame([
-                _skipped_row(s, "", "missing_slide", f"listed in {', '.join(labelled[s])} but not in "
-                             f"cohort {cohort!r}")
-                for s in missing
-            ], columns=SHARD_COLUMNS)[SKIPPED_COLUMNS])
-        unlabeled = sorted(set(ok["slide_id"]) - set(labelled))
-        if unlabeled:
-            log.warning("%d slide(s) of cohort %r are in no label table of this run's tasks and are left "
-                        "out of the index: %s", len(unlabeled), cohort, unlabeled[:MAX_NAMED])
-            dropped = ok[ok["slide_id"].isin(unlabeled)]
-            skipped.append(pd.DataFrame({
-                "slide_id": dropped["slide_id"], "path": dropped["path"],
-                "reason": "tiled, but in no label table of the tasks on this cohort", "cause": "unlabeled",
-            }))
-            ok = ok[~ok["slide_id"].isin(unlabeled)]
-
-    skipped_table = pd.concat([s for s in skipped if len(s)] or [skipped[0]], ignore_index=True)
+    skipped_table = table.loc[table["status"] != "ok", SKIPPED_COLUMNS].reset_index(drop=True)
     by_cause = skipped_table["cause"].value_counts().to_dict()
     if ok.empty:
         raise CohortError(
@@ -139,7 +105,7 @@ def index_cohort(cfg: Config, cohort: str) -> None:
     if len(skipped_table):
         log.warning("cohort %r: %d slide(s) tiled, %d dropped (%s)", cohort, len(ok), len(skipped_table), by_cause)
     meta = {"cohort": cohort, "n_shards": n_shards, "n_ok": len(ok), "n_skipped": len(skipped_table),
-            "skipped_by_cause": by_cause, "labels_checked": labelled is not None}
+            "skipped_by_cause": by_cause}
     write_parquet(skipped_table[SKIPPED_COLUMNS], cfg.layout.tile_skipped(cohort), schema="skipped", meta=meta)
     write_parquet(ok.reset_index(drop=True)[SHARD_COLUMNS], cfg.layout.tile_index(cohort), schema="tile_index",
                   meta=meta)
@@ -192,20 +158,3 @@ def _override_hint(table: str | None, cohort: str, slide_id: str) -> str:
         return f"Fix: add the row {row} to the mpp override table {table}"
     return (f"Fix: give the slide's mpp in a CSV (slide_id,mpp) with the row {row} and set "
             f"cohorts.{cohort}.mpp_overrides to it (or an mpp column in the cohort's manifest)")
-
-
-def _labelled_slides(cfg: Config, cohort: str) -> dict[str, list[str]] | None:
-    """Slide id → label tables listing it, over the run's tasks on this cohort (None: no task)."""
-    tables = sorted({t.labels for t in cfg.tasks if t.cohort == cohort and t.labels})
-    if not tables:
-        return None
-    labelled: dict[str, list[str]] = {}
-    for table in tables:
-        if not Path(table).is_file():
-            raise ConfigError(f"label table {table} (a task on cohort {cohort!r}) not found; fix task_data")
-        columns = pd.read_csv(table, nrows=0).columns
-        if "slide_id" not in columns:
-            raise ConfigError(f"label table {table}: no slide_id column (found {list(columns)})")
-        for slide_id in pd.read_csv(table, usecols=["slide_id"], dtype=str)["slide_id"].dropna().unique():
-            labelled.setdefault(slide_id.strip(), []).append(table)
-    return labelled

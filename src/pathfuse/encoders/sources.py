@@ -1,0 +1,158 @@
+"""Where bring-your-own slide features are, which slides they cover, and whether they are usable.
+
+Light on purpose (no torch): the Snakefile plans jobs from these answers and checks them before
+any job starts, and ``pathfuse doctor`` runs the same checks. A cohort's slide features come
+from one folder of ``<slide_id>.h5`` bags per encoder, configured either directly
+(``embedding.byo.slides.<encoder>.<cohort>: <folder>``) or as a TRIDENT job tree
+(``cohorts.<cohort>.trident: {root: <job_dir>/20x_256px_0px_overlap, models: {<encoder>: <model>}}``,
+read from ``<root>/features_<model>/``).
+
+A cohort with neither ``slides`` nor ``manifest`` is *features-only*: every encoder the run
+uses on it must have such a folder, and its slides are those present for **every** encoder (the
+intersection); the others are listed once, by name, in :class:`Coverage` and in the metadata of
+each imported shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pathfuse.config import Config, ConfigError
+
+BAG_SUFFIXES = (".h5", ".hdf5")
+FEATURE_KEYS = ("features", "feats")
+
+
+def slide_source(cfg: Config, encoder: str, cohort: str) -> Path | None:
+    """The HDF5 bag folder of (encoder, cohort), or None (then stage 1 computes the features)."""
+    folder = cfg.section("embedding")["byo"]["slides"].get(encoder, {}).get(cohort)
+    if folder:
+        return Path(folder)
+    trident = (cfg.raw["cohorts"].get(cohort) or {}).get("trident")
+    if trident and encoder in trident.get("models", {}):
+        return Path(trident["root"]) / f"features_{trident['models'][encoder]}"
+    return None
+
+
+def tile_source(cfg: Config, encoder: str, dataset: str) -> dict[str, Any] | None:
+    """The configured feature matrix ``{path, ids}`` for (encoder, dataset), or None."""
+    entry = cfg.section("embedding")["byo"]["tiles"].get(encoder, {}).get(dataset)
+    return dict(entry) if entry else None
+
+
+def source_key(cfg: Config, encoder: str, cohort: str) -> str:
+    """The config key that names (encoder, cohort)'s bag folder, for messages."""
+    if cfg.section("embedding")["byo"]["slides"].get(encoder, {}).get(cohort):
+        return f"embedding.byo.slides.{encoder}.{cohort}"
+    return f"cohorts.{cohort}.trident.models.{encoder}"
+
+
+def cohort_encoders(cfg: Config, cohort: str) -> list[str]:
+    """Encoders of the run's tasks on ``cohort`` (run order): whose slides a features-only cohort has."""
+    return list(dict.fromkeys(e for t in cfg.tasks if t.cohort == cohort for e in t.encoders))
+
+
+def shard_bags(cfg: Config, encoder: str, cohort: str, shard: int) -> dict[str, Path]:
+    """Slide id → bag file of one shard of (encoder, cohort): sorted ids split like every cohort.
+
+    A features-only cohort uses the slides every encoder has (:func:`coverage`), so all experts
+    of a task see the same slides; a cohort with slide files imports every bag of the folder.
+    """
+    bags = bag_files(check_folder(cfg, encoder, cohort))
+    if is_features_only(cfg, cohort):
+        bags = {s: bags[s] for s in coverage(cfg, cohort, cohort_encoders(cfg, cohort)).slide_ids}
+    ids = list(bags)
+    n_shards = cfg.n_shards(cohort)
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} does not exist: cohort {cohort!r} has {n_shards} shard(s)")
+    size, extra = divmod(len(ids), n_shards)  # numpy.array_split's partition, as for slide cohorts
+    start = shard * size + min(shard, extra)
+    return {s: bags[s] for s in ids[start:start + size + (shard < extra)]}
+
+
+def is_features_only(cfg: Config, cohort: str) -> bool:
+    """A cohort without slide files: its features are imported for every encoder."""
+    entry = cfg.raw["cohorts"].get(cohort) or {}
+    return not entry.get("slides") and not entry.get("manifest")
+
+
+@cache
+def _bag_files(folder: str) -> dict[str, Path]:
+    path = Path(folder)
+    if not path.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(path.iterdir()) if p.suffix in BAG_SUFFIXES and p.is_file()}
+
+
+def bag_files(folder: Path) -> dict[str, Path]:
+    """Slide id → bag file of a folder (sorted by id; cached per process)."""
+    return dict(_bag_files(str(folder)))
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which slides a cohort's BYO encoders cover: the ids used and those left out, with why."""
+
+    slide_ids: tuple[str, ...]
+    dropped: dict[str, str] = field(default_factory=dict)  # slide id → reason
+
+    def table(self) -> str:
+        """The left-out slides as one aligned text table (for one log line, not one per slide)."""
+        if not self.dropped:
+            return ""
+        width = max(len(s) for s in self.dropped)
+        return "\n".join(f"  {s:<{width}}  {r}" for s, r in sorted(self.dropped.items()))
+
+
+def coverage(cfg: Config, cohort: str, encoders: list[str]) -> Coverage:
+    """The slides of a features-only cohort: those with a bag for every encoder.
+
+    Raises:
+        ConfigError: a folder is missing or empty, or the encoders share no slide at all.
+    """
+    found = {e: set(bag_files(check_folder(cfg, e, cohort))) for e in encoders}
+    common = set.intersection(*found.values()) if found else set()
+    if encoders and not common:
+        sizes = ", ".join(f"{e}: {len(ids)} bags in {slide_source(cfg, e, cohort)}" for e, ids in found.items())
+        raise ConfigError(f"cohort {cohort!r}: the encoders' BYO feature folders share no slide id ({sizes}). "
+                          "Fix: point every encoder at features of the same slides (file stem = slide id)")
+    dropped = {s: "no bag for " + ", ".join(e for e in encoders if s not in found[e])
+               for s in sorted(set.union(*found.values()) - common)} if found else {}
+    return Coverage(tuple(sorted(common)), dropped)
+
+
+def check_folder(cfg: Config, encoder: str, cohort: str) -> Path:
+    """The bag folder of (encoder, cohort), checked to exist and hold bags; else a ConfigError."""
+    folder = slide_source(cfg, encoder, cohort)
+    key = source_key(cfg, encoder, cohort)
+    if folder is None:
+        raise ConfigError(f"cohort {cohort!r} has no slide files, so encoder {encoder!r} needs imported features: "
+                          f"set embedding.byo.slides.{encoder}.{cohort} (a folder of <slide_id>.h5) or "
+                          f"cohorts.{cohort}.trident.models.{encoder}, or give the cohort 'slides' or 'manifest'")
+    if not folder.is_dir():
+        raise ConfigError(f"encoder {encoder!r}, cohort {cohort!r}: BYO feature folder {folder} does not exist; "
+                          f"fix {key}")
+    if not bag_files(folder):
+        raise ConfigError(f"encoder {encoder!r}, cohort {cohort!r}: no <slide_id>.h5 bags in {folder}; fix {key} "
+                          "(TRIDENT writes them to <job_dir>/<mag>x_<px>px_<overlap>px_overlap/features_<model>/)")
+    return folder
+
+
+def check_dim(folder: Path, encoder: str, cohort: str, dim: int, bag: Path | None = None) -> None:
+    """Read one bag's header (the first, or ``bag``) and compare its feature width with the registry's ``dim``."""
+    import h5py
+
+    first = bag or next(iter(bag_files(folder).values()))
+    with h5py.File(first, "r") as fh:
+        key = next((k for k in FEATURE_KEYS if k in fh), None)
+        if key is None:
+            raise ConfigError(f"encoder {encoder!r}, cohort {cohort!r}: {first} has no 'features' (or 'feats') "
+                              f"dataset; it has {sorted(fh.keys())}")
+        width = fh[key].shape[-1]
+    if width != dim:
+        raise ConfigError(f"encoder {encoder!r}, cohort {cohort!r}: bags in {folder} are {width}-d (e.g. {first}) "
+                          f"but the encoder registry says dim {dim}; point the encoder at the right folder or fix "
+                          f"'dim' of {encoder!r} in the encoder registry")

@@ -1,0 +1,349 @@
+"""The job plan: for each stage's unit of work, its input files and a digest of its settings.
+
+One function per stage answers "what does this job read?" — for the Snakemake rules (their
+``input:`` and ``params: digest``) and for the library's own resume checks alike, so the DAG and
+the code can never disagree about what a result depends on (docs/architecture.md, Job plan).
+
+* **Inputs** are every file the job reads: label tables, split CSVs, slide files, manifests,
+  mpp override tables, weight files, BYO feature files and tile-dataset files, at the finest
+  grain (a task's own label table and splits, a shard's own slides). Files the demo generates
+  are outputs of ``demo_data`` (:func:`demo_outputs`), so a demo run's DAG shows them too.
+* **Digest** covers exactly the settings the job reads: its config section with defaults filled
+  (only its task kind's entry of per-kind blocks, only its task's entry of per-task tables), the
+  registry entries of its task and encoder, the seed, and its cohort/dataset/task_data entries.
+  Snakemake's params trigger compares it, so a changed setting reruns exactly the affected jobs
+  and, through their outputs, everything downstream. :data:`NO_EFFECT` lists, on purpose, the
+  settings that cannot change a result; anything that can change floats stays in.
+
+The digest text starts with :data:`DIGEST_FORMAT`: a refactor that changes how settings are
+represented bumps it deliberately (and reruns everything, saying so in the changelog) instead of
+silently; a new pathfuse version alone reruns nothing (``snakemake --forcerun`` forces it).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any
+
+from pathfuse.config import Config, ConfigError, TaskSpec
+from pathfuse.doctor.rows import generated_by_run
+from pathfuse.encoders.sources import (
+    cohort_encoders,
+    coverage,
+    is_features_only,
+    shard_bags,
+    slide_source,
+    tile_source,
+)
+from pathfuse.fusion import FUSERS
+
+log = logging.getLogger(__name__)
+from pathfuse.paths import shard_name
+
+#: Bumped only when the digest's payload changes shape on purpose (it then reruns every job).
+DIGEST_FORMAT = 1
+
+#: Settings that cannot change any output, left out of every digest (section → keys):
+#: how many processes read inputs, how many batches they keep ready, demo worker processes
+#: (every demo file seeds itself). Batch size, threads, device and precision stay in: they can
+#: change floating-point results.
+NO_EFFECT: dict[str, tuple[str, ...]] = {
+    "embedding": ("num_workers", "prefetch_factor", "allow_mixed_readers"),
+    "experts": ("num_workers",),
+    "demo": ("workers",),
+}
+
+#: Image files of an ``image_folder`` tile dataset (the tile-dataset reader's suffixes).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What one job reads: named lists of input files, and the digest of its settings."""
+
+    inputs: dict[str, list[str]]
+    digest: str
+
+    @property
+    def files(self) -> list[str]:
+        """Every input file, in a stable order (for fingerprints inside a job)."""
+        return [f for name in sorted(self.inputs) for f in self.inputs[name]]
+
+
+def settings_digest(payload: Mapping[str, Any]) -> str:
+    """``v<format>-<sha256 prefix>`` of a JSON-able payload (key order does not matter)."""
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return f"v{DIGEST_FORMAT}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def inner_folds_needed(cfg: Config) -> int:
+    """Inner folds to train per outer fold: ``experts.inner_folds`` when a configured fusion method
+    needs out-of-fold expert logits (``Method.needs_oof``: LogitProd, stacking), else 0.
+
+    The inner experts cost ``inner_folds`` extra expert trainings per outer fold; a run whose
+    methods never read out-of-fold rows should not pay for them.
+    """
+    methods = cfg.section("fusion").get("methods", [])
+    needed = any(FUSERS.get(m).needs_oof for m in methods if m in FUSERS)
+    return int(cfg.section("experts")["inner_folds"]) if needed else 0
+
+
+class Planner:
+    """The job plans of one validated run config (cheap to build; caches cohort listings)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.layout = cfg.layout
+
+    # ------------------------------------------------------------------ settings views
+    def section(self, name: str, kind: str | None = None, task: str | None = None) -> dict[str, Any]:
+        """A config section without its no-effect keys, narrowed to one task kind / task.
+
+        Per-kind blocks (any ``by_kind`` or ``heads`` mapping) keep only ``kind``'s entry and
+        per-task tables (``primary_metric``) only ``task``'s, so a tile-task setting never
+        reruns a slide task's job.
+        """
+        data = copy.deepcopy(self.cfg.section(name))
+        for key in NO_EFFECT.get(name, ()):
+            data.pop(key, None)
+        return _narrow(data, kind, task)
+
+    def task_facts(self, task_id: str) -> dict[str, Any]:
+        """The registry entry and ``task_data`` entry of a task (what its jobs read of it)."""
+        return {"registry": self.cfg.task_registry[task_id], "data": self.cfg.raw["task_data"].get(task_id, {})}
+
+    def encoder_facts(self, encoder: str) -> dict[str, Any]:
+        return self.cfg.encoder_entry(encoder)
+
+    # ------------------------------------------------------------------ start-up checks
+    def check(self) -> None:
+        """Refuse, before any job starts, inputs that are already visibly unusable.
+
+        Runs the doctor's input checks without torch (:func:`pathfuse.doctor.check_inputs`, the
+        code ``pathfuse doctor`` runs too): a BYO folder that does not exist or holds no bags, bags
+        of the wrong width, encoders whose bags share no slide, manifest rows naming missing slide
+        files, missing label tables or split CSVs. Every FAIL is named with its fix. Slides a
+        features-only cohort leaves out are logged once, as one table.
+        """
+        from pathfuse.doctor import FAIL, check_inputs, render_table
+
+        rows = check_inputs(self.cfg, deep=False)
+        failed = [r for r in rows if r.status == FAIL]
+        if failed:
+            raise ConfigError("inputs not usable (`pathfuse doctor` prints the full table):\n" + render_table(failed))
+        for cohort in self.cfg.cohort_ids:
+            if is_features_only(self.cfg, cohort):
+                cover = coverage(self.cfg, cohort, self.cohort_encoders(cohort))
+                if cover.dropped:
+                    log.warning("cohort %r: %d slide(s) lack features of some encoder and are left out (the "
+                                "slides every encoder has are used):\n%s", cohort, len(cover.dropped), cover.table())
+
+    # ------------------------------------------------------------------ demo
+    @cached_property
+    def demo_dir(self) -> Path | None:
+        """The demo's output folder when the run generates the demo, else None."""
+        demo = self.cfg.section("demo")
+        return Path(demo["out_dir"]) if demo.get("enabled") else None
+
+    def made_by_demo(self, path: str | Path) -> bool:
+        """Whether ``path`` is one of the files the demo_data job writes."""
+        return generated_by_run(self.cfg, path)
+
+    def demo_outputs(self) -> dict[str, list[str]]:
+        """What demo_data writes that later jobs read: label tables, split CSVs, folders."""
+        if self.demo_dir is None:
+            return {"files": [], "folders": []}
+        files: set[str] = set()
+        for task in self.cfg.tasks:
+            files.update(f for f in (task.labels, *self.split_files(task)) if f and self.made_by_demo(f))
+        folders = {str(self.demo_dir / "slides")}
+        for task in self.cfg.tasks:
+            if not task.is_slide_task and self.made_by_demo(self.cfg.tile_dataset(task.dataset or "").path):
+                folders.add(self.cfg.tile_dataset(task.dataset or "").path)
+        return {"files": sorted(files), "folders": sorted(folders)}
+
+    def demo(self) -> JobPlan:
+        payload = {"demo": self.section("demo"), "seed": self.cfg.seed,
+                   "tasks": {t.id: self.task_facts(t.id) for t in self.cfg.tasks}}
+        return JobPlan({}, settings_digest(payload))
+
+    # ------------------------------------------------------------------ slides and tiling
+    def split_files(self, task: TaskSpec) -> list[str]:
+        """A task's split CSVs, one per fold (none unless its split source is ``csv``)."""
+        if task.split.get("source") != "csv" or not task.splits:
+            return []
+        return [task.splits.format(fold=k) for k in range(task.n_folds)]
+
+    def cohort_encoders(self, cohort: str) -> list[str]:
+        """Encoders of the run's tasks on ``cohort`` (run order)."""
+        return cohort_encoders(self.cfg, cohort)
+
+    def is_byo(self, encoder: str, cohort: str) -> bool:
+        """Whether ``encoder``'s features of ``cohort`` are imported rather than computed."""
+        return self.encoder_facts(encoder).get("kind") == "byo" or slide_source(self.cfg, encoder, cohort) is not None
+
+    def needs_tiling(self, cohort: str) -> bool:
+        """A cohort is tiled when at least one of its encoders computes features from slides."""
+        return any(not self.is_byo(e, cohort) for e in self.cohort_encoders(cohort))
+
+    def shard_slide_files(self, cohort: str, shard: int) -> list[str]:
+        """The slide files of one shard, or the demo's slide folder while it is to be made."""
+        spec = self.cfg.cohort(cohort)
+        where = spec.slides or spec.manifest or ""
+        if self.made_by_demo(where):
+            return [str(self.demo_dir / "slides")] if self.demo_dir else []
+        from pathfuse.slides.cohort import shard_slides
+
+        return sorted(shard_slides(self._slides(cohort), shard, self.cfg.n_shards(cohort))["path"].astype(str))
+
+    @cache  # noqa: B019 - one Planner per run config; the listing is the same for every job
+    def _slides(self, cohort: str) -> Any:
+        """The cohort's slide table (listed once per planner)."""
+        from pathfuse.slides.cohort import list_slides
+
+        return list_slides(self.cfg.cohort(cohort))
+
+    def cohort_tables(self, cohort: str) -> list[str]:
+        """The cohort's manifest and mpp override table, where it has them."""
+        spec = self.cfg.cohort(cohort)
+        return [p for p in (spec.manifest, spec.mpp_overrides) if p]
+
+    def tile(self, cohort: str, shard: int) -> JobPlan:
+        inputs = {"slides": self.shard_slide_files(cohort, shard), "tables": self.cohort_tables(cohort)}
+        payload = {"tiling": self.section("tiling"), "cohort": self.cfg.raw["cohorts"].get(cohort),
+                   "seed": self.cfg.seed, "shard": shard}
+        return JobPlan(inputs, settings_digest(payload))
+
+    def tile_index(self, cohort: str) -> JobPlan:
+        shards = [str(self.layout.tile_shard(cohort, shard_name(s))) for s in range(self.cfg.n_shards(cohort))]
+        payload = {"cohort": cohort, "n_shards": len(shards)}
+        return JobPlan({"shards": shards}, settings_digest(payload))
+
+    # ------------------------------------------------------------------ embedding
+    def weight_files(self, encoder: str) -> list[str]:
+        """The encoder's local weight file (none for random-weight demo and BYO encoders)."""
+        entry = self.encoder_facts(encoder)
+        if entry.get("kind") == "byo" or not entry.get("weights"):
+            return []
+        path = Path(entry["weights"])
+        return [str(path if path.is_absolute() else Path(self.cfg.section("embedding")["weights_dir"]) / path)]
+
+    def embedding_settings(self, encoder: str) -> dict[str, Any]:
+        """The embedding section as one encoder's jobs read it: only its own BYO sources."""
+        settings = self.section("embedding")
+        byo = settings.get("byo", {})
+        settings["byo"] = {"nan_policy": byo.get("nan_policy"),
+                           "slides": byo.get("slides", {}).get(encoder), "tiles": byo.get("tiles", {}).get(encoder)}
+        return settings
+
+    def embed_slides(self, encoder: str, cohort: str, shard: int) -> JobPlan:
+        if self.is_byo(encoder, cohort):
+            inputs = {"bags": [str(p) for p in shard_bags(self.cfg, encoder, cohort, shard).values()]}
+        else:
+            inputs = {"tiles": [str(self.layout.tile_shard(cohort, shard_name(shard)))],
+                      "slides": self.shard_slide_files(cohort, shard), "weights": self.weight_files(encoder)}
+        payload = {"embedding": self.embedding_settings(encoder), "encoder": self.encoder_facts(encoder),
+                   "cohort": self.cfg.raw["cohorts"].get(cohort), "seed": self.cfg.seed, "shard": shard}
+        return JobPlan(inputs, settings_digest(payload))
+
+    def embed_tiles(self, encoder: str) -> JobPlan:
+        datasets = self.cfg.tile_dataset_ids_for(encoder)
+        files = [f for d in datasets for f in self.tile_dataset_files(encoder, d)]
+        payload = {"embedding": self.embedding_settings(encoder), "encoder": self.encoder_facts(encoder),
+                   "datasets": {d: self.cfg.raw["tile_datasets"].get(d) for d in datasets}, "seed": self.cfg.seed}
+        return JobPlan({"datasets": files, "weights": self.weight_files(encoder)}, settings_digest(payload))
+
+    def tile_dataset_files(self, encoder: str, dataset: str) -> list[str]:
+        """The files an encoder's embedding of one tile dataset reads (its BYO matrix, if any)."""
+        source = tile_source(self.cfg, encoder, dataset)
+        if source is not None:
+            return [str(source["path"])]
+        path = Path(self.cfg.tile_dataset(dataset).path)
+        if self.made_by_demo(path) or not path.is_dir():
+            return [str(path)]
+        return sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
+                      (*IMAGE_SUFFIXES, ".h5", ".csv"))
+
+    # ------------------------------------------------------------------ experts and later
+    def task_features(self, task: TaskSpec, encoder: str) -> list[str]:
+        """The feature files a task's expert reads from one encoder (slide bags or a tile dataset)."""
+        if not task.is_slide_task:
+            return [str(self.layout.tile_features_manifest(encoder))]
+        cohort = task.cohort or ""
+        files = [str(self.layout.feature_shard(encoder, cohort, shard_name(s))) for s in range(self.cfg.n_shards(cohort))]
+        if not self.is_byo(encoder, cohort):
+            files.append(str(self.layout.tile_skipped(cohort)))
+        return files
+
+    def expert(self, task_id: str, encoder: str) -> JobPlan:
+        task = self.cfg.task(task_id)
+        inputs = {"features": self.task_features(task, encoder),
+                  "labels": [task.labels] if task.is_slide_task and task.labels else [],
+                  "splits": self.split_files(task)}
+        payload = {"experts": self.section("experts", kind=task.kind), "task": self.task_facts(task_id),
+                   "seed": self.cfg.seed, "inner_folds": inner_folds_needed(self.cfg)}
+        return JobPlan(inputs, settings_digest(payload))
+
+    def fuse(self, task_id: str) -> JobPlan:
+        task = self.cfg.task(task_id)
+        inputs = {"experts": [str(self.layout.expert_predictions(task_id, e)) for e in task.encoders],
+                  "features": [f for e in task.encoders for f in self.task_features(task, e)]}
+        payload = {"fusion": self.section("fusion", kind=task.kind, task=task_id),
+                   "selection": self.section("report", task=task_id).get("primary_metric"),
+                   "task": self.task_facts(task_id), "seed": self.cfg.seed}
+        return JobPlan(inputs, settings_digest(payload))
+
+    def evaluate(self, task_id: str) -> JobPlan:
+        task = self.cfg.task(task_id)
+        inputs = {"experts": [str(self.layout.expert_predictions(task_id, e)) for e in task.encoders],
+                  "fusion": [str(self.layout.fusion_predictions(task_id, m)) for m in self.cfg.fusion_methods]}
+        payload = {"report": self.section("report", kind=task.kind, task=task_id), "task": self.task_facts(task_id),
+                   "methods": self.cfg.fusion_methods, "seed": self.cfg.seed}
+        return JobPlan(inputs, settings_digest(payload))
+
+    def report_outputs(self) -> dict[str, list[str]]:
+        """Every file the report job writes, by kind (the rule declares exactly these)."""
+        return {kind: [str(p) for p in paths] for kind, paths in self.layout.report_outputs(self.cfg.task_ids).items()}
+
+    def report(self) -> JobPlan:
+        tasks = self.cfg.tasks
+        inputs = {
+            "metrics": [str(self.layout.metrics(t.id)) for t in tasks],
+            "fusion": [str(self.layout.fusion_predictions(t.id, m)) for t in tasks for m in self.cfg.fusion_methods],
+            "curves": [str(self.layout.expert_curve(t.id, e)) for t in tasks for e in t.encoders],
+            # The attention figures: experts' test predictions and attention, slide thumbnails, tile images.
+            "experts": [str(self.layout.expert_predictions(t.id, e)) for t in tasks for e in t.encoders],
+            "attention": [str(self.layout.expert_attention(t.id, e)) for t in tasks if t.is_slide_task
+                          for e in t.encoders],
+            "slides": sorted({f for c in {t.cohort or "" for t in tasks if t.is_slide_task} if self.needs_tiling(c)
+                              for f in [str(self.layout.tile_index(c)), *(
+                                  p for s in range(self.cfg.n_shards(c)) for p in self.shard_slide_files(c, s))]}),
+            "tile_images": sorted({f for t in tasks if not t.is_slide_task for f in self.tile_dataset_files(
+                next((e for e in t.encoders if tile_source(self.cfg, e, t.dataset or "") is None), t.encoders[0]),
+                t.dataset or "")}),
+        }
+        payload = {"report": self.section("report"), "tasks": {t.id: self.task_facts(t.id) for t in tasks},
+                   "encoders": self.cfg.encoder_ids, "methods": self.cfg.fusion_methods}
+        return JobPlan(inputs, settings_digest(payload))
+
+
+def _narrow(data: Any, kind: str | None, task: str | None) -> Any:
+    """Keep one kind's entry of per-kind blocks and one task's entry of per-task tables."""
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        if key in ("by_kind", "heads") and kind is not None and isinstance(value, dict):
+            out[key] = {kind: _narrow(value.get(kind), kind, task)}
+        elif key == "primary_metric" and task is not None and isinstance(value, dict):
+            out[key] = value.get(task)
+        else:
+            out[key] = _narrow(value, kind, task)
+    return out
