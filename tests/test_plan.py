@@ -173,3 +173,22 @@ def test_features_only_cohort_uses_the_slides_every_encoder_has(tmp_path, caplog
     assert "s3  no bag for fm_b" in caplog.text
     assert plan.embed_slides("fm_a", "c", 0).inputs == {"bags": [str(a / "s1.h5"), str(a / "s2.h5")]}
     assert not plan.needs_tiling("c") and cfg.n_shards("c") == 1
+
+
+def test_a_tile_datasets_groups_are_an_input_and_in_the_digest_of_embed_tiles(demo_raw, tmp_path):
+    groups = str(tmp_path / "crc100k_groups.csv")
+
+    def with_groups(raw):
+        raw["tile_datasets"]["demo_crc100k"]["groups"] = groups
+
+    def with_pattern(raw):
+        raw["tile_datasets"]["demo_crc100k"]["group_pattern"] = "^(TCGA-..-....)"
+
+    assert _changed(demo_raw, with_groups) == {"embed_tiles"}
+    assert _changed(demo_raw, with_pattern) == {"embed_tiles"}  # experts follow through the index's content
+    raw = copy.deepcopy(demo_raw)
+    with_groups(raw)
+    plan = Planner(Config.from_dict(raw))
+    assert groups in plan.embed_tiles("demo_vit_a").inputs["datasets"]
+    assert groups in plan.tile_dataset_files("demo_vit_a", "demo_crc100k")
+    assert groups not in plan.tile_dataset_files("demo_vit_a", "demo_pcam")

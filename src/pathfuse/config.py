@@ -172,11 +172,18 @@ class CohortSpec:
 
 @dataclass(frozen=True)
 class TileDatasetSpec:
-    """Where a tile dataset is and in which layout."""
+    """Where a tile dataset is, in which layout, and how its samples group into patients/slides.
+
+    ``groups`` (a sample → group CSV) or ``group_pattern`` (a file-name regex) name each tile's
+    patient or slide, so that splits and the bootstrap treat a group as one unit; without them
+    (and without a ``group`` column in a features-format label table) every tile is its own unit.
+    """
 
     name: str
     path: str
     format: str = "image_folder"
+    groups: str | None = None
+    group_pattern: str | None = None
 
 
 class Config:

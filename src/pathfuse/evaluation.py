@@ -352,6 +352,8 @@ def evaluate_task(cfg: Config, task: str) -> Path:
         "best_expert": {str(f): n for f, n in chosen.items()},
         "reference": describe_reference(chosen), "selection": rankings,
         "fold_facts": _fold_facts(experts),
+        # What one resampled unit is (patient, slide, group or tile), with the tables' note if not patients.
+        "patients": (experts[0].meta.get("patients") or {}) if experts else {},
         "n_test_patients": {str(f): len(s.patients) for f, s in samples.items()},
         "n_bootstrap": int(cfg.section("report")["n_bootstrap"]),
         "ci_level": float(cfg.section("report")["ci_level"]), "seed": cfg.seed,

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from pathfuse.attention import attention_frame, empty_frame, write_attention
 from pathfuse.config import Config, TaskSpec
 from pathfuse.data.bags import BagDataset, BagStore, cohort_feature_paths, collate_bags
-from pathfuse.data.labels import load_samples
+from pathfuse.data.labels import PATIENTS_KEY, load_samples
 from pathfuse.data.splits import Fold, make_folds, patient_kfold
 from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
 from pathfuse.heads import build_head
@@ -468,6 +468,7 @@ class _Job:
             "bin_edges": {str(r.fold): r.bin_edges for r in results} if survival else None,
             "folds": {str(r.fold): r.info for r in results},
             "dropped": self.samples.attrs.get("dropped", {}),
+            PATIENTS_KEY: self.samples.attrs.get(PATIENTS_KEY),
             "skipped_folds": skipped,
             "seed": self.cfg.seed,
             "head": self.recipe["head"],

@@ -261,15 +261,19 @@ class Planner:
         return JobPlan({"datasets": files, "weights": self.weight_files(encoder)}, settings_digest(payload))
 
     def tile_dataset_files(self, encoder: str, dataset: str) -> list[str]:
-        """The files an encoder's embedding of one tile dataset reads (its BYO matrix, if any)."""
+        """The files an encoder's embedding of one tile dataset reads (its BYO matrix, if any), and
+        its groups CSV (the index records each tile's patient/slide group, so the CSV is an input
+        of embed_tiles and, through the index, of every expert, fuser and table after it)."""
+        spec = self.cfg.tile_dataset(dataset)
+        groups = [spec.groups] if spec.groups else []
         source = tile_source(self.cfg, encoder, dataset)
         if source is not None:
-            return [str(source["path"])]
-        path = Path(self.cfg.tile_dataset(dataset).path)
+            return sorted({str(source["path"]), *groups})
+        path = Path(spec.path)
         if self.made_by_demo(path) or not path.is_dir():
-            return [str(path)]
-        return sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
-                      (*IMAGE_SUFFIXES, ".h5", ".csv"))
+            return sorted({str(path), *groups})
+        return sorted({*(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
+                         (*IMAGE_SUFFIXES, ".h5", ".csv")), *groups})
 
     # ------------------------------------------------------------------ experts and later
     def task_features(self, task: TaskSpec, encoder: str) -> list[str]:

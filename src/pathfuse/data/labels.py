@@ -21,10 +21,14 @@ import pandas as pd
 from pathfuse.config import Config, TaskSpec
 from pathfuse.data.bags import cohort_feature_paths, tiling_skipped
 from pathfuse.data.tiles import load_tile_index
+from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY, NO_GROUP
 
 log = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = ("sample_id", "patient_id", "slide_ids", "label", "time", "event")
+#: ``DataFrame.attrs`` key (and predictions-metadata key) of what a task's ``patient_id`` is:
+#: ``unit`` (patient, slide, group or tile), ``source`` and a ``note`` for the tables ("" if none).
+PATIENTS_KEY = "patients"
 
 
 class LabelError(ValueError):
@@ -37,7 +41,9 @@ def load_samples(cfg: Config, task: TaskSpec, encoder: str) -> pd.DataFrame:
     Columns: ``sample_id``, ``patient_id``, ``slide_ids`` (list; empty for tile tasks),
     ``label`` (class index; −1 for survival), ``time`` (NaN unless survival), ``event``
     (1 observed / 0 censored; −1 unless survival); tile tasks add ``row`` (feature row) and
-    ``official_split``. ``attrs["dropped"]`` = {reason: {"n", "ids"}}.
+    ``official_split``. ``attrs["dropped"]`` = {reason: {"n", "ids"}}; ``attrs["patients"]`` says
+    what ``patient_id`` stands for (:data:`PATIENTS_KEY`): splits and the bootstrap treat one
+    patient_id as one unit, so a table without patients must say so.
     """
     policy = cfg.section("experts").get("on_bad_input", "fail")
     if task.is_slide_task:
@@ -106,8 +112,15 @@ def _read_label_table(task: TaskSpec) -> pd.DataFrame:
             f"task {task.id}: label table {path} lacks column(s) {missing}; it has {list(table.columns)}"
         )
     table["slide_id"] = table["slide_id"].str.strip()
-    table["patient_id"] = table["case_id"].str.strip() if "case_id" in table else table["slide_id"]
-    table["patient_id"] = table["patient_id"].fillna(table["slide_id"])
+    if "case_id" in table:
+        table["patient_id"] = table["case_id"].str.strip().fillna(table["slide_id"])
+        table.attrs[PATIENTS_KEY] = {"unit": "patient", "source": f"case_id of {path}", "note": ""}
+    else:
+        note = (f"label table {path} has no case_id column: every slide is its own patient (slides of one "
+                "patient may fall on both sides of a split, and the bootstrap resamples slides)")
+        log.warning("task %s: %s", task.id, note)
+        table["patient_id"] = table["slide_id"]
+        table.attrs[PATIENTS_KEY] = {"unit": "slide", "source": f"slide_id of {path}", "note": note}
     return table
 
 
@@ -146,6 +159,7 @@ def _parse_labels(task: TaskSpec, table: pd.DataFrame, drops: _Drops) -> pd.Data
 
 def _slide_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd.DataFrame:
     table = _read_label_table(task)
+    patients = table.attrs[PATIENTS_KEY]
     drops = _Drops(task, policy, str(task.labels))
     conflicts = table.drop_duplicates().groupby("slide_id").size()
     if (conflicts > 1).any():
@@ -181,6 +195,7 @@ def _slide_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd
     )
     out = samples[list(SAMPLE_COLUMNS)].sort_values("sample_id").reset_index(drop=True)
     out.attrs["dropped"] = drops.dropped
+    out.attrs[PATIENTS_KEY] = patients
     return out
 
 
@@ -224,6 +239,7 @@ def _tile_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd.
             f"task {task.id}: duplicate sample_id(s) in {source}: {sorted(index.loc[dup, 'sample_id'])[:10]}"
         )
     group = index["group"].astype(str).where(index["group"].astype(str) != "", index["sample_id"].astype(str))
+    group_source = index.attrs.get(GROUP_SOURCE_KEY, NO_GROUP)
     out = pd.DataFrame(
         {
             "sample_id": index["sample_id"].astype(str),
@@ -238,4 +254,14 @@ def _tile_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd.
     )[label >= 0]
     out = out.sort_values("sample_id").reset_index(drop=True)
     out.attrs["dropped"] = drops.dropped
+    out.attrs[PATIENTS_KEY] = _tile_patients(task, group_source)
     return out
+
+
+def _tile_patients(task: TaskSpec, group_source: str) -> dict[str, str]:
+    """What a tile task's patient_id is: the dataset's patient/slide group, or the tile itself."""
+    if group_source != NO_GROUP:
+        return {"unit": "group", "source": group_source, "note": ""}
+    return {"unit": "tile", "source": NO_GROUP,
+            "note": (f"tile dataset {task.dataset} has no patient/slide group: splits and bootstrap CIs are "
+                     f"per tile (set tile_datasets.{task.dataset}.groups or group_pattern)")}

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from pathfuse.config import Config, TaskSpec
 from pathfuse.data.bags import FEATURES_KEY
+from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY, NO_GROUP
 from pathfuse.io import read_parquet
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": ""}
@@ -30,7 +31,11 @@ class TileFeatures:
 
 
 def load_tile_index(cfg: Config, task: TaskSpec, encoder: str) -> pd.DataFrame:
-    """Read and check a tile dataset's feature index (rows inside the tensor, known splits)."""
+    """Read and check a tile dataset's feature index (rows inside the tensor, known splits).
+
+    ``attrs["group_source"]`` says where the tiles' patient/slide groups came from
+    (:mod:`pathfuse.encoders.tile_groups`; ``"none"``: every tile is its own unit).
+    """
     tensor_path = cfg.layout.tile_features(encoder, task.dataset or "")
     index_path = cfg.layout.tile_feature_index(encoder, task.dataset or "")
     for path in (tensor_path, index_path):
@@ -43,14 +48,18 @@ def load_tile_index(cfg: Config, task: TaskSpec, encoder: str) -> pd.DataFrame:
             )
     with safe_open(tensor_path, framework="pt") as fh:
         n_rows = fh.get_slice(FEATURES_KEY).get_shape()[0]
-    index, _ = read_parquet(index_path, schema="tile_feature_index")
+    index, meta = read_parquet(index_path, schema="tile_feature_index")
     rows = index["row"].to_numpy(dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
         raise ValueError(f"{index_path}: rows outside the {n_rows} feature rows of {tensor_path}")
     unknown = sorted(set(index["split"].astype(str)) - set(SPLIT_ALIASES))
     if unknown:
         raise ValueError(f"{index_path}: unknown split value(s) {unknown}; expected train, val, test or ''")
-    return index.assign(split=index["split"].astype(str).map(SPLIT_ALIASES)).reset_index(drop=True)
+    out = index.assign(split=index["split"].astype(str).map(SPLIT_ALIASES)).reset_index(drop=True)
+    # Indexes written before groups were recorded: every tile its own group means no groups.
+    out.attrs[GROUP_SOURCE_KEY] = meta.get(GROUP_SOURCE_KEY) or (
+        NO_GROUP if (index["group"].astype(str) == index["sample_id"].astype(str)).all() else "dataset")
+    return out
 
 
 def load_tile_features(cfg: Config, task: TaskSpec, encoder: str) -> TileFeatures:

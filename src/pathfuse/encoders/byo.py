@@ -32,6 +32,7 @@ from pathfuse.data.bags import COORDS_ABSENT
 from pathfuse.encoders import sources
 from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, finished_features
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
+from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples
 from pathfuse.encoders.weights import file_sha256
 from pathfuse.io import write_parquet, write_safetensors
@@ -139,7 +140,8 @@ def import_tile_features(cfg: Config, encoder: str, dataset: str) -> Path:
                           **{c: kept[c].astype(str) for c in INDEX_COLUMNS}})
     dropped = [{"sample_id": names[i], "reason": "NaN/Inf features"} for i in np.flatnonzero(~keep)]
     meta = {"encoder": encoder, "dataset": dataset, "format": "byo", "source": str(path), "dim": spec.dim,
-            "weights_sha256": "byo", "nan_policy": policy, "dropped": dropped, **effect}
+            "weights_sha256": "byo", "nan_policy": policy, "dropped": dropped, **effect,
+            GROUP_SOURCE_KEY: table.attrs[GROUP_SOURCE_KEY]}
     return write_parquet(index, cfg.layout.tile_feature_index(encoder, dataset), schema="tile_feature_index",
                          meta=meta)
 

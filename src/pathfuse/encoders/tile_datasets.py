@@ -13,6 +13,7 @@ presence means the pair is done and a re-run skips it; the encoder's manifest (s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathfuse.config import Config
 from pathfuse.encoders import sources
 from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, check_finite
 from pathfuse.encoders.registry import encoder_spec
+from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples, read_image
 from pathfuse.encoders.transforms import ResizeCrop
 from pathfuse.io import read_parquet, write_parquet, write_safetensors
@@ -102,15 +104,18 @@ class SharedEncoder:
 def embed_tile_datasets(cfg: Config, encoder: str) -> Path:
     """Embed (or import) every tile dataset the run needs from ``encoder``; return the manifest path."""
     shared = SharedEncoder(cfg, encoder)
-    rows = []
+    rows, groups = [], {}
     for dataset in cfg.tile_dataset_ids_for(encoder):
         index_path = embed_dataset(cfg, encoder, dataset, shared)
-        n_samples = len(read_parquet(index_path, schema="tile_feature_index", columns=["row"])[0])
-        rows.append({"dataset": dataset, "n_samples": n_samples,
+        index, meta = read_parquet(index_path, schema="tile_feature_index", columns=["row", "group"])
+        rows.append({"dataset": dataset, "n_samples": len(index),
                      "features_path": str(cfg.layout.tile_features(encoder, dataset)), "index_path": str(index_path)})
+        # The manifest is what the experts' DAG reads: a changed grouping must change its content.
+        groups[dataset] = {"source": meta.get(GROUP_SOURCE_KEY), "sha256": hashlib.sha256(
+            "\n".join(index["group"].astype(str)).encode()).hexdigest()}
     manifest = pd.DataFrame(rows, columns=["dataset", "n_samples", "features_path", "index_path"])
     return write_parquet(manifest, cfg.layout.tile_features_manifest(encoder), schema="tile_features_manifest",
-                         meta={"encoder": encoder})
+                         meta={"encoder": encoder, "groups": groups})
 
 
 def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder | None = None) -> Path:
@@ -128,7 +133,7 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder
         return byo.import_tile_features(cfg, encoder, dataset)
     if index_path.exists() and features_path.exists():
         log.info("%s/%s: already embedded (%s)", encoder, dataset, index_path)
-        return index_path
+        return regroup_index(cfg, dataset, index_path)
     samples = list_samples(cfg, dataset)
     feats, ok, metadata = _embed_samples(cfg, shared or SharedEncoder(cfg, spec.name), dataset, samples)
     ids = samples["sample_id"].tolist()
@@ -151,8 +156,27 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder
                                                                           INDEX_COLUMNS}})
     meta = {"encoder": encoder, "dataset": dataset, "format": cfg.tile_dataset(dataset).format,
             "weights_sha256": metadata["weights_sha256"], "dim": int(half.shape[1]),
-            "dropped": [{"sample_id": s, "reason": "unreadable image"} for s in dropped]}
+            "dropped": [{"sample_id": s, "reason": "unreadable image"} for s in dropped],
+            GROUP_SOURCE_KEY: samples.attrs[GROUP_SOURCE_KEY]}
     return write_parquet(index, index_path, schema="tile_feature_index", meta=meta)
+
+
+def regroup_index(cfg: Config, dataset: str, index_path: Path) -> Path:
+    """Bring an embedded dataset's index up to date with its configured groups; return its path.
+
+    The groups (a groups CSV, a file-name pattern) are inputs of the embed_tiles job, so a changed
+    grouping reruns it; the features do not depend on the groups, so only the index's ``group``
+    column and ``group_source`` are rewritten, never the embeddings.
+    """
+    index, meta = read_parquet(index_path, schema="tile_feature_index")
+    listing = list_samples(cfg, dataset)
+    group = index["sample_id"].map(listing.set_index("sample_id")["group"]).fillna(index["group"]).astype(str)
+    source = listing.attrs[GROUP_SOURCE_KEY]
+    if group.equals(index["group"].astype(str)) and meta.get(GROUP_SOURCE_KEY) == source:
+        return index_path
+    log.info("%s: groups changed (%s); rewriting the index %s, features kept", dataset, source, index_path)
+    return write_parquet(index.assign(group=group), index_path, schema="tile_feature_index",
+                         meta={**meta, GROUP_SOURCE_KEY: source})
 
 
 def _embed_samples(cfg: Config, shared: SharedEncoder, dataset: str,

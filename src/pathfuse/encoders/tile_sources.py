@@ -14,6 +14,8 @@ Three layouts (``tile_datasets.<name>.format``):
 
 Every listing is a DataFrame with ``sample_id, label, split, group`` plus where to read the
 image (``file`` and, for HDF5, ``row``), sorted so the order never depends on the file system.
+A configured ``groups`` CSV or ``group_pattern`` replaces the listing's own groups
+(:mod:`.tile_groups`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config, ConfigError
+from pathfuse.encoders.tile_groups import assign_groups
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -34,14 +37,17 @@ INDEX_COLUMNS = ["sample_id", "label", "split", "group"]
 
 
 def list_samples(cfg: Config, dataset: str) -> pd.DataFrame:
-    """The samples of tile dataset ``dataset`` in its configured format."""
+    """The samples of tile dataset ``dataset`` in its configured format, with their patient/slide
+    groups (:func:`pathfuse.encoders.tile_groups.assign_groups`; ``attrs["group_source"]``)."""
     spec = cfg.tile_dataset(dataset)
     root = Path(spec.path)
     if spec.format == "image_folder":
-        return list_image_folder(root)
-    if spec.format == "pcam_hdf5":
-        return list_pcam(root, dataset_classes(cfg, dataset))
-    return read_label_table(root)
+        listed = list_image_folder(root)
+    elif spec.format == "pcam_hdf5":
+        listed = list_pcam(root, dataset_classes(cfg, dataset))
+    else:
+        listed = read_label_table(root)
+    return assign_groups(spec, listed)
 
 
 def dataset_classes(cfg: Config, dataset: str) -> list[str]:

@@ -251,6 +251,13 @@ def missing_view(missing: pd.DataFrame) -> pd.DataFrame:
     return missing.rename(columns={"note": "why"})[["task", "method", "family", "why"]]
 
 
+def _task_notes(task_facts: Mapping[str, str]) -> list[str]:
+    """The tasks' facts as one note (the ranks table has no per-task headings to carry them)."""
+    if not task_facts:
+        return []
+    return ["Task notes: " + " ".join(f"**{task}**: {fact}." for task, fact in task_facts.items())]
+
+
 # ----------------------------------------------------------------------------- documents
 def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Doc]:
     """Markdown + HTML documents for the five tables."""
@@ -272,7 +279,8 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
              "shown for reference, never used for gains. Bold: best mean in the column. A mean needs every fold; "
              "a fold where a metric is undefined (one class in its test set) is named and left out of the mean."),
             ("binary_f1: F1 of the positive class (the published code's f1_score default), beside macro F1. "
-             "Section headings say which tasks carved validation out of train and why."), missing_note,
+             "Section headings say which tasks carved validation out of train and why, and where the splits "
+             "and CIs are per slide or per tile instead of per patient."), missing_note,
         ], benchmark_sections(frames["benchmark"], meta["primary_metric"], meta.get("task_facts"))),
         "ranks": document("Ranks on the primary metric", [
             (f"Ranked value: {stat}. Ties share the mean of their places; all tied winners are first. "
@@ -280,7 +288,7 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
             (f"Gains: mean over folds of (method − that fold's expert), in points (×100), with the {level}% CI of a "
              "paired bootstrap (the same stratified patient resamples for both, within each fold); ↑/↓ where "
              "the CI excludes 0 — uncorrected, per task (the Holm-corrected p-value is in the Parquet table)."),
-            missing_note,
+            missing_note, *_task_notes(meta.get("task_facts") or {}),
         ], ranks_sections(frames["ranks"], meta["methods"])),
         "summary": document("Summary: who wins where, by how much", [
             "First on: tasks where the method has the best ranked value, out of the tasks it was run on.",

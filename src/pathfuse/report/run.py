@@ -70,15 +70,28 @@ def load_metrics(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
 
 
 def task_facts(metas: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Per task, what a reader must know beside the numbers: folds whose validation was carved from train, and why."""
+    """Per task, what a reader must know beside the numbers: folds whose validation was carved from
+    train, and why; and when the unit of the splits and the bootstrap is not a patient (a slide
+    table without case_id, a tile dataset without groups: CIs per slide or per tile)."""
     out = {}
     for task, meta in metas.items():
+        notes = []
         facts = meta.get("fold_facts") or {}
         carved = sorted(int(f) for f, info in facts.items() if info.get("carve_val"))
         if carved:
             sources = sorted({str(facts[str(f)].get("split_source") or "") for f in carved} - {""})
-            out[task] = (f"validation carved from train in fold(s) {carved} ({_carve_reason(sources)})")
+            notes.append(f"validation carved from train in fold(s) {carved} ({_carve_reason(sources)})")
+        patient_note = (meta.get("patients") or {}).get("note")
+        if patient_note:
+            notes.append(patient_note)
+        if notes:
+            out[task] = "; ".join(notes)
     return out
+
+
+def resampling_units(metas: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Per task, what the splits keep together and the bootstrap resamples: patient, slide, group or tile."""
+    return {task: str((meta.get("patients") or {}).get("unit") or "patient") for task, meta in metas.items()}
 
 
 def _carve_reason(sources: list[str]) -> str:
@@ -229,7 +242,8 @@ def build_report(cfg: Config) -> list[Path]:
         "ci_level": rcfg["ci_level"], "n_bootstrap": rcfg["n_bootstrap"], "cost_reference": rcfg["cost_reference"],
         "missing_cells": len(missing), "expected_cells": len(ranks),
         "best_expert": ranks.drop_duplicates("task").set_index("task")["reference"].to_dict(),
-        "task_facts": task_facts(metric_metas), "significance_correction": "holm across each method's tasks",
+        "task_facts": task_facts(metric_metas), "resampling_unit": resampling_units(metric_metas),
+        "significance_correction": "holm across each method's tasks",
     }
     outputs = report_outputs(cfg)
     written = [write_parquet(frames[n], p, schema=f"table:{n}", meta=meta) for n, p in zip(TABLES, outputs["tables"],
