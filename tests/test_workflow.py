@@ -150,3 +150,13 @@ def test_n_bootstrap_reruns_evaluation_and_report_only(resumed_run):
 
     planned = _planned(resumed_run, _changed_config(resumed_run, edit))
     assert planned == {"evaluate": len(REDUCED_TASKS), "report": 1, "all": 1}
+
+
+def test_doctor_is_all_ok_after_the_run(resumed_run):
+    """Before the run the demo's inputs are PENDING; once it made them, every check is OK."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pathfuse.cli", "doctor", "--config", str(resumed_run.config)],
+                         cwd=resumed_run.workdir, check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert re.search(r"\d+ OK, 0 PENDING, 0 FAIL", out.stdout), out.stdout[-3000:]
