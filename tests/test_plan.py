@@ -192,3 +192,22 @@ def test_a_tile_datasets_groups_are_an_input_and_in_the_digest_of_embed_tiles(de
     assert groups in plan.embed_tiles("demo_vit_a").inputs["datasets"]
     assert groups in plan.tile_dataset_files("demo_vit_a", "demo_crc100k")
     assert groups not in plan.tile_dataset_files("demo_vit_a", "demo_pcam")
+
+
+def test_a_replaced_image_reruns_the_embedding_of_its_dataset(tmp_path):
+    """Dataset folders are inputs as folders; their listing (path, size, mtime) is in the digest."""
+    import os
+
+    from test_encoders_fixtures import make_config
+
+    images = tmp_path / "pcam"
+    images.mkdir()
+    for name in ("a.h5", "b.h5"):
+        (images / name).write_bytes(b"x")
+    cfg = make_config(tmp_path)
+    before = Planner(cfg).embed_tiles("demo_vit_a")
+    assert before.inputs["datasets"] == [str(images)]
+    (images / "b.h5").write_bytes(b"yy")
+    os.utime(images / "b.h5", ns=(0, 10**18))
+    assert Planner(cfg).embed_tiles("demo_vit_a").digest != before.digest
+    assert Planner(cfg).embed_tiles("demo_vit_a").digest == Planner(cfg).embed_tiles("demo_vit_a").digest

@@ -26,6 +26,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -43,25 +44,25 @@ from pathfuse.encoders.sources import (
     tile_source,
 )
 from pathfuse.fusion import FUSERS
+from pathfuse.paths import shard_name
+from pathfuse.seeds import n_seeds, replicate_payload, replicates
 
 log = logging.getLogger(__name__)
-from pathfuse.paths import shard_name
 
 #: Bumped only when the digest's payload changes shape on purpose (it then reruns every job).
 DIGEST_FORMAT = 1
 
 #: Settings that cannot change any output, left out of every digest (section → keys):
 #: how many processes read inputs, how many batches they keep ready, demo worker processes
-#: (every demo file seeds itself). Batch size, threads, device and precision stay in: they can
-#: change floating-point results.
+#: (every demo file seeds itself), and ``experts.n_seeds`` (one seed's job does not depend on how
+#: many seeds there are; evaluate and report add it when > 1). Batch size, threads, device and
+#: precision stay in: they can change floating-point results.
 NO_EFFECT: dict[str, tuple[str, ...]] = {
     "embedding": ("num_workers", "prefetch_factor", "allow_mixed_readers"),
-    "experts": ("num_workers",),
+    "experts": ("num_workers", "n_seeds"),
     "demo": ("workers",),
 }
 
-#: Image files of an ``image_folder`` tile dataset (the tile-dataset reader's suffixes).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,10 @@ class Planner:
         if self.is_byo(encoder, cohort):
             inputs = {"bags": [str(p) for p in shard_bags(self.cfg, encoder, cohort, shard).values()]}
         else:
+            # The slide files reach this job through the tile shard: a changed slide reruns its tile job,
+            # which rewrites the shard. Listing them here again would only slow planning.
             inputs = {"tiles": [str(self.layout.tile_shard(cohort, shard_name(shard)))],
-                      "slides": self.shard_slide_files(cohort, shard), "weights": self.weight_files(encoder)}
+                      "weights": self.weight_files(encoder)}
         payload = {"embedding": self.embedding_settings(encoder), "encoder": self.encoder_facts(encoder),
                    "cohort": self.cfg.raw["cohorts"].get(cohort), "seed": self.cfg.seed, "shard": shard}
         return JobPlan(inputs, settings_digest(payload))
@@ -257,7 +260,9 @@ class Planner:
         datasets = self.cfg.tile_dataset_ids_for(encoder)
         files = [f for d in datasets for f in self.tile_dataset_files(encoder, d)]
         payload = {"embedding": self.embedding_settings(encoder), "encoder": self.encoder_facts(encoder),
-                   "datasets": {d: self.cfg.raw["tile_datasets"].get(d) for d in datasets}, "seed": self.cfg.seed}
+                   "datasets": {d: self.cfg.raw["tile_datasets"].get(d) for d in datasets}, "seed": self.cfg.seed,
+                   "listings": {d: self.folder_listing(self.cfg.tile_dataset(d).path) for d in datasets
+                                if tile_source(self.cfg, encoder, d) is None}}
         return JobPlan({"datasets": files, "weights": self.weight_files(encoder)}, settings_digest(payload))
 
     def tile_dataset_files(self, encoder: str, dataset: str) -> list[str]:
@@ -269,11 +274,28 @@ class Planner:
         source = tile_source(self.cfg, encoder, dataset)
         if source is not None:
             return sorted({str(source["path"]), *groups})
-        path = Path(spec.path)
-        if self.made_by_demo(path) or not path.is_dir():
-            return sorted({str(path), *groups})
-        return sorted({*(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
-                         (*IMAGE_SUFFIXES, ".h5", ".csv")), *groups})
+        return sorted({spec.path, *groups})
+
+    @cache  # noqa: B019 - one Planner per run config; each dataset is listed once, not once per encoder
+    def folder_listing(self, path: str) -> str | None:
+        """A fingerprint of a tile-dataset folder: every file's relative path, size and mtime.
+
+        The folder itself is the job's declared input (a dataset of 100,000s of images as single
+        inputs would slow Snakemake's planning); this fingerprint in the digest makes an added,
+        removed or replaced image rerun the embedding all the same. None for a plain file (the
+        file is the input) and for the demo's folders (demo_data's digest covers them).
+        """
+        folder = Path(path)
+        if self.made_by_demo(folder) or not folder.is_dir():
+            return None
+        digest = hashlib.sha256()
+        for root, dirs, names in os.walk(folder):
+            dirs.sort()
+            for name in sorted(names):
+                stat = os.stat(os.path.join(root, name))
+                digest.update(f"{os.path.relpath(os.path.join(root, name), folder)}|{stat.st_size}|"
+                              f"{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:20]
 
     # ------------------------------------------------------------------ experts and later
     def task_features(self, task: TaskSpec, encoder: str) -> list[str]:
@@ -286,30 +308,41 @@ class Planner:
             files.append(str(self.layout.tile_skipped(cohort)))
         return files
 
-    def expert(self, task_id: str, encoder: str) -> JobPlan:
+    def expert(self, task_id: str, encoder: str, seed: int = 0) -> JobPlan:
+        """One (task, encoder) expert; ``seed`` > 0 is a replicate (rule ``expert_replicate``):
+        same inputs, ``replicate`` in the digest (absent for seed 0, so its digest is today's)."""
         task = self.cfg.task(task_id)
         inputs = {"features": self.task_features(task, encoder),
                   "labels": [task.labels] if task.is_slide_task and task.labels else [],
                   "splits": self.split_files(task)}
         payload = {"experts": self.section("experts", kind=task.kind), "task": self.task_facts(task_id),
-                   "seed": self.cfg.seed, "inner_folds": inner_folds_needed(self.cfg)}
+                   "seed": self.cfg.seed, "inner_folds": inner_folds_needed(self.cfg),
+                   **replicate_payload(seed)}
         return JobPlan(inputs, settings_digest(payload))
 
-    def fuse(self, task_id: str) -> JobPlan:
+    def fuse(self, task_id: str, seed: int = 0) -> JobPlan:
+        """Every fuser of one task on one seed's experts (seed > 0: rule ``fuse_replicate``)."""
         task = self.cfg.task(task_id)
-        inputs = {"experts": [str(self.layout.expert_predictions(task_id, e)) for e in task.encoders],
+        inputs = {"experts": [str(self.layout.expert_predictions(task_id, e, seed)) for e in task.encoders],
                   "features": [f for e in task.encoders for f in self.task_features(task, e)]}
         payload = {"fusion": self.section("fusion", kind=task.kind, task=task_id),
                    "selection": self.section("report", task=task_id).get("primary_metric"),
-                   "task": self.task_facts(task_id), "seed": self.cfg.seed}
+                   "task": self.task_facts(task_id), "seed": self.cfg.seed, **replicate_payload(seed)}
         return JobPlan(inputs, settings_digest(payload))
 
     def evaluate(self, task_id: str) -> JobPlan:
+        """Scores of one task: seed 0's predictions, and every replicate's when ``n_seeds`` > 1
+        (their gains give the spread across seeds); ``n_seeds`` enters the digest only then."""
         task = self.cfg.task(task_id)
         inputs = {"experts": [str(self.layout.expert_predictions(task_id, e)) for e in task.encoders],
                   "fusion": [str(self.layout.fusion_predictions(task_id, m)) for m in self.cfg.fusion_methods]}
         payload = {"report": self.section("report", kind=task.kind, task=task_id), "task": self.task_facts(task_id),
                    "methods": self.cfg.fusion_methods, "seed": self.cfg.seed}
+        if replicates(self.cfg):
+            inputs["replicates"] = [str(p) for s in replicates(self.cfg) for p in (
+                *(self.layout.expert_predictions(task_id, e, s) for e in task.encoders),
+                *(self.layout.fusion_predictions(task_id, m, s) for m in self.cfg.fusion_methods))]
+            payload["n_seeds"] = n_seeds(self.cfg)
         return JobPlan(inputs, settings_digest(payload))
 
     def report_outputs(self) -> dict[str, list[str]]:
@@ -335,6 +368,8 @@ class Planner:
         }
         payload = {"report": self.section("report"), "tasks": {t.id: self.task_facts(t.id) for t in tasks},
                    "encoders": self.cfg.encoder_ids, "methods": self.cfg.fusion_methods}
+        if replicates(self.cfg):  # the ranks table's spread-across-seeds columns
+            payload["n_seeds"] = n_seeds(self.cfg)
         return JobPlan(inputs, settings_digest(payload))
 
 
