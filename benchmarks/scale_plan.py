@@ -138,6 +138,8 @@ def make_inputs(root: Path, tasks: dict[str, dict], lp22: dict) -> dict:
             continue
         table = slides[cohort][["slide_id"]].copy()
         table["path"] = str(folder) + "/" + table["slide_id"] + ".svs"
+        for path in table["path"]:  # the start-up check refuses manifest rows naming missing files
+            Path(path).touch()
         table.to_csv(folder / "manifest.csv", index=False)
         overlay["cohorts"][cohort] = {"manifest": str(folder / "manifest.csv")}
 
@@ -181,6 +183,14 @@ def make_inputs(root: Path, tasks: dict[str, dict], lp22: dict) -> dict:
         for part in ("x", "y"):
             (pcam / f"camelyonpatch_level_2_split_{split}_{part}.h5").touch()
     overlay["tile_datasets"]["pcam"] = {"path": str(pcam), "format": "pcam_hdf5"}
+    # Weight files are declared inputs of the embedding jobs: empty stand-ins let the plan resolve.
+    registry = yaml.safe_load((REPO / "src" / "pathfuse" / "resources" / "encoders.yaml").read_text())
+    weights = root / "weights"
+    for name in lp22["encoders"]:
+        if registry[name].get("weights"):
+            (weights / registry[name]["weights"]).parent.mkdir(parents=True, exist_ok=True)
+            (weights / registry[name]["weights"]).touch()
+    overlay["embedding"] = {"weights_dir": str(weights)}
     return overlay
 
 
