@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log", type=Path, default=None, help="log file (default: stderr)")
         for arg, typ in spec.args:
             p.add_argument(f"--{arg}", type=typ, required=True)
+        for arg, typ, default in spec.optional:
+            note = ": a replicate's training seed (experts.n_seeds)" if arg == "seed" else ""
+            p.add_argument(f"--{arg}", type=typ, default=default, help=f"default {default}{note}")
     sub.add_parser("check-config", help="validate a run config and print it with defaults filled").add_argument(
         "--config", default=None, type=Path, help="run config YAML (default: the demo's)")
     sub.add_parser("workflow-path", help="print the Snakefile to run: snakemake -s \"$(pathfuse workflow-path)\" …")
@@ -82,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return doctor(cfg, args.profile, deep=not args.quick)
     setup_logging(args.log)
-    kwargs = {arg: getattr(args, arg) for arg, _ in STAGES[args.stage].args}
+    spec = STAGES[args.stage]
+    kwargs = {arg: getattr(args, arg) for arg, _ in spec.args}
+    # An optional argument left at its default is not passed: a default run calls what it always did.
+    kwargs.update({arg: getattr(args, arg) for arg, _, dflt in spec.optional if getattr(args, arg) != dflt})
     result = run_stage(args.stage, cfg, kwargs)
     logging.getLogger("pathfuse").info("%s done: %s", args.stage, result)
     return 0

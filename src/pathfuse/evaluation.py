@@ -19,6 +19,8 @@ and on the test patients every file has (:mod:`pathfuse.foldstats`). The output 
 * ``metric == "delta_<primary>"``: the method minus that reference on each fold
   (``statistic`` fold) and the mean of those differences (``statistic`` mean) with the paired
   bootstrap CI and two-sided p-value (uncorrected; the report applies Holm across tasks).
+* ``statistic == "seed"`` (only with ``experts.n_seeds`` > 1, which also adds the ``seed``
+  column, 0 on every other row): the gain of each training seed (:mod:`pathfuse.seeds`).
 
 A prediction file that does not exist, or lacks a fold's test rows, becomes rows with ``value``
 NaN and ``status`` "missing" — never a silently dropped method.
@@ -41,6 +43,7 @@ from pathfuse import foldstats
 from pathfuse.config import Config, TaskSpec
 from pathfuse.io import read_parquet, write_parquet
 from pathfuse.metrics import bootstrap_ci, score
+from pathfuse.seeds import n_seeds, replicates, seed_gain_rows
 from pathfuse.selection import primary_metric, rank_experts
 
 log = logging.getLogger(__name__)
@@ -112,10 +115,12 @@ def derive_seed(base: int, *parts: object) -> int:
     return (base * 1_000_003 + zlib.crc32("|".join(map(str, parts)).encode())) % 2**32
 
 
-def expected_sources(cfg: Config, task: TaskSpec) -> list[Source]:
-    """Every prediction file the task should have: experts first, then fusion methods."""
-    experts = [Source(enc, "expert", enc, cfg.layout.expert_predictions(task.id, enc)) for enc in task.encoders]
-    fusers = [Source(m, None, None, cfg.layout.fusion_predictions(task.id, m)) for m in fusion_methods(cfg)]
+def expected_sources(cfg: Config, task: TaskSpec, seed: int = 0) -> list[Source]:
+    """Every prediction file the task should have (of one training seed): experts first, then fusers."""
+    experts = [Source(enc, "expert", enc, cfg.layout.expert_predictions(task.id, enc, seed))
+               for enc in task.encoders]
+    fusers = [Source(m, None, None, cfg.layout.fusion_predictions(task.id, m, seed))
+              for m in fusion_methods(cfg)]
     return experts + fusers
 
 
@@ -152,10 +157,15 @@ def _missing(task: TaskSpec, source: Source, folds: list[int], metric: str, note
 
 
 # ----------------------------------------------------------------------------- scoring
-def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[int],
-                metrics: list[str]) -> tuple[dict[int, foldstats.FoldSample], Scores]:
-    """Every source's per-fold metrics and their values on the shared stratified resamples."""
-    n_resamples = int(cfg.section("report")["n_bootstrap"])
+def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[int], metrics: list[str],
+                n_resamples: int | None = None) -> tuple[dict[int, foldstats.FoldSample], Scores]:
+    """Every source's per-fold metrics and their values on the shared stratified resamples.
+
+    ``n_resamples`` defaults to ``report.n_bootstrap``; 0 gives the observed values only (what a
+    seed replicate needs: its spread is reported beside the CI, not bootstrapped).
+    """
+    if n_resamples is None:
+        n_resamples = int(cfg.section("report")["n_bootstrap"])
     samples: dict[int, foldstats.FoldSample] = {}
     scores: Scores = {x.source.method: {} for x in loaded}
     for fold in folds:
@@ -347,6 +357,11 @@ def evaluate_task(cfg: Config, task: str) -> Path:
     chosen, val_rows, rankings = choose_reference(cfg, spec, experts, folds, metric)
     rows += val_rows + _delta_rows(cfg, spec, loaded, missing, chosen, metric, scores, samples)
     df = metrics_frame(rows)
+    seeds_meta: dict[str, Any] = {}
+    if replicates(cfg):  # experts.n_seeds > 1: every seed's gain, a ``seed`` column (0: the rows above)
+        by_seed, references = seed_gain_rows(cfg, spec, metric, folds, df)
+        df = pd.concat([df.assign(seed=0), by_seed], ignore_index=True).astype({"seed": "int64"})
+        seeds_meta = {"n_seeds": n_seeds(cfg), "seed_references": references}
     meta = {
         "task": task, "kind": spec.kind, "primary_metric": metric, "folds": folds,
         "best_expert": {str(f): n for f, n in chosen.items()},
@@ -357,7 +372,7 @@ def evaluate_task(cfg: Config, task: str) -> Path:
         "n_test_patients": {str(f): len(s.patients) for f, s in samples.items()},
         "n_bootstrap": int(cfg.section("report")["n_bootstrap"]),
         "ci_level": float(cfg.section("report")["ci_level"]), "seed": cfg.seed,
-        "missing": {s.method: str(s.path) for s in missing},
+        "missing": {s.method: str(s.path) for s in missing}, **seeds_meta,
     }
     log.info("task %s: %d metric rows, %d missing cells, best expert %s", task, len(df),
              int((df["status"] == "missing").sum()), meta["reference"])

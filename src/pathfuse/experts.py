@@ -45,6 +45,7 @@ from pathfuse.io import (
     write_safetensors,
 )
 from pathfuse.plan import Planner, inner_folds_needed
+from pathfuse.seeds import replicate_parts, replicate_payload
 from pathfuse.training import FitResult, count_parameters, derive_seed, fit, make_loader, to_device
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,20 @@ def prediction_frame(
 
 
 # ----------------------------------------------------------------------------- stage entry
-def train_experts(cfg: Config, task: str, encoder: str) -> Path:
-    """Train and predict every fold of (``task``, ``encoder``); return the predictions path."""
-    job = _Job.create(cfg, task, encoder)
+def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
+    """Train and predict every fold of (``task``, ``encoder``); return the predictions path.
+
+    ``seed`` > 0 is a replicate (``experts.n_seeds``): the same folds trained from another
+    training seed, written under ``results/seeds/seed{seed}/`` (:mod:`pathfuse.seeds`).
+    """
+    job = _Job.create(cfg, task, encoder, seed)
     if removed := remove_stale_temporaries(job.out_dir):
         log.info("removed %d temporary file(s) a killed run left in %s", removed, job.out_dir)
     log.info(
-        "task %s, encoder %s: %d samples, %d fold(s), head %s on %s",
+        "task %s, encoder %s%s: %d samples, %d fold(s), head %s on %s",
         task,
         encoder,
+        f" (seed {seed})" if seed else "",
         len(job.samples),
         len(job.folds),
         job.recipe["head"],
@@ -154,9 +160,10 @@ class _Job:
     device: str
     inputs: list[Path]
     store: BagStore | None = None
+    replicate: int = 0  # the training seed's index (0: the default run's seeds and paths)
 
     @classmethod
-    def create(cls, cfg: Config, task: str, encoder: str) -> _Job:
+    def create(cls, cfg: Config, task: str, encoder: str, replicate: int = 0) -> _Job:
         spec = cfg.task(task)
         settings = cfg.section("experts")
         samples = load_samples(cfg, spec, encoder)
@@ -176,6 +183,7 @@ class _Job:
             "folds": folds,
             "device": device,
             "inputs": _input_files(cfg, spec, encoder),
+            "replicate": replicate,
         }
         if spec.is_slide_task:
             store = BagStore(cohort_feature_paths(cfg, encoder, spec.cohort or "")[0])
@@ -215,7 +223,7 @@ class _Job:
     # -- paths and resume
     @property
     def out_dir(self) -> Path:
-        return self.cfg.layout.expert_dir(self.spec.id, self.encoder)
+        return self.cfg.layout.expert_dir(self.spec.id, self.encoder, self.replicate)
 
     def partial_path(self, k: int) -> Path:
         return self.out_dir / f".fold{k}.partial.parquet"
@@ -229,7 +237,7 @@ class _Job:
     def fingerprint(self, fold: Fold) -> str:
         """Hash of everything that determines a fold's result; a changed setting retrains it."""
         payload = {
-            "settings": Planner(self.cfg).expert(self.spec.id, self.encoder).digest,
+            "settings": Planner(self.cfg).expert(self.spec.id, self.encoder, self.replicate).digest,
             "fold": [fold.train, fold.val, fold.test],
             "inner_folds_used": inner_folds_needed(self.cfg),
             "schema": SCHEMA_VERSIONS["predictions"],
@@ -256,7 +264,10 @@ class _Job:
         train, val, test = (by_id.loc[list(ids)] for ids in (fold.train, fold.val, fold.test))
         edges = self._check_fold(fold, train)
         objective = Objective(self.spec.kind, edges)
-        seed = derive_seed(self.cfg.seed, self.spec.id, self.encoder, fold.index)
+        # The training seed; a replicate changes only this (and the inner models' seeds derived from
+        # it), never the inner partition below, so replicates differ by training randomness alone.
+        seed = derive_seed(self.cfg.seed, self.spec.id, self.encoder, fold.index,
+                           *replicate_parts(self.replicate))
         model, result = self._fit(train, val, objective, seed)
         rows = [
             self._predict(model, df, objective, fold.index, split, oof=False)
@@ -471,6 +482,7 @@ class _Job:
             PATIENTS_KEY: self.samples.attrs.get(PATIENTS_KEY),
             "skipped_folds": skipped,
             "seed": self.cfg.seed,
+            **replicate_payload(self.replicate),
             "head": self.recipe["head"],
             "recipe": self.recipe,
             "inner_folds": inner_folds_needed(self.cfg),
@@ -479,20 +491,20 @@ class _Job:
         curve = pd.concat([r.curve for r in results], ignore_index=True)
         write_parquet(
             curve,
-            self.cfg.layout.expert_curve(self.spec.id, self.encoder),
+            self.cfg.layout.expert_curve(self.spec.id, self.encoder, self.replicate),
             schema="training_curve",
             meta={"task": self.spec.id, "encoder": self.encoder},
         )
         write_attention(
             [r.attention for r in results],
-            self.cfg.layout.expert_attention(self.spec.id, self.encoder),
+            self.cfg.layout.expert_attention(self.spec.id, self.encoder, self.replicate),
             meta={"task": self.spec.id, "encoder": self.encoder, "split": "test", "model": "outer",
                   "bag_unit": meta["bag_unit"]},
         )
         rows = pd.concat([r.rows for r in results], ignore_index=True)
         return write_parquet(
             rows,
-            self.cfg.layout.expert_predictions(self.spec.id, self.encoder),
+            self.cfg.layout.expert_predictions(self.spec.id, self.encoder, self.replicate),
             schema="predictions",
             meta=meta,
         )

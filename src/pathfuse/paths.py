@@ -65,26 +65,31 @@ class Layout:
     def tile_features_manifest(self, encoder: str) -> Path:
         return self.root / "features" / encoder / "_tile_datasets.parquet"
 
-    # experts
-    def expert_dir(self, task: str, encoder: str) -> Path:
-        return self.root / "experts" / task / encoder
+    # experts and fusion (seed replicates: experts.n_seeds, docs/methods.md "Seeds")
+    def seed_root(self, seed: int | str = 0) -> Path:
+        """Where one training seed's experts and fusers live: ``root`` for seed 0 (the default run's
+        paths), ``root/seeds/seed{s}`` for a replicate. ``seed`` may be the rules' ``"{seed}"``
+        wildcard. Feature paths have no seed: replicates retrain heads on the same embeddings."""
+        return self.root if seed in (0, "0") else self.root / "seeds" / f"seed{seed}"
 
-    def expert_predictions(self, task: str, encoder: str) -> Path:
-        return self.expert_dir(task, encoder) / "predictions.parquet"
+    def expert_dir(self, task: str, encoder: str, seed: int | str = 0) -> Path:
+        return self.seed_root(seed) / "experts" / task / encoder
 
-    def expert_curve(self, task: str, encoder: str) -> Path:
-        return self.expert_dir(task, encoder) / "training_curve.parquet"
+    def expert_predictions(self, task: str, encoder: str, seed: int | str = 0) -> Path:
+        return self.expert_dir(task, encoder, seed) / "predictions.parquet"
 
-    def expert_attention(self, task: str, encoder: str) -> Path:
+    def expert_curve(self, task: str, encoder: str, seed: int | str = 0) -> Path:
+        return self.expert_dir(task, encoder, seed) / "training_curve.parquet"
+
+    def expert_attention(self, task: str, encoder: str, seed: int | str = 0) -> Path:
         """Each test tile's ABMIL attention, per outer fold (empty for tile tasks: no bags)."""
-        return self.expert_dir(task, encoder) / "attention.parquet"
+        return self.expert_dir(task, encoder, seed) / "attention.parquet"
 
-    # fusion
-    def fusion_dir(self, task: str, method: str) -> Path:
-        return self.root / "fusion" / task / method
+    def fusion_dir(self, task: str, method: str, seed: int | str = 0) -> Path:
+        return self.seed_root(seed) / "fusion" / task / method
 
-    def fusion_predictions(self, task: str, method: str) -> Path:
-        return self.fusion_dir(task, method) / "predictions.parquet"
+    def fusion_predictions(self, task: str, method: str, seed: int | str = 0) -> Path:
+        return self.fusion_dir(task, method, seed) / "predictions.parquet"
 
     # evaluation + report
     def metrics(self, task: str) -> Path:

@@ -17,11 +17,16 @@ from pathfuse.config import Config
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage: the function it runs (``module:function``) and its keyword arguments."""
+    """A stage: the function it runs (``module:function``) and its keyword arguments.
+
+    ``optional`` arguments have defaults (``--seed``: 0, the default run), so the unit of work of a
+    default run is named exactly as before while replicates can say which seed they train.
+    """
 
     target: str
     help: str
     args: tuple[tuple[str, type], ...] = ()
+    optional: tuple[tuple[str, type, Any], ...] = ()
 
     def function(self) -> Callable[..., Any]:
         module, name = self.target.split(":")
@@ -49,9 +54,12 @@ STAGES: dict[str, Stage] = {
     ),
     "train-experts": Stage(
         "pathfuse.experts:train_experts", "train one encoder's expert head on one task, all folds",
-        (("task", str), ("encoder", str)),
+        (("task", str), ("encoder", str)), (("seed", int, 0),),
     ),
-    "fuse": Stage("pathfuse.fusion.run:fuse_task", "train every fuser and baseline of one task", (("task", str),)),
+    "fuse": Stage(
+        "pathfuse.fusion.run:fuse_task", "train every fuser and baseline of one task",
+        (("task", str),), (("seed", int, 0),),
+    ),
     "evaluate": Stage("pathfuse.evaluation:evaluate_task", "score every prediction file of one task", (("task", str),)),
     "report": Stage("pathfuse.report.run:build_report", "write the benchmark tables and plots"),
 }

@@ -20,3 +20,27 @@ rule fuse:
         digest=lambda w: PLAN.fuse(w.task).digest,
     script:
         "../scripts/run_stage.py"
+
+
+# Seed replicates (experts.n_seeds > 1): every fuser of a task on replicate {seed}'s experts.
+rule fuse_replicate:
+    input:
+        unpack(lambda w: PLAN.fuse(w.task, int(w.seed)).inputs),
+    output:
+        [L.fusion_predictions("{task}", m, "{seed}") for m in CFG.fusion_methods],
+    wildcard_constraints:
+        seed=r"[1-9]\d*",
+    log:
+        L.log("fuse", "{task}", "seed{seed}"),
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        stage="fuse",
+        kwargs=lambda w: {"task": w.task, "seed": int(w.seed)},
+        digest=lambda w: PLAN.fuse(w.task, int(w.seed)).digest,
+    script:
+        "../scripts/run_stage.py"

@@ -22,6 +22,7 @@ from pathfuse.config import Config, TaskSpec
 from pathfuse.fusion import BlockKey
 from pathfuse.heads.losses import assign_bins
 from pathfuse.io import read_parquet
+from pathfuse.seeds import replicate_parts
 from pathfuse.training import derive_seed
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class FusionContext:
     classes: list[Any] | None
     expert_meta: dict[str, Any]
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    replicate: int = 0  # the training seed's index (experts.n_seeds; 0: the default run)
 
     @property
     def kind(self) -> str:
@@ -124,8 +126,8 @@ class FusionContext:
         return self.bin_edges[fold] if self.bin_edges is not None else None
 
     def seed(self, method: str, fold: int) -> int:
-        """Seed of one (task, method, fold): independent of job order."""
-        return derive_seed(self.cfg.seed, self.task.id, method, fold)
+        """Seed of one (task, method, fold): independent of job order; a replicate adds its index."""
+        return derive_seed(self.cfg.seed, self.task.id, method, fold, *replicate_parts(self.replicate))
 
     def fold_facts(self, fold: int) -> dict[str, Any]:
         """The experts' per-fold facts to copy into the fusers' metadata (carve_val, sizes)."""
@@ -143,14 +145,18 @@ class FusionContext:
         return load_teacher_features(self)
 
 
-def load_context(cfg: Config, task_id: str) -> FusionContext:
-    """Read and align the experts' predictions of ``task_id`` (all of ``task.encoders``)."""
+def load_context(cfg: Config, task_id: str, seed: int = 0) -> FusionContext:
+    """Read and align the experts' predictions of ``task_id`` (all of ``task.encoders``).
+
+    ``seed`` > 0 reads that replicate's experts: a replicate's fusers combine experts of the same
+    training seed, so its gain measures one whole replicate of the pipeline.
+    """
     task = cfg.task(task_id)
     if len(task.encoders) < 1:
         raise FusionInputError(f"task {task_id}: no encoders configured; nothing to fuse")
     frames, metas = {}, {}
     for enc in task.encoders:
-        path = cfg.layout.expert_predictions(task_id, enc)
+        path = cfg.layout.expert_predictions(task_id, enc, seed)
         df, meta = read_parquet(path, schema="predictions")
         _check_meta(path, meta, task)
         frames[enc], metas[enc] = df, meta
@@ -173,7 +179,8 @@ def load_context(cfg: Config, task_id: str) -> FusionContext:
         dropped.extend({"stage": "experts", "encoder": enc, "reason": reason, **entry}
                        for reason, entry in (meta.get("dropped") or {}).items())
     return FusionContext(cfg=cfg, task=task, encoders=list(task.encoders), blocks=blocks,
-                         bin_edges=bin_edges, classes=classes, expert_meta=metas[first], dropped=dropped)
+                         bin_edges=bin_edges, classes=classes, expert_meta=metas[first], dropped=dropped,
+                         replicate=seed)
 
 
 def _check_meta(path: Path, meta: dict[str, Any], task: TaskSpec) -> None:

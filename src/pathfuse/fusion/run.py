@@ -21,31 +21,33 @@ from tqdm import tqdm
 from pathfuse.config import Config
 from pathfuse.fusion import FUSERS, FoldOutput
 from pathfuse.fusion.inputs import FusionContext, load_context
-from pathfuse.plan import Planner
 from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
+from pathfuse.plan import Planner
+from pathfuse.seeds import replicate_payload
 from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
 
 
-def fuse_task(cfg: Config, task: str) -> list[Path]:
+def fuse_task(cfg: Config, task: str, seed: int = 0) -> list[Path]:
     """Train and apply every method of ``fusion.methods`` to ``task``; return the files written.
 
     Inputs are the experts' predictions of every encoder of the task (and, for Shazam and
     concat, the teachers' features). Outputs follow the ``predictions`` contract of
-    docs/architecture.md, with per-fold cost facts in the metadata.
+    docs/architecture.md, with per-fold cost facts in the metadata. ``seed`` > 0 is a replicate
+    (``experts.n_seeds``): that seed's experts in, its own fusers' training seeds, its own paths.
     """
     methods = list(cfg.section("fusion")["methods"])
     for method in methods:
         FUSERS.get(method)  # an unknown name fails before any work
-    outputs = [cfg.layout.fusion_predictions(task, m) for m in methods]
-    digests = {m: _digest(cfg, task, m) for m in methods}
+    outputs = [cfg.layout.fusion_predictions(task, m, seed) for m in methods]
+    digests = {m: _digest(cfg, task, m, seed) for m in methods}
     todo = [m for m, path in zip(methods, outputs, strict=True) if not _up_to_date(path, digests[m])]
     for method in sorted(set(methods) - set(todo)):
         log.info("task %s: %s is up to date, kept", task, method)
     if not todo:
         return outputs
-    ctx = load_context(cfg, task)
+    ctx = load_context(cfg, task, seed)
     _warm_up_torch()
     if any(FUSERS.get(m).needs_features for m in todo):
         ctx.features  # noqa: B018 - locate/read the teachers' features once, outside any method's clock
@@ -53,7 +55,7 @@ def fuse_task(cfg: Config, task: str) -> list[Path]:
         log.info("task %s: fitting %s on %d fold(s)", task, method, len(ctx.folds))
         results = {fold: FUSERS.get(method).fit_fold(ctx, fold) for fold in ctx.folds}
         frame = pd.concat([_fold_frame(ctx, fold, out) for fold, out in results.items()], ignore_index=True)
-        write_parquet(frame, cfg.layout.fusion_predictions(task, method), schema="predictions",
+        write_parquet(frame, cfg.layout.fusion_predictions(task, method, seed), schema="predictions",
                       meta=_metadata(ctx, method, results, digests[method]))
     return outputs
 
@@ -89,7 +91,7 @@ def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], d
         "description": spec.description, "encoders": ctx.encoders,
         "classes": None if ctx.is_survival else ctx.classes,
         "folds": {str(f): {**ctx.fold_facts(f), **out.cost} for f, out in results.items()},
-        "dropped": ctx.dropped, "seed": ctx.cfg.seed,
+        "dropped": ctx.dropped, "seed": ctx.cfg.seed, **replicate_payload(ctx.replicate),
         "settings": _method_settings(settings, method),
         "digest": digest,
     }
@@ -103,17 +105,17 @@ def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], d
     return meta
 
 
-def _digest(cfg: Config, task: str, method: str) -> str:
-    """What a method's output depends on: its settings, the seed and the experts' files."""
+def _digest(cfg: Config, task: str, method: str, seed: int = 0) -> str:
+    """What a method's output depends on: its settings, the seed (and replicate) and the experts' files."""
     spec = cfg.task(task)
     experts = []
     for enc in spec.encoders:
-        path = cfg.layout.expert_predictions(task, enc)
+        path = cfg.layout.expert_predictions(task, enc, seed)
         stat = path.stat() if path.exists() else None
         experts.append([enc, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
     payload = {"method": method, "seed": cfg.seed, "experts": experts,
                "settings": _method_settings(Planner(cfg).section("fusion", kind=spec.kind, task=task), method),
-               "selection_metric": primary_metric(cfg, spec)}
+               "selection_metric": primary_metric(cfg, spec), **replicate_payload(seed)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

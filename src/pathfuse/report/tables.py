@@ -127,7 +127,9 @@ def ranks_table(benchmark: pd.DataFrame, metrics: pd.DataFrame, expected: pd.Dat
     tied for the best value is first. ``gain`` = mean over folds of (method − the fold's
     validation-selected expert), signed so that positive is better; ``significance`` (+1/−1)
     where its paired CI excludes 0 (uncorrected, per task); ``p_holm`` the p-value Holm-corrected
-    across the tasks of the method, ``significance_holm`` its verdict at 1 − level.
+    across the tasks of the method, ``significance_holm`` its verdict at 1 − level. With
+    ``experts.n_seeds`` > 1 (metrics rows ``statistic == "seed"``): ``gain_seeds_mean``,
+    ``gain_seeds_sd`` (SD across seeds, seed 0 included) and ``n_seeds``; absent otherwise.
     """
     prim = pd.Series(primary, name="metric").rename_axis("task").reset_index()
     rows = benchmark.merge(prim, on=["task", "metric"])
@@ -158,13 +160,19 @@ def ranks_table(benchmark: pd.DataFrame, metrics: pd.DataFrame, expected: pd.Dat
     cols = ["task", "kind", "method", "family", "encoder", "metric", "value", "mean", "ci_low", "ci_high", "pooled",
             "rank", "is_first", "n_ranked", "reference", "reference_value", "gain", "gain_ci_low", "gain_ci_high",
             "gain_pct", "p_value", "significance", "p_holm", "significance_holm", "n_undefined", "status", "note"]
+    spread = _seed_spread(metrics, primary)
+    if spread is not None:
+        cells = cells.merge(spread, on=["task", "method"], how="left")
+        cells["n_seeds"] = cells["n_seeds"].fillna(0).astype("int64")
+        at = cols.index("gain_ci_high") + 1  # beside the CI: training spread next to test sampling
+        cols[at:at] = ["gain_seeds_mean", "gain_seeds_sd", "n_seeds"]
     return cells[cols]
 
 
 def _gains(metrics: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
     """Signed gain over the validation-selected best expert: the mean over folds of the paired differences."""
     want = metrics["metric"] == metrics["task"].map({t: DELTA_PREFIX + m for t, m in primary.items()})
-    delta = metrics[want & (metrics["fold"] == -1)]
+    delta = metrics[want & (metrics["fold"] == -1) & (_statistic(metrics) == "mean")]
     sign = delta["task"].map(primary).map(_direction).to_numpy()
     diff, low, high = delta["value"].to_numpy(), delta["ci_low"].to_numpy(), delta["ci_high"].to_numpy()
     out = pd.DataFrame({
@@ -178,6 +186,22 @@ def _gains(metrics: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
     out["significance"] = pd.array(np.where(out["gain"].notna(), sig, 0), dtype="Int64")
     out.loc[out["gain"].isna(), "significance"] = pd.NA
     return out
+
+
+def _seed_spread(metrics: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame | None:
+    """Signed gain per training seed → its mean and SD across seeds (None in a one-seed run).
+
+    Only seeds with a defined gain count (``n_seeds``); the SD needs two of them. The spread is
+    training randomness beside the CI (test sampling of seed 0), never pooled into it.
+    """
+    if "seed" not in metrics.columns:
+        return None
+    want = metrics["metric"] == metrics["task"].map({t: DELTA_PREFIX + m for t, m in primary.items()})
+    rows = metrics[want & (metrics["statistic"] == "seed")]
+    gain = rows["value"] * rows["task"].map(primary).map(_direction)
+    grouped = gain.groupby([rows["task"], rows["method"]])
+    return pd.DataFrame({"gain_seeds_mean": grouped.mean(), "gain_seeds_sd": grouped.std(ddof=1),
+                         "n_seeds": grouped.count()}).reset_index()
 
 
 # ----------------------------------------------------------------------------- summary
