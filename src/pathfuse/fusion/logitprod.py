@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pathfuse.fusion import FoldOutput
+from pathfuse.fusion import BlockKey, FoldOutput
 from pathfuse.fusion.fitting import block_targets, forward_flops, scored_monitor
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, nll
 from pathfuse.fusion.gate_training import train as train_gate
@@ -216,6 +216,18 @@ def gate_problem(block: Block, survival: bool, r: np.ndarray, corr_weight: float
     return GateProblem.build(**common, label=block.label)
 
 
+def predict_blocks(model: LogitProdGate, ctx: FusionContext, fold: int,
+                   survival: bool) -> tuple[dict[BlockKey, np.ndarray], dict[BlockKey, np.ndarray]]:
+    """A fitted gate's fused logits and gate weights on every block of the fold (both LogitProd fits)."""
+    logits, gates = {}, {}
+    with torch.no_grad():
+        for key, block in ctx.blocks[fold].items():
+            log_q, w = model(**gate_inputs(block, survival))
+            logits[key] = output_logits(log_q, survival).numpy()
+            gates[key] = w.flatten(1).numpy()
+    return logits, gates
+
+
 def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     """Train the gate on one outer fold and predict every block of it."""
     start = time.perf_counter()
@@ -247,12 +259,8 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
 
     n_groups = train_problem.n_groups
     model = LogitProdGate(len(ctx.encoders), n_groups, cfg["gate_hidden"]).load(result.params).eval()
-    logits, gates = {}, {}
+    logits, gates = predict_blocks(model, ctx, fold, survival)
     with torch.no_grad():
-        for key, block in ctx.blocks[fold].items():
-            log_q, w = model(**gate_inputs(block, survival))
-            logits[key] = output_logits(log_q, survival).numpy()
-            gates[key] = w.flatten(1).numpy()
         train_in = gate_inputs(train, survival)
         objective = LogitProdObjective(r, cfg["corr_weight"], survival, alpha)(
             *model(**train_in), block_targets(train, survival))

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.optimize import minimize
 
 from pathfuse.fusion import FoldOutput
@@ -30,8 +29,8 @@ from pathfuse.fusion.logitprod import (
     gate_inputs,
     gate_movement,
     gate_problem,
-    output_logits,
     per_sample_nll,
+    predict_blocks,
 )
 from pathfuse.training import count_parameters
 
@@ -78,12 +77,7 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     train_seconds = time.perf_counter() - start
     model = LogitProdGate(len(ctx.encoders), best["_params"].layers[0].shape[1] // len(ctx.encoders)) \
         .load(best["_params"]).eval()
-    logits, gates = {}, {}
-    with torch.no_grad():
-        for key, block in ctx.blocks[fold].items():
-            log_q, w = model(**gate_inputs(block, survival))
-            logits[key] = output_logits(log_q, survival).numpy()
-            gates[key] = w.flatten(1).numpy()
+    logits, gates = predict_blocks(model, ctx, fold, survival)
     cost: dict[str, Any] = {
         "train_seconds": train_seconds, "params": count_parameters(model), "flops": None, "best_epoch": None,
         "trained_on": "oof" if oof else "in_sample", "uses_inner_experts": oof,
