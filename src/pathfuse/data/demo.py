@@ -12,11 +12,12 @@ exactly as it would on real data:
 * ``truth/latent.csv`` — the hidden factors (for tests and curiosity; no stage reads it);
 * ``demo.done`` — a manifest (settings + SHA-256 of every file), written last.
 
+* ``README.md`` — what the cohort is and why fusion should win on it.
+
 Each case has four latent factors (stain hue, nucleus size at constant nuclear area, nuclear
-density, tumour fraction; see :mod:`pathfuse.data.demo_slides`) which live at different
-spatial scales. Every label is a noisy function of a task-specific mix of them, so labels
-carry real but imperfect signal, and encoders that see tiles at 64 px and at 32 px pick up
-different parts of it: the experts disagree and fusion has something to do.
+density, tumour fraction) rendered as different image properties, and every label is a noisy
+mix in which factors that different demo encoders see carry comparable weight: the demo is a
+positive control for fusion (:mod:`pathfuse.data.demo_design`, docs/demo.md).
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from pathfuse.config import Config, ConfigError
+from pathfuse.data.demo_design import (
+    BRACS_3_FROM_7,
+    CLASSIFICATION,
+    LATENT,
+    MUTATION_TASKS,
+    MUTATIONS,
+    SURVIVAL,
+    readme,
+)
 from pathfuse.data.demo_slides import TissueLook, render_slide, write_pyramid_tiff
 from pathfuse.data.demo_tiles import (
     TILE_DATASETS,
@@ -51,31 +61,8 @@ from pathfuse.io import atomic_path, write_json
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes for the same settings (invalidates demo.done).
-DEMO_FORMAT = 1
-LATENT = ("hue", "nucleus_scale", "density", "tumour")
+DEMO_FORMAT = 2
 CASE_PREFIX = "DEMO"
-
-#: Weights of the latent factors (hue, nucleus_scale, density, tumour) behind each label.
-#: Colour-heavy tasks favour the 32-px encoder, texture-heavy ones the 64-px encoders.
-CLASSIFICATION = {  # task: (weights, class proportions; None = equal)
-    "brca_idc_ilc": ((0.3, -1.0, -0.5, 0.0), (0.65, 0.35)),
-    "crc_tumor_normal": ((0.0, 0.3, 0.2, 1.0), None),
-    "bracs_7": ((0.5, 0.5, 0.3, 0.8), None),
-    "panda_isup": ((-0.3, 0.9, 0.2, 0.6), None),
-}
-BRACS_3_FROM_7 = (0, 0, 0, 1, 1, 2, 2)  # N PB UDH → benign; FEA ADH → atypical; DCIS IC → malignant
-MUTATIONS = {  # column: (weights, prevalence)
-    "tp53_mut": ((1.0, 0.4, 0.0, 0.3), 0.40),
-    "pik3ca_mut": ((-0.8, 0.0, 0.6, 0.0), 0.30),
-    "pten_mut": ((0.0, -0.6, 0.8, 0.2), 0.15),
-    "arid1a_mut": ((0.5, 0.8, 0.0, 0.0), 0.20),
-    "nf1_mut": ((0.0, 0.0, -0.5, 0.9), 0.25),
-}
-MUTATION_TASKS = ("mut_tp53", "mut_pik3ca", "mut_pten", "mut_arid1a", "mut_nf1")
-SURVIVAL = {  # cohort suffix: weights of the risk score
-    "brca": (0.2, 0.5, 0.0, 0.8), "crc": (0.0, 0.3, 0.3, 1.0), "blca": (0.7, 0.0, 0.5, 0.3),
-    "kirc": (-0.6, 0.6, 0.0, 0.4), "lusc": (0.3, 0.0, 0.8, 0.3), "gbmlgg": (0.0, 0.9, 0.3, 0.4),
-}
 VAL_EQUALS_TEST = ("surv_gbmlgg",)
 TILE_JPEG_QUALITY = 90  # the one JPEG tile dataset (crc_msi)  # the published defect the experts stage must handle
 
@@ -137,11 +124,11 @@ def make_cohort(seed: int, settings: DemoSettings) -> pd.DataFrame:
         srng = seeded_rng(seed, "slide", slide_id)
         # Slide-level nuisance on top of the case's factors: stain batches, sectioning.
         looks.append(TissueLook(
-            hue=float(z[0] + srng.normal(0, 0.35)), nucleus_scale=float(z[1] + srng.normal(0, 0.15)),
+            hue=float(z[0] + srng.normal(0, 0.2)), nucleus_scale=float(z[1] + srng.normal(0, 0.15)),
             density=float(z[2] + srng.normal(0, 0.2)),
             tumour=float(np.clip(0.05 + 0.55 * _normal_cdf(z[3]) + srng.normal(0, 0.03), 0.02, 0.7)),
-            inflammation=float(srng.uniform(0.0, 0.25)), eosin=float(srng.normal(0, 0.4)),
-            tissue_fraction=float(srng.uniform(0.45, 0.65)),
+            inflammation=float(srng.uniform(0.0, 0.25)), eosin=float(srng.normal(0, 0.2)),
+            tissue_fraction=float(srng.uniform(0.6, 0.8)),
         ))
         steps = srng.integers(-1, 2, size=2) * 256  # sizes vary, never below the schema's 1024
         sizes.append((max(1024, settings.slide_width_px + int(steps[0])),
@@ -406,6 +393,10 @@ def _write_tables(seed: int, out: Path, slides: pd.DataFrame, cases: pd.DataFram
             path = out / "splits" / folder / f"splits_{fold}.csv"
             write_split_csv(path, split)
             written.append(path)
+    path = out / "README.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(readme(len(cases), len(slides), noise))
+    written.append(path)
     truth = slides[["case_id", "slide_id", *LATENT]].assign(
         **{f"look_{k}": [getattr(look, k) for look in slides["look"]] for k in asdict(TissueLook())})
     path = out / "truth" / "latent.csv"

@@ -36,8 +36,12 @@ from pathfuse.io import atomic_path
 HAEMATOXYLIN = np.array([0.65, 0.70, 0.29], dtype=np.float32)
 EOSIN = np.array([0.155, 0.876, 0.464], dtype=np.float32)
 #: Directions in which the ``hue`` factor turns the stain vectors (bluer H, redder E).
-HAEMATOXYLIN_SHIFT = np.array([0.30, -0.10, 0.25], dtype=np.float32)
-EOSIN_SHIFT = np.array([0.10, 0.05, -0.35], dtype=np.float32)
+#: Both leave the green channel alone, so an encoder that sees only green is blind to ``hue``.
+HAEMATOXYLIN_SHIFT = np.array([0.30, 0.0, -0.25], dtype=np.float32)
+EOSIN_SHIFT = np.array([0.25, 0.0, -0.30], dtype=np.float32)
+HUE_STRENGTH = 0.15
+#: How strongly ``density`` darkens nuclei (hyperchromasia) on top of filling the lattice.
+DENSITY_DARKENING = 0.25
 GLASS_OD = 0.025
 TILE_PX = 256
 
@@ -197,14 +201,15 @@ def render_tissue(rng: np.random.Generator, height: int, width: int, um_per_px: 
     tumour_cut = fields["tumour"].cut(look.tumour) if look.tumour > 0.001 else np.inf
     cluster_cut = fields["clusters"].cut(look.inflammation) if look.inflammation > 0.001 else np.inf
     scale = math.exp(0.35 * look.nucleus_scale)
-    presence = float(np.clip(0.45 * math.exp(0.45 * look.density), 0.06, 0.95))
+    presence = float(np.clip(0.4 * math.exp(0.35 * look.density), 0.06, 0.95))
+    darkening = math.exp(DENSITY_DARKENING * look.density)
     populations = {
-        "normal": _Nuclei(rng, shape, um_per_px, _NucleusKind(2.6 * scale, presence, 1.25, 0.6, 0.12), max_warp),
+        "normal": _Nuclei(rng, shape, um_per_px, _NucleusKind(2.6 * scale, presence, 1.25 * darkening, 0.6, 0.12), max_warp),
         "tumour": _Nuclei(rng, shape, um_per_px, _NucleusKind(4.2 * scale, 0.9, 1.7, 0.35, 0.3), max_warp),
         "lymphocyte": _Nuclei(rng, shape, um_per_px, _NucleusKind(2.0, 0.85, 2.0, 0.1, 0.08), max_warp),
     }
-    h_vec = HAEMATOXYLIN + 0.25 * look.hue * HAEMATOXYLIN_SHIFT
-    e_vec = EOSIN + 0.25 * look.hue * EOSIN_SHIFT
+    h_vec = HAEMATOXYLIN + HUE_STRENGTH * look.hue * HAEMATOXYLIN_SHIFT
+    e_vec = EOSIN + HUE_STRENGTH * look.hue * EOSIN_SHIFT
     eosin_level = 0.53 * math.exp(0.25 * look.eosin)
 
     out = np.empty((height, width, 3), dtype=np.uint8)

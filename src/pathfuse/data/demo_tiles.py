@@ -16,6 +16,7 @@ HDF5 files for PCam.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,21 +91,31 @@ def plan_tile_jobs(seed: int, out_dir: Path, classes: dict[str, list[str]], per_
     return jobs
 
 
-def _class_prototype(seed: int, plan: TileDatasetPlan, class_index: int) -> np.ndarray:
-    """Latent prototype of a class: (hue, nucleus_scale, density, tumour, inflammation, eosin)."""
-    proto = seeded_rng(seed, "tiles", plan.task, "class", class_index).normal(0.0, 1.0, 6)
-    if class_index % 2 == 1:  # texture-only classes: the dataset's mean stain colour
-        proto[0] = proto[5] = 0.0
+def _class_prototype(seed: int, plan: TileDatasetPlan, class_index: int, n_classes: int) -> np.ndarray:
+    """Latent prototype of a class: (hue, nucleus_scale, density, tumour, inflammation, eosin).
+
+    Classes sit on an n×n grid of (hue, density) levels, n = ⌈√classes⌉, arranged as a Latin
+    square (class k: hue level k mod n, density level (k div n + k) mod n), so that no two
+    classes share both levels and, for two classes, they differ in both. A colour-blind
+    encoder tells the density levels apart, a density-blind one the hue levels; only the two
+    together name the class. The other factors add a small seeded per-class offset.
+    """
+    n = max(2, math.ceil(math.sqrt(n_classes)))
+    levels = np.linspace(-1.2, 1.2, n) if n_classes > 2 else np.array([-0.6, 0.6])
+    proto = 0.3 * seeded_rng(seed, "tiles", plan.task, "class", class_index).normal(0.0, 1.0, 6)
+    proto[0] = levels[class_index % n]
+    proto[2] = levels[(class_index // n + class_index) % n]
+    proto[5] = 0.0  # eosin intensity would leak density into a colour view
     return proto
 
 
 def _image_look(rng: np.random.Generator, proto: np.ndarray, hue_shift: float) -> TissueLook:
     """The look of one image: its class prototype plus per-image variation."""
-    z = proto + rng.normal(0.0, 0.6, proto.shape)
+    z = proto + rng.normal(0.0, 0.35, proto.shape)
     return TissueLook(
         hue=float(z[0] + hue_shift), nucleus_scale=float(z[1]), density=float(z[2]),
         tumour=float(0.9 / (1.0 + np.exp(-1.5 * z[3]))), inflammation=float(0.6 / (1.0 + np.exp(-1.5 * (z[4] - 1.0)))),
-        eosin=float(0.6 * z[5]), tissue_fraction=float(rng.uniform(0.75, 1.0)),
+        eosin=float(0.3 * z[5]), tissue_fraction=float(rng.uniform(0.75, 1.0)),
     )
 
 
@@ -115,10 +126,10 @@ def render_tile_job(job: TileJob) -> np.ndarray:
     nuclei the way a scanner's optics would.
     """
     rng = seeded_rng(job.seed, "tiles", job.plan.task, job.split, job.class_index)
-    proto = _class_prototype(job.seed, job.plan, job.class_index)
+    proto = _class_prototype(job.seed, job.plan, job.class_index, job.n_classes)
     shift = 0.0
     if job.plan.shifted_test and job.split == "test":
-        shift = float(seeded_rng(job.seed, "tiles", job.plan.task, "shift").choice([-0.5, 0.5]))
+        shift = float(seeded_rng(job.seed, "tiles", job.plan.task, "shift").choice([-0.25, 0.25]))
     um_per_px = PCAM_UM_PER_PX if job.plan.extension == "h5" else TILE_UM_PER_PX
     side = 2 * job.plan.image_px
     images = [downsample2(render_tissue(rng, side, side, um_per_px / 2, _image_look(rng, proto, shift)))
