@@ -77,11 +77,14 @@ def test_slide_task_without_cohort_entry_says_how_to_fix(demo_raw):
 def test_task_view_merges_registry_and_task_data(demo_raw):
     cfg = Config.from_dict(demo_raw)
     surv = cfg.task("surv_brca")
-    assert surv.kind == "survival" and surv.cohort == "demo" and surv.n_folds == 3
+    assert surv.kind == "survival" and surv.cohort == "demo" and surv.n_folds == 2  # task_data over the registry's 5
     assert surv.n_outputs == 4 and surv.primary_metric == "c_index"
     tile = cfg.task("crc100k")
     assert tile.dataset == "demo_crc100k" and not tile.is_slide_task and tile.n_outputs == 9
-    assert cfg.task("panda_isup").n_folds == 1
+    assert cfg.task("panda_isup").n_folds == 2  # the demo's 2 folds of 42 test patients
+    raw = copy.deepcopy(demo_raw)
+    del raw["task_data"]["panda_isup"]["n_folds"]
+    assert Config.from_dict(raw).task("panda_isup").n_folds == 1  # the registry's holdout where task_data is silent
 
 
 def test_overrides_and_n_shards(demo_raw, tmp_path):
