@@ -93,7 +93,7 @@ def test_inputs_are_the_files_each_job_reads(demo_raw):
     plan = Planner(Config.from_dict(demo_raw))
     expert = plan.expert("brca_idc_ilc", "demo_vit_a").inputs
     assert expert["labels"] == ["results/demo/labels/brca_idc_ilc.csv"]
-    assert expert["splits"] == [f"results/demo/splits/brca_idc_ilc/splits_{k}.csv" for k in range(3)]
+    assert expert["splits"] == [f"results/demo/splits/brca_idc_ilc/splits_{k}.csv" for k in range(2)]  # the demo config: 2 folds
     assert "results/tiles/demo/_skipped.parquet" in expert["features"]
     demo = plan.demo_outputs()
     assert set(expert["labels"] + expert["splits"]) <= set(demo["files"])
