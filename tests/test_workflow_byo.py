@@ -144,7 +144,7 @@ def test_mixed_cohort_one_encoder_computed_one_imported(resumed_run, tmp_path):
         "cohorts": {"demo": {"slides": str(demo / "slides" / "*.tiff"), "n_shards": 2}},
         "task_data": {"brca_idc_ilc": {"cohort": "demo", "labels": str(demo / "labels" / "brca_idc_ilc.csv"),
                                        "splits": str(demo / "splits" / "brca_idc_ilc" / "splits_{fold}.csv"),
-                                       "n_folds": 3}},
+                                       "n_folds": 2}},  # the reduced demo writes 2 folds
         "embedding": {"num_workers": 0, "byo": {"slides": {"mine": {"demo": str(tmp_path / "mine")}}}},
         "tiling": {"target_mpp": 0.5, "tile_px": 256},
         **settings,
