@@ -2,10 +2,11 @@
 
 Each class is a prototype :class:`~pathfuse.data.demo_slides.TissueLook`; each image is that
 prototype plus per-image noise, rendered by the same tissue renderer as the slides, so a class
-is recognisable but classes overlap (a probe cannot reach 100 %). Every second class shares
-the dataset's mean stain colour and differs only in texture, nuclear density and tumour or
-lymphocyte content, so a colour-only (32-px) view separates some classes and not others. Test
-splits of datasets with an external test centre get a small stain shift.
+is recognisable but classes overlap (a probe cannot reach 100 %). Classes sit on a Latin
+square of (stain hue, nuclear density) levels (:func:`_class_prototype`), so the colour-blind
+demo encoder separates density levels, the colour encoders hue levels, and only both together
+name the class (docs/demo.md). Test splits of datasets with an external test centre get a
+small stain shift.
 
 Layouts follow the real datasets: class-named image folders, with split folders where the
 dataset has an official split (``<name>/<split>/<class>/*.png``), without for CCRCC
