@@ -31,3 +31,18 @@ def resumed_run(tmp_path_factory):
     from reduced_demo import run_killed_and_resumed
 
     return run_killed_and_resumed(tmp_path_factory.mktemp("e2e"))
+
+
+#: The tasks of the reduced demo whose job plans the planner and seed tests compare.
+PLAN_TASKS = ["brca_idc_ilc", "surv_brca", "crc100k"]
+
+
+@pytest.fixture(scope="module")
+def demo_raw() -> dict:
+    """The demo run config narrowed to three tasks (one per family: slide, survival, tile)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["tasks"] = PLAN_TASKS
+    raw["task_data"] = {t: v for t, v in raw["task_data"].items() if t in PLAN_TASKS}
+    return raw

@@ -17,14 +17,6 @@ from pathfuse.plan import DIGEST_FORMAT, Planner
 TASKS = ["brca_idc_ilc", "surv_brca", "crc100k"]
 
 
-@pytest.fixture(scope="module")
-def demo_raw() -> dict:
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw["tasks"] = TASKS
-    raw["task_data"] = {t: v for t, v in raw["task_data"].items() if t in TASKS}
-    return raw
-
-
 def _digests(raw: dict, edit=None) -> dict[str, str]:
     raw = copy.deepcopy(raw)
     if edit:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from reduced_demo import REPO, snakemake_cmd, write_reduced_config
+from reduced_demo import snakemake_cmd, write_reduced_config
 from test_evaluation import make_config, write_task
 
 from pathfuse.config import Config
@@ -24,14 +24,6 @@ from pathfuse.seeds import replicate_parts, replicate_payload
 from pathfuse.training import derive_seed
 
 TASKS = ["brca_idc_ilc", "surv_brca", "crc100k"]
-
-
-@pytest.fixture(scope="module")
-def demo_raw() -> dict:
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw["tasks"] = TASKS
-    raw["task_data"] = {t: v for t, v in raw["task_data"].items() if t in TASKS}
-    return raw
 
 
 def _digests(raw: dict, n_seeds: int | None) -> dict[str, str]:

@@ -52,17 +52,24 @@ def assign_groups(spec: TileDatasetSpec, samples: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _from_csv(spec: TileDatasetSpec, samples: pd.DataFrame) -> pd.Series:
-    path = Path(spec.groups or "")
+def read_sample_table(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+    """A CSV keyed by ``sample_id`` (strings, no NaN), checked to exist, to have ``columns`` and
+    to list each sample once; every error names the file and what it needs."""
     if not path.is_file():
-        raise FileNotFoundError(f"tile_datasets.{spec.name}.groups: {path} does not exist")
+        raise FileNotFoundError(f"{what} does not exist")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing_cols = {"sample_id", "group"} - set(table.columns)
-    if missing_cols:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing_cols)}; need sample_id,group")
+    missing = set(columns) - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; need {','.join(columns)}")
     if table["sample_id"].duplicated().any():
         dupes = table.loc[table["sample_id"].duplicated(), "sample_id"].tolist()[:5]
         raise ValueError(f"{path}: samples listed twice, e.g. {dupes}")
+    return table
+
+
+def _from_csv(spec: TileDatasetSpec, samples: pd.DataFrame) -> pd.Series:
+    path = Path(spec.groups or "")
+    table = read_sample_table(path, ("sample_id", "group"), f"tile_datasets.{spec.name}.groups: {path}")
     mapping = table.set_index("sample_id")["group"].str.strip()
     group = samples["sample_id"].astype(str).map(mapping)
     unlisted = samples.loc[group.isna() | (group == ""), "sample_id"].tolist()

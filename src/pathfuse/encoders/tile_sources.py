@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config, ConfigError
-from pathfuse.encoders.tile_groups import assign_groups
+from pathfuse.encoders.tile_groups import assign_groups, read_sample_table
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -119,15 +119,8 @@ def list_pcam(root: Path, classes: list[str]) -> pd.DataFrame:
 
 def read_label_table(path: Path) -> pd.DataFrame:
     """A features-format dataset's label table: ``sample_id,label[,split][,group]``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"label table {path} of a features-format tile dataset does not exist")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"sample_id", "label"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; need sample_id,label[,split][,group]")
-    if table["sample_id"].duplicated().any():
-        dupes = table.loc[table["sample_id"].duplicated(), "sample_id"].tolist()[:5]
-        raise ValueError(f"{path}: duplicate sample ids, e.g. {dupes}")
+    table = read_sample_table(path, ("sample_id", "label"),
+                              f"label table {path} of a features-format tile dataset")  # [,split][,group]
     if "split" not in table:
         table["split"] = ""
     bad_split = sorted(set(table["split"]) - set(SPLIT_NAMES) - {""})
