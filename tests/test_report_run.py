@@ -60,6 +60,15 @@ def test_every_output_is_written_and_readable(run):
         assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<?xml" in head
 
 
+def test_figures_drawn_by_two_processes_are_the_same_files(run, monkeypatch):
+    """The report job draws its figures on all its threads; the files and their order must not change."""
+    cfg, written = run
+    before = {p: p.read_bytes() for p in written if p.suffix == ".png"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert build_report(cfg) == written
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_training_curves_are_read_per_expert_with_none_where_missing(run):
     cfg, _ = run
     curves = expert_curves(cfg, "brca_idc_ilc")

@@ -59,7 +59,7 @@ rule report:
         ],
     log:
         L.log("report"),
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,

@@ -24,6 +24,7 @@ from pathfuse.attention import rank_normalise
 from pathfuse.config import Config
 from pathfuse.io import save_figure
 from pathfuse.report.attention_data import (
+    THUMBNAIL_PX,
     Pick,
     TaskView,
     slide_attention,
@@ -135,11 +136,11 @@ def _overlay(ax: Axes, image: np.ndarray | None, dims: tuple[int, int] | None, t
     side = tile_side(xy)
     width, height = dims if dims else (xy[:, 0].max() + side, xy[:, 1].max() + side)
     if image is not None:
-        ax.imshow(image, extent=(0, width, height, 0), interpolation="lanczos")
+        ax.imshow(image, extent=(0, width, height, 0), interpolation="antialiased")
     else:
         ax.set_facecolor("#f2f2f2")
         ax.set_xlabel(why or "no thumbnail", fontsize=FONT - 2.5, color=MUTED)
-    scale = min(512 / max(width, height), 1.0)  # overlay raster at about the thumbnail's resolution
+    scale = min(THUMBNAIL_PX / max(width, height), 1.0)  # overlay raster at the thumbnail's resolution
     grid = np.full((max(int(height * scale), 1), max(int(width * scale), 1)), np.nan)
     for (x, y), r in zip(xy, rank, strict=True):
         x0, y0 = int(x * scale), int(y * scale)

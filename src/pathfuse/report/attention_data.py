@@ -28,7 +28,7 @@ from pathfuse.io import read_parquet
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_PX = 512  # long side of a slide thumbnail: keeps each figure, and so the report, small
+THUMBNAIL_PX = 256  # long side of a slide thumbnail: ~1.3x a panel's pixels, so drawing needs no heavy resampling
 
 
 @dataclass
