@@ -93,7 +93,8 @@ class ToyOrdinalTraining:
     def log_distribution(self, logits: torch.Tensor) -> torch.Tensor:
         above = torch.sigmoid(logits)
         padded = torch.cat([torch.ones_like(above[..., :1]), above, torch.zeros_like(above[..., :1])], dim=-1)
-        return (padded[..., :-1] - padded[..., 1:]).clamp_min(1e-12).log()
+        mass = (padded[..., :-1] - padded[..., 1:]).clamp_min(1e-12)  # unconstrained z_k may cross
+        return (mass / mass.sum(-1, keepdim=True)).log()
 
     def output_logits(self, log_q: torch.Tensor) -> torch.Tensor:
         above = 1 - log_q.exp().cumsum(-1)[..., :-1]
