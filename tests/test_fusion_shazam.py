@@ -10,6 +10,7 @@ from pathfuse.fusion.run import _method_settings, fuse_task
 from pathfuse.fusion.shazam import AttentionBlock, Shazam, ShazamLoss
 from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from pathfuse.io import read_parquet
+from pathfuse.kinds import get_kind
 
 
 def test_architecture_matches_the_paper():
@@ -51,7 +52,7 @@ def test_distillation_targets_are_trained_only_when_configured(trainable):
     torch.manual_seed(0)
     model = Shazam([6, 10], n_outputs=3, dim=8, n_layers=1, target_dims=[6, 10], train_targets=trainable)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loss_fn = ShazamLoss(3, 8, survival=False, alpha=0.4, weight=0.5, delta=1.0)
+    loss_fn = ShazamLoss(3, 8, get_kind("wsi_classification"), alpha=0.4, weight=0.5, delta=1.0)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     x = [torch.randn(16, 6), torch.randn(16, 10)]
     for _ in range(3):
@@ -64,7 +65,7 @@ def test_distillation_targets_are_trained_only_when_configured(trainable):
 
 
 def test_distillation_term_vanishes_when_the_student_matches_every_target():
-    loss_fn = ShazamLoss(2, 4, survival=False, alpha=0.4, weight=0.5, delta=1.0)
+    loss_fn = ShazamLoss(2, 4, get_kind("wsi_classification"), alpha=0.4, weight=0.5, delta=1.0)
     logits, fused = torch.randn(3, 2), torch.randn(3, 4)
     batch = {"label": torch.tensor([0, 1, 0])}
     matched = loss_fn(torch.cat([logits, fused, fused, fused], 1), batch)

@@ -22,11 +22,12 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from pathfuse import resources
+from pathfuse.kinds import KINDS, TaskKind, get_kind
 from pathfuse.paths import Layout
 
 STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
-SLIDE_KINDS = ("wsi_classification", "mutation", "survival")
-TASK_KINDS = (*SLIDE_KINDS, "tile_classification")
+TASK_KINDS = tuple(KINDS.names())  # built-in and plug-in kinds (pathfuse.kinds)
+SLIDE_KINDS = tuple(k for k in TASK_KINDS if KINDS.get(k).slide)
 
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -135,14 +136,19 @@ class TaskSpec:
     encoders: tuple[str, ...] = ()
 
     @property
+    def kind_strategy(self) -> TaskKind:
+        """What the task's kind decides (outputs, targets, loss, metrics, strata): :mod:`pathfuse.kinds`."""
+        return get_kind(self.kind)
+
+    @property
     def is_slide_task(self) -> bool:
         """Slide tasks pool tile features into bags; tile tasks classify single tiles."""
-        return self.kind in SLIDE_KINDS
+        return self.kind_strategy.slide
 
     @property
     def n_outputs(self) -> int:
         """Logits per sample: classes, or hazard bins for survival."""
-        return self.n_bins if self.kind == "survival" else len(self.classes)
+        return self.kind_strategy.n_outputs(self)
 
     @property
     def n_folds(self) -> int:
@@ -232,7 +238,9 @@ class Config:
     def task_registry(self) -> dict[str, dict[str, Any]]:
         path = self.registry_path("tasks")
         reg = load_yaml(path)
-        validate(reg, load_yaml(resources.schema("tasks")), f"task registry {path}")
+        schema = load_yaml(resources.schema("tasks"))
+        schema["additionalProperties"]["properties"]["kind"]["enum"] = KINDS.names()  # plug-in kinds too
+        validate(reg, schema, f"task registry {path}")
         return reg
 
     @cached_property

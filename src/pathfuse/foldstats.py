@@ -89,7 +89,7 @@ def fold_sample(task: TaskSpec, fold: int, rows: Mapping[str, pd.DataFrame],
 
 def patient_strata(task: TaskSpec, units: Units) -> np.ndarray:
     """Stratum per patient code: its class (MIXED if its units differ), or its event status."""
-    values = units.event if task.kind == "survival" else units.label
+    values = getattr(units, task.kind_strategy.stratify_by)
     per = pd.DataFrame({"p": units.patient, "v": values}).groupby("p")["v"].agg(["nunique", "first"])
     strata = np.full(units.n_patients, MIXED, dtype=np.int64)
     single = per["nunique"] == 1

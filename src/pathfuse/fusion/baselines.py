@@ -30,7 +30,7 @@ from pathfuse import selection
 from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.inputs import Block, FusionContext
 from pathfuse.fusion.logitprod import expert_log_distributions
-from pathfuse.heads.losses import event_distribution_to_hazards, survival_nll
+from pathfuse.heads.losses import survival_nll
 from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,11 @@ def mean_logits(ctx: FusionContext, fold: int) -> FoldOutput:
 
 def mean_probs(ctx: FusionContext, fold: int) -> FoldOutput:
     """Average of the experts' distributions; output as log-probs or hazard logits."""
-    survival = ctx.is_survival
+    rules = ctx.task.kind_strategy.training()
 
     def combine(z: torch.Tensor) -> torch.Tensor:
-        log_p = expert_log_distributions(z, survival)
-        log_mean = torch.logsumexp(log_p, dim=1) - math.log(z.shape[1])
-        return event_distribution_to_hazards(log_mean, log=True) if survival else log_mean
+        log_mean = torch.logsumexp(rules.log_distribution(z), dim=1) - math.log(z.shape[1])
+        return rules.output_logits(log_mean)
 
     return _map_blocks(ctx, fold, combine)
 
@@ -115,14 +114,15 @@ def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
         log.warning("task %s fold %d: no out-of-fold expert logits; stacking fits on in-sample logits",
                     ctx.task.id, fold)
     train = ctx.block(fold, "train", oof)
-    scaler = StandardScaler().fit(_stack_features(train, ctx.is_survival))
-    if ctx.is_survival:
+    survival = ctx.task.kind_strategy.time_to_event  # stacks hazard logits, fitted by the survival NLL
+    scaler = StandardScaler().fit(_stack_features(train, survival))
+    if survival:
         predict, params = _fit_survival_stack(train, scaler, settings, ctx.settings["survival_alpha"],
                                               ctx.seed("stacking", fold))
     else:
         predict, params = _fit_logistic_stack(ctx, train, scaler, settings)
     train_seconds = time.perf_counter() - start
-    logits = {key: predict(scaler.transform(_stack_features(b, ctx.is_survival))).astype(np.float32)
+    logits = {key: predict(scaler.transform(_stack_features(b, survival))).astype(np.float32)
               for key, b in ctx.blocks[fold].items()}
     n_features = scaler.n_features_in_
     cost = {"train_seconds": train_seconds, "params": params, "flops": 2 * n_features * logits[("val", False)].shape[1],

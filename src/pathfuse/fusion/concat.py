@@ -17,9 +17,10 @@ from torch import nn
 
 from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.features import MultiBagDataset, TeacherFeatures, collate_multibags
-from pathfuse.fusion.fitting import TensorBatches, block_targets, forward_flops, scored_monitor, task_loss
+from pathfuse.fusion.fitting import TensorBatches, block_targets, forward_flops, kind_monitor, task_loss
 from pathfuse.fusion.inputs import Block, FusionContext
 from pathfuse.heads import build_head
+from pathfuse.kinds import TaskKind
 from pathfuse.training import count_parameters, fit, make_loader, predict
 
 
@@ -30,9 +31,9 @@ def _forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     return model(inputs["features"])
 
 
-def _data(feats: TeacherFeatures, block: Block, survival: bool, batch_size: int, shuffle: bool, seed: int,
+def _data(feats: TeacherFeatures, block: Block, kind: TaskKind, batch_size: int, shuffle: bool, seed: int,
           max_tiles: int | None):
-    targets = block_targets(block, survival)
+    targets = block_targets(block, kind)
     if feats.is_slide:
         dataset = MultiBagDataset(feats, block.sample_id, {k: v.numpy() for k, v in targets.items()},
                                   max_tiles=max_tiles, seed=seed, concatenate=True)
@@ -44,7 +45,8 @@ def _data(feats: TeacherFeatures, block: Block, survival: bool, batch_size: int,
 def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     """Train the concatenated-feature head on one outer fold and predict every block."""
     start = time.perf_counter()
-    cfg, survival = ctx.settings["concat"], ctx.is_survival
+    cfg, kind = ctx.settings["concat"], ctx.task.kind_strategy
+    survival = kind.time_to_event  # the survival ABMIL and its epoch budget
     feats: TeacherFeatures = ctx.features
     train, val = ctx.block(fold, "train"), ctx.block(fold, "val")
     seed = ctx.seed("concat", fold)
@@ -57,19 +59,20 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     else:
         head, epochs, lr, batch_size = "mlp", cfg["max_epochs_tile"], cfg["tile_lr"], cfg["batch_size"]
     model = build_head(head, sum(feats.dims), n_outputs)
-    train_data = _data(feats, train, survival, batch_size, True, seed, cfg["max_tiles"])
-    val_data = _data(feats, val, survival, batch_size if feats.is_slide else max(len(val), 1), False, seed, None)
+    train_data = _data(feats, train, kind, batch_size, True, seed, cfg["max_tiles"])
+    val_data = _data(feats, val, kind, batch_size if feats.is_slide else max(len(val), 1), False, seed, None)
     monitor: dict[str, Any] = {"monitor": "loss", "mode": "min"}
-    if survival:
-        name, mode, metric_fn = scored_monitor(ctx, val, fold, "c_index", {"c_index": 1.0})
+    scored = kind_monitor(ctx, val, fold)
+    if scored:
+        name, mode, metric_fn = scored
         monitor = {"monitor": name, "mode": mode, "metric_fn": metric_fn}
-    result = fit(model, train_data, val_data, task_loss(survival, ctx.settings["survival_alpha"]), epochs=epochs,
+    result = fit(model, train_data, val_data, task_loss(kind, ctx.settings["survival_alpha"]), epochs=epochs,
                  lr=lr, weight_decay=cfg["weight_decay"], patience=cfg["patience"], seed=seed, forward=_forward,
                  optimizer="adam", scheduler="cosine_restarts", **monitor)
     train_seconds = time.perf_counter() - start
-    logits = {key: predict(model, _data(feats, block, survival, batch_size, False, seed, None), _forward)[0].numpy()
+    logits = {key: predict(model, _data(feats, block, kind, batch_size, False, seed, None), _forward)[0].numpy()
               for key, block in ctx.blocks[fold].items() if not key[1]}
-    first_val = next(iter(_data(feats, val, survival, batch_size, False, seed, None)))
+    first_val = next(iter(_data(feats, val, kind, batch_size, False, seed, None)))
     cost = {
         "train_seconds": train_seconds, "params": count_parameters(model),
         "flops": forward_flops(model, lambda: _forward(model, first_val), len(first_val["index"])),

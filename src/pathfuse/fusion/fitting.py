@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pathfuse.fusion.inputs import Block, FusionContext
-from pathfuse.heads.losses import cross_entropy, survival_nll
+from pathfuse.kinds import TaskKind
 from pathfuse.metrics import score
 
 
@@ -60,19 +60,14 @@ def _take(value: torch.Tensor | list[torch.Tensor], rows: torch.Tensor | slice) 
     return [t[rows] for t in value] if isinstance(value, list) else value[rows]
 
 
-def block_targets(block: Block, survival: bool) -> dict[str, torch.Tensor]:
-    """The target tensors of a block: class labels, or survival bins and events."""
-    if survival:
-        return {"bin": torch.as_tensor(block.bin_index, dtype=torch.long),
-                "event": torch.as_tensor(block.event, dtype=torch.float32)}
-    return {"label": torch.as_tensor(block.label, dtype=torch.long)}
+def block_targets(block: Block, kind: TaskKind) -> dict[str, torch.Tensor]:
+    """The target tensors of a block, as the task's kind defines them (e.g. labels, or bins and events)."""
+    return kind.training().block_targets(block)
 
 
-def task_loss(survival: bool, alpha: float) -> Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]:
-    """``(logits, batch) -> loss``: cross-entropy, or the discrete-time survival NLL on hazard logits."""
-    if survival:
-        return lambda logits, batch: survival_nll(logits, batch["bin"], batch["event"], alpha)
-    return lambda logits, batch: cross_entropy(logits, batch["label"])
+def task_loss(kind: TaskKind, alpha: float) -> Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]:
+    """``(logits, batch) -> loss`` of the task's kind (e.g. cross-entropy, or the survival NLL)."""
+    return kind.training().loss(alpha)
 
 
 Monitor = tuple[str, str, Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float]]
@@ -104,13 +99,22 @@ def scored_monitor(
     return name, "max", metric
 
 
+#: Shazam's published model choice where the task's kind names no early-stopping score.
+SHAZAM_SCORE = ("0.8*bal_acc+0.2*w_f1", {"balanced_accuracy": 0.8, "weighted_f1": 0.2})
+
+
 def shazam_monitor(ctx: FusionContext, val: Block, fold: int,
                    to_logits: Callable[[torch.Tensor], torch.Tensor] = lambda out: out) -> Monitor:
-    """Shazam's model choice: 0.8·balanced accuracy + 0.2·weighted F1 (survival: c-index)."""
-    if ctx.is_survival:
-        return scored_monitor(ctx, val, fold, "c_index", {"c_index": 1.0}, to_logits)
-    return scored_monitor(ctx, val, fold, "0.8*bal_acc+0.2*w_f1",
-                          {"balanced_accuracy": 0.8, "weighted_f1": 0.2}, to_logits)
+    """Shazam's model choice: the kind's early-stopping score (survival: c-index), else
+    0.8·balanced accuracy + 0.2·weighted F1."""
+    name, weights = ctx.task.kind_strategy.early_stopping_score or SHAZAM_SCORE
+    return scored_monitor(ctx, val, fold, name, weights, to_logits)
+
+
+def kind_monitor(ctx: FusionContext, val: Block, fold: int) -> Monitor | None:
+    """The kind's early-stopping score on validation (survival: c-index); None: stop on the loss."""
+    score_of_kind = ctx.task.kind_strategy.early_stopping_score
+    return scored_monitor(ctx, val, fold, *score_of_kind) if score_of_kind else None
 
 
 def forward_flops(model: nn.Module, forward: Callable[[], torch.Tensor], n_samples: int) -> int | None:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pathfuse.fusion import BlockKey, FoldOutput
-from pathfuse.fusion.fitting import block_targets, forward_flops, scored_monitor
+from pathfuse.fusion.fitting import block_targets, forward_flops, kind_monitor
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, nll
 from pathfuse.fusion.gate_training import train as train_gate
 from pathfuse.fusion.inputs import Block, FusionContext
@@ -231,7 +231,8 @@ def predict_blocks(model: LogitProdGate, ctx: FusionContext, fold: int,
 def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     """Train the gate on one outer fold and predict every block of it."""
     start = time.perf_counter()
-    cfg, survival, alpha = ctx.settings["logitprod"], ctx.is_survival, ctx.settings["survival_alpha"]
+    cfg, alpha = ctx.settings["logitprod"], ctx.settings["survival_alpha"]
+    survival = ctx.task.kind_strategy.time_to_event  # event distributions over T+1 outcomes, one gate each
     train_oof = cfg["train_on"] == "oof" and ctx.has_block(fold, "train", True)
     if cfg["train_on"] == "oof" and not train_oof:
         log.warning("task %s fold %d: the experts wrote no out-of-fold logits; LogitProd trains on "
@@ -248,11 +249,12 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     # survival: the validation c-index, as published.
     val_nll = ("nll", "min", lambda params: nll(val_problem, fused_log_q(val_problem, params)))
     monitor = val_nll
-    if survival:
-        name, mode, c_index = scored_monitor(ctx, val, fold, "c_index", {"c_index": 1.0})
+    scored = kind_monitor(ctx, val, fold)
+    if scored:
+        name, mode, score = scored
         rows = {"index": torch.arange(len(val))}
-        monitor = (name, mode, lambda params: c_index(
-            output_logits(torch.as_tensor(fused_log_q(val_problem, params)), True), rows))
+        monitor = (name, mode, lambda params: score(
+            output_logits(torch.as_tensor(fused_log_q(val_problem, params)), survival), rows))
     result = train_gate(train_problem, cfg["by_kind"][ctx.kind], cfg["batch_size"], ctx.seed("logitprod", fold),
                    cfg["gate_hidden"], monitor, fallback=val_nll)
     train_seconds = time.perf_counter() - start
@@ -263,7 +265,7 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     with torch.no_grad():
         train_in = gate_inputs(train, survival)
         objective = LogitProdObjective(r, cfg["corr_weight"], survival, alpha)(
-            *model(**train_in), block_targets(train, survival))
+            *model(**train_in), block_targets(train, ctx.task.kind_strategy))
     val_in = gate_inputs(val, survival)
     cost = {
         "train_seconds": train_seconds, "params": count_parameters(model),

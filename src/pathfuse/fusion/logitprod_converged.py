@@ -59,7 +59,8 @@ def fit_converged(problem: GateProblem, weight_decay: float, max_iter: int = 100
 def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     """Fit the gate of one outer fold for every grid point; keep the best on validation NLL."""
     start = time.perf_counter()
-    cfg, survival, alpha = ctx.settings["logitprod_converged"], ctx.is_survival, ctx.settings["survival_alpha"]
+    cfg, alpha = ctx.settings["logitprod_converged"], ctx.settings["survival_alpha"]
+    survival = ctx.task.kind_strategy.time_to_event  # event distributions over T+1 outcomes, one gate each
     oof = ctx.has_block(fold, "train", True)
     train, val = ctx.block(fold, "train", oof), ctx.block(fold, "val")
     r_nll = per_sample_nll(gate_inputs(train, survival)["log_p"], train, survival, alpha)

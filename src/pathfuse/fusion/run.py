@@ -85,23 +85,23 @@ def _fold_frame(ctx: FusionContext, fold: int, out: FoldOutput) -> pd.DataFrame:
 
 def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], digest: str) -> dict[str, Any]:
     spec = FUSERS.get(method)
-    settings = ctx.settings
+    settings, kind = ctx.settings, ctx.task.kind_strategy
     meta: dict[str, Any] = {
         "task": ctx.task.id, "kind": ctx.kind, "method": method, "family": spec.family,
         "description": spec.description, "encoders": ctx.encoders,
-        "classes": None if ctx.is_survival else ctx.classes,
+        "classes": ctx.classes if kind.has_classes else None,
         "folds": {str(f): {**ctx.fold_facts(f), **out.cost} for f, out in results.items()},
         "dropped": ctx.dropped, "seed": ctx.cfg.seed, **replicate_payload(ctx.replicate),
         "settings": _method_settings(settings, method),
         "digest": digest,
     }
-    if ctx.is_survival:
+    if kind.time_to_event:
         meta["n_bins"] = ctx.expert_meta.get("n_bins", ctx.task.n_bins)
         meta["bin_edges"] = {str(f): e for f, e in (ctx.bin_edges or {}).items()}
     if method == "logitprod":
-        n_groups = (ctx.task.n_bins + 1) if ctx.is_survival else 1
+        n_groups = (ctx.task.n_bins + 1) if kind.time_to_event else 1  # LogitProd: one gate per survival outcome
         meta["gate_layout"] = {"n_groups": n_groups, "n_experts": len(ctx.encoders), "order": "group-major",
-                               "groups": "survival outcomes (bins 0..T-1, then survived)" if ctx.is_survival else "one"}
+                               "groups": "survival outcomes (bins 0..T-1, then survived)" if kind.time_to_event else "one"}
     return meta
 
 

@@ -36,6 +36,7 @@ from pathfuse.fusion.features import MultiBagDataset, TeacherFeatures, collate_m
 from pathfuse.fusion.fitting import TensorBatches, block_targets, forward_flops, shazam_monitor, task_loss
 from pathfuse.fusion.inputs import Block, FusionContext
 from pathfuse.heads.abmil import GatedAttentionPool
+from pathfuse.kinds import TaskKind
 from pathfuse.training import count_parameters, fit, make_loader, predict
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ class Shazam(nn.Module):
 class ShazamLoss:
     """Task loss + λ·Σ_i [(1 − cos(T_final, T_i)) + Huber_δ(T_final, T_i)] on packed outputs."""
 
-    def __init__(self, n_outputs: int, dim: int, survival: bool, alpha: float, weight: float, delta: float) -> None:
-        self.task = task_loss(survival, alpha)
+    def __init__(self, n_outputs: int, dim: int, kind: TaskKind, alpha: float, weight: float, delta: float) -> None:
+        self.task = task_loss(kind, alpha)
         self.n_outputs, self.dim, self.weight, self.delta = n_outputs, dim, weight, delta
 
     def __call__(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -160,17 +161,17 @@ def _uses_expert_embeddings(ctx: FusionContext, fold: int) -> bool:
     return all(b.embeddings is not None for key, b in ctx.blocks[fold].items() if not key[1])
 
 
-def _tile_batches(feats: TeacherFeatures, block: Block, survival: bool, batch_size: int, shuffle: bool,
+def _tile_batches(feats: TeacherFeatures, block: Block, kind: TaskKind, batch_size: int, shuffle: bool,
                   seed: int, with_targets: bool) -> TensorBatches:
     inputs: dict[str, Any] = {"features": feats.tile_matrix(block)}
     if with_targets:
         inputs["target_inputs"] = inputs["features"]
-    return TensorBatches(inputs, block_targets(block, survival), batch_size, shuffle=shuffle, seed=seed)
+    return TensorBatches(inputs, block_targets(block, kind), batch_size, shuffle=shuffle, seed=seed)
 
 
-def _bag_loader(feats: TeacherFeatures, block: Block, survival: bool, batch_size: int, shuffle: bool, seed: int,
+def _bag_loader(feats: TeacherFeatures, block: Block, kind: TaskKind, batch_size: int, shuffle: bool, seed: int,
                 max_tiles: int | None, target_source: str | None):
-    targets = {k: v.numpy() for k, v in block_targets(block, survival).items()}
+    targets = {k: v.numpy() for k, v in block_targets(block, kind).items()}
     extras = None
     if target_source == "embedding":
         extras = {"target_inputs": [torch.as_tensor(e) for e in block.embeddings or []]}
@@ -195,7 +196,7 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
     """Train Shazam (or an ablation, by ``mixer``) on one outer fold, early stopping on validation,
     and predict every block."""
     start = time.perf_counter()
-    cfg, survival = ctx.settings["shazam"], ctx.is_survival
+    cfg, kind = ctx.settings["shazam"], ctx.task.kind_strategy
     feats: TeacherFeatures = ctx.features
     train, val = ctx.block(fold, "train"), ctx.block(fold, "val")
     seed = ctx.seed("shazam", fold)
@@ -214,15 +215,15 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
         target_dims = [e.shape[1] for e in train.embeddings] if target_source == "embedding" else feats.dims
     model = Shazam(feats.dims, n_outputs, cfg["dim"], cfg["n_layers"], cfg["abmil_hidden"] if slide else None,
                    cfg["abmil_dropout"], target_dims, train_targets=cfg["distill_target"] == "linear", mixer=mixer)
-    loss = ShazamLoss(n_outputs, cfg["dim"], survival, ctx.settings["survival_alpha"], cfg["distill_weight"],
+    loss = ShazamLoss(n_outputs, cfg["dim"], kind, ctx.settings["survival_alpha"], cfg["distill_weight"],
                       cfg["huber_delta"])
     if slide:
         bs, tiles = cfg["bag_batch_size"], cfg["max_tiles"]
-        train_data = _bag_loader(feats, train, survival, bs, True, seed, tiles, target_source)
-        val_data = _bag_loader(feats, val, survival, bs, False, seed, None, target_source)
+        train_data = _bag_loader(feats, train, kind, bs, True, seed, tiles, target_source)
+        val_data = _bag_loader(feats, val, kind, bs, False, seed, None, target_source)
     else:
-        train_data = _tile_batches(feats, train, survival, cfg["batch_size"], True, seed, distill)
-        val_data = _tile_batches(feats, val, survival, max(len(val), 1), False, seed, distill)
+        train_data = _tile_batches(feats, train, kind, cfg["batch_size"], True, seed, distill)
+        val_data = _tile_batches(feats, val, kind, max(len(val), 1), False, seed, distill)
     train_forward = _mean_tiles_forward if target_source == "mean_tiles" else _default_forward
     monitor, mode, metric_fn = shazam_monitor(ctx, val, fold, lambda out: out[:, :n_outputs])
     result = fit(model, train_data, val_data, loss, epochs=cfg["max_epochs"], lr=cfg["lr"],
@@ -234,11 +235,11 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
     for key, block in ctx.blocks[fold].items():
         if key[1]:
             continue  # out-of-fold rows are an expert-level notion; Shazam has one model per fold
-        data = (_bag_loader(feats, block, survival, cfg["bag_batch_size"], False, seed, None, None) if slide
-                else _tile_batches(feats, block, survival, 4096, False, seed, False))
+        data = (_bag_loader(feats, block, kind, cfg["bag_batch_size"], False, seed, None, None) if slide
+                else _tile_batches(feats, block, kind, 4096, False, seed, False))
         logits[key] = predict(model, data, _logits_forward)[0].numpy()
-    first_val = next(iter(_bag_loader(feats, val, survival, cfg["bag_batch_size"], False, seed, None, None) if slide
-                          else _tile_batches(feats, val, survival, 256, False, seed, False)))
+    first_val = next(iter(_bag_loader(feats, val, kind, cfg["bag_batch_size"], False, seed, None, None) if slide
+                          else _tile_batches(feats, val, kind, 256, False, seed, False)))
     cost = {
         "train_seconds": train_seconds, "params": count_parameters(model),
         "flops": forward_flops(model, lambda: _logits_forward(model, first_val), len(first_val["index"])),

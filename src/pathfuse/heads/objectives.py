@@ -1,24 +1,21 @@
 """What a head is trained on, per task kind: target arrays, loss, and the validation monitor.
 
-Classification heads learn class indices with cross-entropy. Survival heads learn the bin of
-each time (bins cut on the fold's training split) and the event flag with the discrete-time
-NLL; the raw time travels along so that the validation c-index can be computed.
+The rules themselves belong to the task kind (:mod:`pathfuse.kinds`; the built-in torch side
+is :mod:`pathfuse.heads.kind_training`). :class:`Objective` binds a kind to one fold's
+survival bin edges, which is the shape the experts' trainer uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pathfuse.heads.losses import assign_bins, cross_entropy, survival_nll, survival_risk
-from pathfuse.metrics import auroc, concordance
-
-LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
-MonitorFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float]
+from pathfuse.heads.kind_training import ClassificationTraining, SurvivalTraining
+from pathfuse.kinds import KindTraining, LossFn, MonitorFn, get_kind
 
 
 @dataclass(frozen=True)
@@ -28,41 +25,29 @@ class Objective:
     kind: str
     edges: np.ndarray | None = None
 
-    @property
-    def survival(self) -> bool:
-        return self.kind == "survival"
+    @cached_property
+    def rules(self) -> KindTraining:
+        """The kind's training rules."""
+        return get_kind(self.kind).training()
 
     def targets(self, samples: pd.DataFrame) -> dict[str, np.ndarray]:
         """Target arrays aligned with ``samples`` (rows of ``load_samples``)."""
-        if self.survival:
-            return {
-                "bin": assign_bins(samples["time"].to_numpy(), self.edges),
-                "event": samples["event"].to_numpy(np.int64),
-                "time": samples["time"].to_numpy(np.float64),
-            }
-        return {"label": samples["label"].to_numpy(np.int64)}
+        return self.rules.targets(samples, self.edges)
 
     def loss(self, alpha: float = 0.4, class_weights: torch.Tensor | None = None) -> LossFn:
         """``(outputs, batch) -> loss`` for :func:`pathfuse.training.fit`."""
-        if self.survival:
-            return lambda out, batch: survival_nll(out, batch["bin"], batch["event"], alpha)
-        return lambda out, batch: cross_entropy(out, batch["label"], class_weights)
+        return self.rules.loss(alpha, class_weights)
 
 
-def monitor_fn(monitor: str) -> MonitorFn:
-    """Validation metric over samples, for checkpoint choice (reported metrics are per patient)."""
+def monitor_fn(monitor: str, kind: str | None = None) -> MonitorFn:
+    """Validation metric over samples, for checkpoint choice (reported metrics are per patient).
 
-    def c_index(out: torch.Tensor, t: Mapping[str, torch.Tensor]) -> float:
-        return concordance(t["time"].numpy(), survival_risk(out).numpy(), t["event"].numpy())
-
-    def auc(out: torch.Tensor, t: Mapping[str, torch.Tensor]) -> float:
-        return auroc(t["label"].numpy(), torch.softmax(out, dim=1).numpy())
-
-    def balanced(out: torch.Tensor, t: Mapping[str, torch.Tensor]) -> float:
-        y, pred = t["label"].numpy(), out.argmax(dim=1).numpy()
-        return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
-
-    monitors = {"c_index": c_index, "auroc": auc, "balanced_accuracy": balanced}
+    With ``kind``, that kind's monitors; without, any built-in monitor (survival's c-index,
+    the classification scores), as the config schema allows them per kind.
+    """
+    if kind is not None:
+        return get_kind(kind).training().monitor(monitor)
+    monitors = {**SurvivalTraining.monitors, **ClassificationTraining.monitors}
     if monitor not in monitors:
         raise KeyError(f"unknown validation monitor {monitor!r}; known: loss, {', '.join(monitors)}")
     return monitors[monitor]

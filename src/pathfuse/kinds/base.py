@@ -1,0 +1,109 @@
+"""The task-kind strategy: every decision that differs between, e.g., classification and survival.
+
+A task's ``kind`` (tasks registry) names a :class:`TaskKind` in :data:`pathfuse.kinds.KINDS`.
+Code that used to compare the kind name with ``"survival"`` asks the kind instead, so a new
+kind (a lab's plug-in, registered under the entry-point group ``pathfuse.kinds``) is one class,
+not edits across every stage.
+
+This module is light on purpose: :mod:`pathfuse.config` (and so the Snakefile's start-up and
+the slide-tiling env, which has no torch) imports it. What needs torch — targets as tensors,
+the loss, the validation monitors — is the kind's :class:`KindTraining`, named by
+``TaskKind.training_rules`` as ``"module:Class"`` and imported on first use (the pattern of
+:class:`pathfuse.fusion.Method`); the built-in ones live in :mod:`pathfuse.heads.kind_training`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pathfuse.config import TaskSpec
+
+#: ``(outputs, batch) -> loss tensor``, and ``(outputs, targets) -> validation score``.
+LossFn = Callable[[Any, Mapping[str, Any]], Any]
+MonitorFn = Callable[[Any, Mapping[str, Any]], float]
+
+
+class KindTraining(Protocol):
+    """The torch side of a kind: what heads and trainable fusers learn from, and how.
+
+    Tensors are typed ``Any`` so that this protocol stays importable without torch.
+    """
+
+    def targets(self, samples: pd.DataFrame, edges: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Target arrays aligned with ``samples`` (rows of ``load_samples``); ``edges``: the fold's
+        survival bin edges, for kinds that bin times."""
+
+    def block_targets(self, block: Any) -> dict[str, Any]:
+        """Target tensors of a fusion block (:class:`pathfuse.fusion.inputs.Block`)."""
+
+    def loss(self, alpha: float = 0.4, class_weights: Any = None) -> LossFn:
+        """``(outputs, batch) -> loss`` for :func:`pathfuse.training.fit`."""
+
+    def monitor(self, name: str) -> MonitorFn:
+        """A per-sample validation score for checkpoint choice; KeyError for an unknown name."""
+
+    def log_distribution(self, logits: Any) -> Any:
+        """Logits [..., K] → a log-distribution over the kind's outcomes (what LogitProd fuses)."""
+
+    def output_logits(self, log_q: Any) -> Any:
+        """A (fused) log-distribution → the kind's logits; the inverse of :meth:`log_distribution`."""
+
+
+class TaskKind:
+    """What one task kind decides; subclass it and register it in :data:`pathfuse.kinds.KINDS`.
+
+    Class attributes (facts of the kind, the same for every task of it):
+        slide: slide tasks pool tile features into bags (a cohort); tile tasks classify tiles (a dataset).
+        time_to_event: outputs are hazard logits over the fold's time bins, so bin edges travel
+            with the predictions and fusers combine event distributions over T+1 outcomes.
+        has_classes: outputs are per class, and predictions record the class names.
+        metrics: metric names a task of this kind may request (``pathfuse.metrics`` computes them).
+        target_columns: the sample columns that hold a sample's target (e.g. one label per patient).
+        stratify_by: the per-sample or per-unit field whose value stratifies splits and the
+            per-fold bootstrap (the class, or the event indicator).
+        default_monitor: the experts' validation monitor when the config names none.
+        early_stopping_score: (name, metric → weight) that fusers stop on, scored per patient
+            on validation; None: they stop on their validation loss.
+        training_rules: ``"module:Class"`` (or the class) implementing :class:`KindTraining`.
+    """
+
+    slide: ClassVar[bool] = True
+    time_to_event: ClassVar[bool] = False
+    has_classes: ClassVar[bool] = True
+    metrics: ClassVar[tuple[str, ...]] = ()
+    target_columns: ClassVar[tuple[str, ...]] = ("label",)
+    stratify_by: ClassVar[str] = "label"
+    default_monitor: ClassVar[str] = "loss"
+    early_stopping_score: ClassVar[tuple[str, Mapping[str, float]] | None] = None
+    training_rules: ClassVar[str | type] = ""
+
+    def n_outputs(self, task: TaskSpec) -> int:
+        """Logits per sample for ``task``."""
+        raise NotImplementedError
+
+    def label_columns(self, task: TaskSpec) -> list[str]:
+        """Columns a task's label table must have besides ``slide_id``."""
+        raise NotImplementedError
+
+    def row_scores(self, logits: np.ndarray) -> np.ndarray:
+        """Per-row scores [N, K] from logits [N, K] that metrics average per patient."""
+        raise NotImplementedError
+
+    def unit_scores(self, mean_row_scores: np.ndarray) -> np.ndarray:
+        """A patient's averaged row scores → what its metrics read (identity unless overridden)."""
+        return mean_row_scores
+
+    def training(self) -> KindTraining:
+        """The kind's torch side (imported now: only training code asks for it)."""
+        rules = self.training_rules
+        if isinstance(rules, str):
+            module, name = rules.split(":")
+            rules = getattr(importlib.import_module(module), name)
+        return rules()
