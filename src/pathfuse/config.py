@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -23,10 +23,13 @@ from jsonschema.exceptions import ValidationError
 
 from pathfuse import resources
 from pathfuse.paths import Layout
+from pathfuse.settings import RunSettings, Settings
 
 STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
 SLIDE_KINDS = ("wsi_classification", "mutation", "survival")
 TASK_KINDS = (*SLIDE_KINDS, "tile_classification")
+
+SectionT = TypeVar("SectionT", bound=Settings)
 
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -111,6 +114,22 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def section_settings(model: type[SectionT], **values: Any) -> SectionT:
+    """One stage section's typed settings: ``values`` over its schema defaults, validated like a run
+    config. For code without a run config (tests, benchmarks): the schema stays the one source
+    of defaults."""
+    name = next(
+        (field for field, info in RunSettings.model_fields.items() if info.annotation is model and field in STAGE_SECTIONS),
+        None,
+    )
+    if name is None:
+        raise TypeError(f"{model.__name__} is not the model of a stage section {STAGE_SECTIONS}")
+    schema = load_yaml(resources.schema(f"sections/{name}"))
+    section = fill_defaults(copy.deepcopy(values), schema)
+    validate(section, schema, f"{name} settings")
+    return model.model_validate(section)
+
+
 # ----------------------------------------------------------------------------- views
 @dataclass(frozen=True)
 class TaskSpec:
@@ -187,7 +206,11 @@ class TileDatasetSpec:
 
 
 class Config:
-    """Read-only typed view over a validated run config and the registries it names."""
+    """Read-only typed view over a validated run config and the registries it names.
+
+    :attr:`settings` is the typed config (``cfg.settings.experts.n_seeds``); :attr:`raw` is the
+    validated dict it is built from (the job plan hashes its sections for the settings digests).
+    """
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         self.raw: dict[str, Any] = dict(raw)
@@ -218,8 +241,17 @@ class Config:
     def layout(self) -> Layout:
         return Layout(Path(self.raw["results_dir"]))
 
+    @cached_property
+    def settings(self) -> RunSettings:
+        """The typed settings, built once from the validated, default-filled dict."""
+        return RunSettings.model_validate(self.raw)
+
     def section(self, name: str) -> dict[str, Any]:
-        """A stage's settings (defaults filled from its schema section)."""
+        """A stage's settings as a dict (defaults filled from its schema section).
+
+        The legacy accessor: new code reads :attr:`settings` (``cfg.settings.fusion.methods``);
+        the modules that still read string keys move to it in a later pass.
+        """
         return dict(self.raw.get(name, {}))
 
     # -- registries
