@@ -23,7 +23,7 @@ from jsonschema.exceptions import ValidationError
 
 from pathfuse import resources
 from pathfuse.paths import Layout
-from pathfuse.settings import RunSettings, Settings
+from pathfuse.settings import RunSettings, Settings, TaskDataSettings, TridentSettings
 
 STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
 SLIDE_KINDS = ("wsi_classification", "mutation", "survival")
@@ -181,7 +181,7 @@ class CohortSpec:
     manifest: str | None = None
     mpp_overrides: str | None = None
     n_shards: int | None = None
-    trident: Mapping[str, Any] | None = None
+    trident: TridentSettings | None = None
 
     @property
     def has_slides(self) -> bool:
@@ -200,7 +200,7 @@ class TileDatasetSpec:
 
     name: str
     path: str
-    format: str = "image_folder"
+    format: str
     groups: str | None = None
     group_pattern: str | None = None
 
@@ -235,11 +235,11 @@ class Config:
     # -- basics
     @property
     def seed(self) -> int:
-        return int(self.raw["seed"])
+        return self.settings.seed
 
     @cached_property
     def layout(self) -> Layout:
-        return Layout(Path(self.raw["results_dir"]))
+        return Layout(Path(self.settings.results_dir))
 
     @cached_property
     def settings(self) -> RunSettings:
@@ -257,7 +257,7 @@ class Config:
     # -- registries
     def registry_path(self, name: str) -> Path:
         """The run's ``tasks`` or ``encoders`` registry: ``registries.<name>``, else the packaged one."""
-        given = self.raw["registries"].get(name)
+        given = getattr(self.settings.registries, name)
         return Path(given) if given else resources.registry(name)
 
     @cached_property
@@ -278,18 +278,18 @@ class Config:
     @cached_property
     def task_ids(self) -> list[str]:
         """Tasks of this run, in registry order for "all", else in the order given."""
-        if self.raw["tasks"] == "all":
+        if self.settings.tasks == "all":
             return [t for t, spec in self.task_registry.items() if spec.get("lp22")]
-        return list(self.raw["tasks"])
+        return list(self.settings.tasks)
 
     @property
     def fusion_methods(self) -> list[str]:
         """The run's fusion methods and baselines (``fusion.methods``), in config order."""
-        return list(self.section("fusion").get("methods", []))
+        return list(self.settings.fusion.methods)
 
     @property
     def encoder_ids(self) -> list[str]:
-        return list(self.raw["encoders"])
+        return list(self.settings.encoders)
 
     def encoder_entry(self, name: str) -> dict[str, Any]:
         """The encoder registry entry for ``name`` (the encoders package builds from it)."""
@@ -309,10 +309,10 @@ class Config:
                 f"known: {sorted(self.task_registry)}"
             )
         reg = self.task_registry[task_id]
-        data = self.raw["task_data"].get(task_id, {})
+        data = self.settings.task_data.get(task_id) or TaskDataSettings()
         split = dict(reg.get("split", {}))
-        if "n_folds" in data:
-            split["n_folds"] = data["n_folds"]
+        if data.n_folds is not None:
+            split["n_folds"] = data.n_folds
         return TaskSpec(
             id=task_id,
             kind=reg["kind"],
@@ -326,11 +326,11 @@ class Config:
             split=split,
             metrics=tuple(reg.get("metrics", ())),
             primary_metric=reg.get("primary_metric", ""),
-            cohort=data.get("cohort", reg.get("cohort")) if reg["kind"] in SLIDE_KINDS else None,
-            dataset=data.get("dataset", reg.get("dataset")) if reg["kind"] not in SLIDE_KINDS else None,
-            labels=data.get("labels"),
-            splits=data.get("splits"),
-            encoders=tuple(data.get("encoders", self.encoder_ids)),
+            cohort=_given(data.cohort, reg.get("cohort")) if reg["kind"] in SLIDE_KINDS else None,
+            dataset=_given(data.dataset, reg.get("dataset")) if reg["kind"] not in SLIDE_KINDS else None,
+            labels=data.labels,
+            splits=data.splits,
+            encoders=tuple(_given(data.encoders, self.encoder_ids)),
         )
 
     @cached_property
@@ -347,22 +347,24 @@ class Config:
         return sorted({t.dataset for t in self.tasks if not t.is_slide_task and t.dataset and encoder in t.encoders})
 
     def cohort(self, name: str) -> CohortSpec:
-        entry = self.raw["cohorts"].get(name)
+        entry = self.settings.cohorts.get(name)
         if entry is None:
             raise ConfigError(
                 f"cohort {name!r} has no entry under 'cohorts' in the config; add "
                 f"'cohorts: {{{name}: {{slides: <glob>}}}}' or a manifest CSV"
             )
-        return CohortSpec(name=name, **entry)
+        return CohortSpec(name=name, slides=entry.slides, manifest=entry.manifest, mpp_overrides=entry.mpp_overrides,
+                          n_shards=entry.n_shards, trident=entry.trident)
 
     def tile_dataset(self, name: str) -> TileDatasetSpec:
-        entry = self.raw["tile_datasets"].get(name)
+        entry = self.settings.tile_datasets.get(name)
         if entry is None:
             raise ConfigError(
                 f"tile dataset {name!r} has no entry under 'tile_datasets' in the config; add "
                 f"'tile_datasets: {{{name}: {{path: <folder>, format: image_folder}}}}'"
             )
-        return TileDatasetSpec(name=name, **entry)
+        return TileDatasetSpec(name=name, path=entry.path, format=entry.format, groups=entry.groups,
+                               group_pattern=entry.group_pattern)
 
     def n_shards(self, cohort: str) -> int:
         """Jobs per cohort for tiling and embedding (see docs/architecture.md, Jobs)."""
@@ -370,7 +372,7 @@ class Config:
         if spec.n_shards:
             return spec.n_shards
         n = count_slides(spec) if spec.has_slides else self._count_imported(cohort)
-        return max(1, math.ceil(n / int(self.section("tiling")["shard_size"]))) if n else 1
+        return max(1, math.ceil(n / self.settings.tiling.shard_size)) if n else 1
 
     def _count_imported(self, cohort: str) -> int:
         """Slides of a features-only cohort: those with a bag for every encoder (0 if unreadable)."""
@@ -390,7 +392,7 @@ class Config:
         for name in {e for t in self.task_ids if t in self.task_registry for e in self.task(t).encoders} | set(self.encoder_ids):
             if name not in self.encoder_registry:
                 problems.append(f"encoders: {name!r} is not in the encoder registry; known: {sorted(self.encoder_registry)}")
-        for task_id in self.raw["task_data"]:
+        for task_id in self.settings.task_data:
             if task_id not in self.task_registry:
                 problems.append(f"task_data.{task_id}: not a task of the registry")
         if problems:
@@ -407,6 +409,11 @@ class Config:
                     )
             else:
                 self.tile_dataset(task.dataset or "")
+
+
+def _given(value: Any, fallback: Any) -> Any:
+    """``value`` when the config gives it, else ``fallback`` (the registry's or the run's)."""
+    return fallback if value is None else value
 
 
 def count_slides(spec: CohortSpec) -> int:
