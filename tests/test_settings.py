@@ -21,7 +21,7 @@ from pathfuse.config import (
     section_settings,
     validate,
 )
-from pathfuse.settings import RunSettings, Settings, TilingSettings
+from pathfuse.settings import RunSettings, Settings, TilingSettings, retired
 
 #: A config that sets every optional key (values need not exist on disk: no reference checks).
 EVERY_KEY = {
@@ -125,7 +125,7 @@ def test_models_have_exactly_the_schema_keys():
     pairs = _object_pairs(config_schema(), RunSettings, "config")
     assert len(pairs) > 20  # the walk reaches the nested blocks
     for schema, model, where in pairs:
-        keys = {k for k, sub in schema["properties"].items() if sub.get("not") != {}}  # not: {} = removed key
+        keys = set(schema["properties"])
         assert set(model.model_fields) == keys, where
         for key in keys:
             field = model.model_fields[key]
@@ -144,3 +144,37 @@ def load_yaml_default(section: str, key: str) -> Any:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- retired keys
+def test_a_removed_key_says_what_replaced_it():
+    with pytest.raises(ConfigError) as err:
+        build({**EVERY_KEY, "fusion": {"selection_metric": "auroc", "typo_key": 1}})
+    message = str(err.value)
+    assert "fusion.selection_metric was removed in pathfuse 0.1: it was replaced by report.primary_metric.<task>" \
+        in message
+    assert "fusion: unknown key(s) ['typo_key']" in message  # a real typo is still reported as one
+    assert "selection_metric'" not in message.split("unknown key(s)")[1]
+
+
+def test_a_renamed_key_names_its_new_key_and_value(monkeypatch):
+    monkeypatch.setitem(retired.RETIRED_KEYS, "experts.old_lr", retired.RetiredKey("0.1", "experts.heads.mutation.lr"))
+    monkeypatch.setitem(retired.RETIRED_KEYS, "cohorts.*.glob", retired.RetiredKey("0.1", "cohorts.*.slides"))
+    raw = {**EVERY_KEY, "experts": {"old_lr": 0.01}, "cohorts": {"tcga": {"glob": "s/*.svs"}}}
+    with pytest.raises(ConfigError) as err:
+        build(raw)
+    message = str(err.value)
+    assert ("experts.old_lr was renamed to experts.heads.mutation.lr in pathfuse 0.1; "
+            "write experts.heads.mutation.lr: 0.01 instead") in message
+    assert "cohorts.tcga.glob was renamed to cohorts.tcga.slides in pathfuse 0.1" in message
+    assert "unknown key" not in message
+
+
+def test_retired_keys_are_not_schema_keys():
+    """A retired key that is (again) a schema key would never be reported as retired."""
+    known = {where for _, _, where in _object_pairs(config_schema(), RunSettings, "config")}
+    for path in retired.RETIRED_KEYS:
+        parent, _, name = f"config.{path}".rpartition(".")
+        schema_keys = [set(s["properties"]) for s, _, w in _object_pairs(config_schema(), RunSettings, "config")
+                       if w == parent]
+        assert parent in known and name not in schema_keys[0], path

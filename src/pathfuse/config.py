@@ -24,6 +24,7 @@ from jsonschema.exceptions import ValidationError
 from pathfuse import resources
 from pathfuse.paths import Layout
 from pathfuse.settings import RunSettings, Settings, TaskDataSettings, TridentSettings
+from pathfuse.settings.retired import retired_key_message
 
 STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
 SLIDE_KINDS = ("wsi_classification", "mutation", "survival")
@@ -73,11 +74,18 @@ def validate(instance: Any, schema: Mapping[str, Any], where: str) -> None:
 
 
 def _describe(err: ValidationError) -> str:
+    """One line per problem (several for an object with several unknown keys): a renamed or
+    removed key says what to write instead (pathfuse.settings.retired)."""
     key = ".".join(str(p) for p in err.path) or "<top level>"
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
-        return f"{key}: unknown key(s) {extra}; allowed: {allowed}"
+        fixes = {name: retired_key_message([*err.path, name], err.instance[name]) for name in extra}
+        lines = [fix for fix in fixes.values() if fix]
+        unknown = [name for name, fix in fixes.items() if not fix]
+        if unknown:
+            lines.append(f"{key}: unknown key(s) {unknown}; allowed: {allowed}")
+        return "\n  - ".join(lines)
     if err.validator == "enum":
         return f"{key}: {err.instance!r} is not allowed; allowed: {err.validator_value}"
     if err.validator == "oneOf" and isinstance(err.instance, dict):

@@ -39,7 +39,8 @@ def primary_metric(cfg: Config, task: TaskSpec) -> str:
     """The task's primary metric — ranked, reported as the gain, and used to select experts.
 
     ``report.primary_metric.<task>`` overrides the registry's ``primary_metric``; it is the
-    only key that decides the selection metric (``fusion.selection_metric`` was removed).
+    only key that decides the selection metric (``fusion.selection_metric`` was removed; see
+    pathfuse.settings.retired).
     """
     metric = cfg.settings.report.primary_metric.get(task.id) or task.primary_metric
     if metric not in task.metrics:
