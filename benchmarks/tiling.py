@@ -29,9 +29,10 @@ import numpy as np
 import openslide
 import tifffile
 
+from pathfuse.config import section_settings
+from pathfuse.settings import TilingSettings
 from pathfuse.slides.grid import locate_tiles, plan_grid
 from pathfuse.slides.reader import SlideReader
-from pathfuse.slides.settings import TilingSettings
 from pathfuse.slides.slide_tiles import SlideJob, tile_slide
 from pathfuse.slides.tissue import segment_tissue
 
@@ -158,7 +159,7 @@ def measure_in_child(path: Path) -> dict:
 
 def measure_reads(path: Path, target_mpp: float, seed: int = 0) -> dict:
     """Reader vs bare read_region over the same tissue tiles, interleaved chunk by chunk."""
-    settings = TilingSettings(target_mpp=target_mpp)
+    settings = section_settings(TilingSettings, target_mpp=target_mpp)
     tiles = _tiles_of(path, settings)
     rng = np.random.default_rng(seed)
     rows = tiles.iloc[np.sort(rng.choice(len(tiles), min(N_READ, len(tiles)), replace=False))]
@@ -237,7 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     if args.locate:
-        print(json.dumps(measure_locate(args.locate, TilingSettings())))
+        print(json.dumps(measure_locate(args.locate, section_settings(TilingSettings))))
         return
     info = machine()
     t0 = time.perf_counter()
@@ -250,7 +251,7 @@ def main() -> None:
         "machine": info,
         "slide": {"path": str(big), "px": [BIG_SIDE, BIG_SIDE], "mpp": MPP, "file_mb": big.stat().st_size / 2**20,
                   "write_s_this_run": write_s},
-        "settings": TilingSettings().grid_key(),
+        "settings": section_settings(TilingSettings).grid_key(),
         "locate": locate_big,
         "locate_small_slide": locate_small,
         "peak_rss_growth_mb_for_16x_area": locate_big["peak_rss_mb"] - locate_small["peak_rss_mb"],

@@ -8,13 +8,20 @@ import torch
 from PIL import Image
 from test_encoders_registry import REGISTRY
 
+from pathfuse.config import section_settings
 from pathfuse.encoders.inference import Embedder, select_runtime
 from pathfuse.encoders.registry import EncoderSpec, build_encoder
 from pathfuse.encoders.transforms import Normalize, ResizeCrop
 from pathfuse.encoders.weights import LoadedEncoder
+from pathfuse.settings import EmbeddingSettings
 
 SETTINGS = {"device": "auto", "cpu_precision": "fp32", "gpu_precision": "auto", "channels_last": "auto",
             "compile": False}
+
+
+def embedding(**values: object) -> EmbeddingSettings:
+    """The embedding section: ``values`` over the schema defaults."""
+    return section_settings(EmbeddingSettings, **values)
 
 
 def test_resize_crop_matches_pil_and_keeps_uint8():
@@ -40,12 +47,12 @@ def test_normalize_is_mean_std_on_unit_range():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_runtime_falls_back_to_cpu_and_refuses_missing_gpu():
-    runtime = select_runtime(SETTINGS, preferred_precision="bf16")
+    runtime = select_runtime(embedding(**SETTINGS), preferred_precision="bf16")
     assert runtime.device.type == "cpu" and runtime.precision == "fp32" and runtime.autocast_dtype is None
     assert not runtime.channels_last  # auto: channels-last only pays off on a GPU
-    assert select_runtime({**SETTINGS, "cpu_precision": "bf16"}, "fp32").autocast_dtype == torch.bfloat16
+    assert select_runtime(embedding(**{**SETTINGS, "cpu_precision": "bf16"}), "fp32").autocast_dtype == torch.bfloat16
     with pytest.raises(RuntimeError, match="no GPU"):
-        select_runtime({**SETTINGS, "device": "cuda"}, "bf16")
+        select_runtime(embedding(**{**SETTINGS, "device": "cuda"}), "bf16")
 
 
 def test_channels_last_does_not_change_embeddings():
@@ -56,7 +63,7 @@ def test_channels_last_does_not_change_embeddings():
     outs = []
     for channels_last in (False, True):
         loaded = LoadedEncoder(spec=spec, model=model, weights_sha256="", weights_source="")
-        runtime = select_runtime({**SETTINGS, "device": "cpu", "channels_last": channels_last}, "fp32")
+        runtime = select_runtime(embedding(**{**SETTINGS, "device": "cpu", "channels_last": channels_last}), "fp32")
         outs.append(Embedder(loaded, runtime)(images))
     assert outs[0].shape == (3, 128)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)

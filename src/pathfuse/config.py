@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -24,10 +24,14 @@ from jsonschema.exceptions import ValidationError
 from pathfuse import resources
 from pathfuse.kinds import KINDS, TaskKind, get_kind
 from pathfuse.paths import Layout
+from pathfuse.settings import RunSettings, Settings, TaskDataSettings, TridentSettings
+from pathfuse.settings.retired import retired_key_message
 
 STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
 TASK_KINDS = tuple(KINDS.names())  # built-in and plug-in kinds (pathfuse.kinds)
 SLIDE_KINDS = tuple(k for k in TASK_KINDS if KINDS.get(k).slide)
+
+SectionT = TypeVar("SectionT", bound=Settings)
 
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -71,11 +75,18 @@ def validate(instance: Any, schema: Mapping[str, Any], where: str) -> None:
 
 
 def _describe(err: ValidationError) -> str:
+    """One line per problem (several for an object with several unknown keys): a renamed or
+    removed key says what to write instead (pathfuse.settings.retired)."""
     key = ".".join(str(p) for p in err.path) or "<top level>"
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
-        return f"{key}: unknown key(s) {extra}; allowed: {allowed}"
+        fixes = {name: retired_key_message([*err.path, name], err.instance[name]) for name in extra}
+        lines = [fix for fix in fixes.values() if fix]
+        unknown = [name for name, fix in fixes.items() if not fix]
+        if unknown:
+            lines.append(f"{key}: unknown key(s) {unknown}; allowed: {allowed}")
+        return "\n  - ".join(lines)
     if err.validator == "enum":
         return f"{key}: {err.instance!r} is not allowed; allowed: {err.validator_value}"
     if err.validator == "oneOf" and isinstance(err.instance, dict):
@@ -110,6 +121,22 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     validate(cfg, config_schema(), "config")
     Config(cfg)._check_references()
     return cfg
+
+
+def section_settings(model: type[SectionT], **values: Any) -> SectionT:
+    """One stage section's typed settings: ``values`` over its schema defaults, validated like a run
+    config. For code without a run config (tests, benchmarks): the schema stays the one source
+    of defaults."""
+    name = next(
+        (field for field, info in RunSettings.model_fields.items() if info.annotation is model and field in STAGE_SECTIONS),
+        None,
+    )
+    if name is None:
+        raise TypeError(f"{model.__name__} is not the model of a stage section {STAGE_SECTIONS}")
+    schema = load_yaml(resources.schema(f"sections/{name}"))
+    section = fill_defaults(copy.deepcopy(values), schema)
+    validate(section, schema, f"{name} settings")
+    return model.model_validate(section)
 
 
 # ----------------------------------------------------------------------------- views
@@ -168,7 +195,7 @@ class CohortSpec:
     manifest: str | None = None
     mpp_overrides: str | None = None
     n_shards: int | None = None
-    trident: Mapping[str, Any] | None = None
+    trident: TridentSettings | None = None
 
     @property
     def has_slides(self) -> bool:
@@ -187,13 +214,17 @@ class TileDatasetSpec:
 
     name: str
     path: str
-    format: str = "image_folder"
+    format: str
     groups: str | None = None
     group_pattern: str | None = None
 
 
 class Config:
-    """Read-only typed view over a validated run config and the registries it names."""
+    """Read-only typed view over a validated run config and the registries it names.
+
+    :attr:`settings` is the typed config (``cfg.settings.experts.n_seeds``); :attr:`raw` is the
+    validated dict it is built from (the job plan hashes its sections for the settings digests).
+    """
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         self.raw: dict[str, Any] = dict(raw)
@@ -218,20 +249,29 @@ class Config:
     # -- basics
     @property
     def seed(self) -> int:
-        return int(self.raw["seed"])
+        return self.settings.seed
 
     @cached_property
     def layout(self) -> Layout:
-        return Layout(Path(self.raw["results_dir"]))
+        return Layout(Path(self.settings.results_dir))
+
+    @cached_property
+    def settings(self) -> RunSettings:
+        """The typed settings, built once from the validated, default-filled dict."""
+        return RunSettings.model_validate(self.raw)
 
     def section(self, name: str) -> dict[str, Any]:
-        """A stage's settings (defaults filled from its schema section)."""
+        """A stage's settings as a dict (defaults filled from its schema section).
+
+        The legacy accessor: new code reads :attr:`settings` (``cfg.settings.fusion.methods``);
+        the modules that still read string keys move to it in a later pass.
+        """
         return dict(self.raw.get(name, {}))
 
     # -- registries
     def registry_path(self, name: str) -> Path:
         """The run's ``tasks`` or ``encoders`` registry: ``registries.<name>``, else the packaged one."""
-        given = self.raw["registries"].get(name)
+        given = getattr(self.settings.registries, name)
         return Path(given) if given else resources.registry(name)
 
     @cached_property
@@ -254,18 +294,18 @@ class Config:
     @cached_property
     def task_ids(self) -> list[str]:
         """Tasks of this run, in registry order for "all", else in the order given."""
-        if self.raw["tasks"] == "all":
+        if self.settings.tasks == "all":
             return [t for t, spec in self.task_registry.items() if spec.get("lp22")]
-        return list(self.raw["tasks"])
+        return list(self.settings.tasks)
 
     @property
     def fusion_methods(self) -> list[str]:
         """The run's fusion methods and baselines (``fusion.methods``), in config order."""
-        return list(self.section("fusion").get("methods", []))
+        return list(self.settings.fusion.methods)
 
     @property
     def encoder_ids(self) -> list[str]:
-        return list(self.raw["encoders"])
+        return list(self.settings.encoders)
 
     def encoder_entry(self, name: str) -> dict[str, Any]:
         """The encoder registry entry for ``name`` (the encoders package builds from it)."""
@@ -285,10 +325,10 @@ class Config:
                 f"known: {sorted(self.task_registry)}"
             )
         reg = self.task_registry[task_id]
-        data = self.raw["task_data"].get(task_id, {})
+        data = self.settings.task_data.get(task_id) or TaskDataSettings()
         split = dict(reg.get("split", {}))
-        if "n_folds" in data:
-            split["n_folds"] = data["n_folds"]
+        if data.n_folds is not None:
+            split["n_folds"] = data.n_folds
         return TaskSpec(
             id=task_id,
             kind=reg["kind"],
@@ -302,11 +342,11 @@ class Config:
             split=split,
             metrics=tuple(reg.get("metrics", ())),
             primary_metric=reg.get("primary_metric", ""),
-            cohort=data.get("cohort", reg.get("cohort")) if reg["kind"] in SLIDE_KINDS else None,
-            dataset=data.get("dataset", reg.get("dataset")) if reg["kind"] not in SLIDE_KINDS else None,
-            labels=data.get("labels"),
-            splits=data.get("splits"),
-            encoders=tuple(data.get("encoders", self.encoder_ids)),
+            cohort=_given(data.cohort, reg.get("cohort")) if reg["kind"] in SLIDE_KINDS else None,
+            dataset=_given(data.dataset, reg.get("dataset")) if reg["kind"] not in SLIDE_KINDS else None,
+            labels=data.labels,
+            splits=data.splits,
+            encoders=tuple(_given(data.encoders, self.encoder_ids)),
         )
 
     @cached_property
@@ -323,22 +363,24 @@ class Config:
         return sorted({t.dataset for t in self.tasks if not t.is_slide_task and t.dataset and encoder in t.encoders})
 
     def cohort(self, name: str) -> CohortSpec:
-        entry = self.raw["cohorts"].get(name)
+        entry = self.settings.cohorts.get(name)
         if entry is None:
             raise ConfigError(
                 f"cohort {name!r} has no entry under 'cohorts' in the config; add "
                 f"'cohorts: {{{name}: {{slides: <glob>}}}}' or a manifest CSV"
             )
-        return CohortSpec(name=name, **entry)
+        return CohortSpec(name=name, slides=entry.slides, manifest=entry.manifest, mpp_overrides=entry.mpp_overrides,
+                          n_shards=entry.n_shards, trident=entry.trident)
 
     def tile_dataset(self, name: str) -> TileDatasetSpec:
-        entry = self.raw["tile_datasets"].get(name)
+        entry = self.settings.tile_datasets.get(name)
         if entry is None:
             raise ConfigError(
                 f"tile dataset {name!r} has no entry under 'tile_datasets' in the config; add "
                 f"'tile_datasets: {{{name}: {{path: <folder>, format: image_folder}}}}'"
             )
-        return TileDatasetSpec(name=name, **entry)
+        return TileDatasetSpec(name=name, path=entry.path, format=entry.format, groups=entry.groups,
+                               group_pattern=entry.group_pattern)
 
     def n_shards(self, cohort: str) -> int:
         """Jobs per cohort for tiling and embedding (see docs/architecture.md, Jobs)."""
@@ -346,7 +388,7 @@ class Config:
         if spec.n_shards:
             return spec.n_shards
         n = count_slides(spec) if spec.has_slides else self._count_imported(cohort)
-        return max(1, math.ceil(n / int(self.section("tiling")["shard_size"]))) if n else 1
+        return max(1, math.ceil(n / self.settings.tiling.shard_size)) if n else 1
 
     def _count_imported(self, cohort: str) -> int:
         """Slides of a features-only cohort: those with a bag for every encoder (0 if unreadable)."""
@@ -366,7 +408,7 @@ class Config:
         for name in {e for t in self.task_ids if t in self.task_registry for e in self.task(t).encoders} | set(self.encoder_ids):
             if name not in self.encoder_registry:
                 problems.append(f"encoders: {name!r} is not in the encoder registry; known: {sorted(self.encoder_registry)}")
-        for task_id in self.raw["task_data"]:
+        for task_id in self.settings.task_data:
             if task_id not in self.task_registry:
                 problems.append(f"task_data.{task_id}: not a task of the registry")
         if problems:
@@ -383,6 +425,11 @@ class Config:
                     )
             else:
                 self.tile_dataset(task.dataset or "")
+
+
+def _given(value: Any, fallback: Any) -> Any:
+    """``value`` when the config gives it, else ``fallback`` (the registry's or the run's)."""
+    return fallback if value is None else value
 
 
 def count_slides(spec: CohortSpec) -> int:

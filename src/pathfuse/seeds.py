@@ -27,8 +27,8 @@ SEED_STATISTIC = "seed"
 
 
 def n_seeds(cfg: Config) -> int:
-    """How many training seeds the run has (``experts.n_seeds``, default 1)."""
-    return int(cfg.section("experts").get("n_seeds", 1) or 1)
+    """How many training seeds the run has (``experts.n_seeds``)."""
+    return cfg.settings.experts.n_seeds
 
 
 def replicates(cfg: Config) -> list[int]:

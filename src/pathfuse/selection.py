@@ -39,9 +39,10 @@ def primary_metric(cfg: Config, task: TaskSpec) -> str:
     """The task's primary metric — ranked, reported as the gain, and used to select experts.
 
     ``report.primary_metric.<task>`` overrides the registry's ``primary_metric``; it is the
-    only key that decides the selection metric (``fusion.selection_metric`` was removed).
+    only key that decides the selection metric (``fusion.selection_metric`` was removed; see
+    pathfuse.settings.retired).
     """
-    metric = cfg.section("report").get("primary_metric", {}).get(task.id) or task.primary_metric
+    metric = cfg.settings.report.primary_metric.get(task.id) or task.primary_metric
     if metric not in task.metrics:
         raise ConfigError(
             f"report.primary_metric.{task.id}: {metric!r} is not one of the task's metrics "

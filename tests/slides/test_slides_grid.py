@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from slide_fixtures import synthetic_image
 
+from pathfuse.config import section_settings
+from pathfuse.settings import TilingSettings
 from pathfuse.slides.errors import SlideError
 from pathfuse.slides.grid import grid_positions, locate_tiles, plan_grid, tissue_fractions
-from pathfuse.slides.settings import TilingSettings
 from pathfuse.slides.tissue import TissueMask, otsu_threshold, segment_tissue
 
-SETTINGS = TilingSettings()
+SETTINGS = section_settings(TilingSettings)
 
 
 def test_otsu_splits_two_populations():
@@ -39,18 +40,18 @@ def test_blank_glass_is_not_tissue_even_with_otsu():
 def test_small_holes_filled_small_objects_dropped():
     rgb = synthetic_image(400, 300, [(0.5, 0.5, 0.3, 0.3), (0.05, 0.05, 0.01, 0.01)])
     rgb[145:150, 195:200] = (242, 240, 244)  # 5x5 px hole = 0.0016 mm² at 8 µm/px
-    tissue = segment_tissue(rgb, (16.0, 16.0), 0.5, TilingSettings(median_px=1, closing_um=0))
+    tissue = segment_tissue(rgb, (16.0, 16.0), 0.5, section_settings(TilingSettings, median_px=1, closing_um=0))
     assert tissue.mask[147, 197]
     assert not tissue.mask[:30, :30].any()  # the 8x6 px speck is under min_object_mm2
-    kept = segment_tissue(rgb, (16.0, 16.0), 0.5, TilingSettings(median_px=1, closing_um=0, min_object_mm2=0,
+    kept = segment_tissue(rgb, (16.0, 16.0), 0.5, section_settings(TilingSettings, median_px=1, closing_um=0, min_object_mm2=0,
                                                                max_hole_mm2=0))
     assert kept.mask[:30, :30].any() and not kept.mask[147, 197]
 
 
 def test_fixed_threshold_is_used_as_given():
     rgb = synthetic_image(100, 100, [(0.5, 0.5, 0.3, 0.3)])
-    assert segment_tissue(rgb, (16.0, 16.0), 0.5, TilingSettings(threshold=255)).mask.sum() == 0
-    assert segment_tissue(rgb, (16.0, 16.0), 0.5, TilingSettings(threshold=20)).threshold == 20
+    assert segment_tissue(rgb, (16.0, 16.0), 0.5, section_settings(TilingSettings, threshold=255)).mask.sum() == 0
+    assert segment_tissue(rgb, (16.0, 16.0), 0.5, section_settings(TilingSettings, threshold=20)).threshold == 20
 
 
 @pytest.mark.parametrize("mpp0, target, level, read_px", [
@@ -61,19 +62,19 @@ def test_fixed_threshold_is_used_as_given():
     (0.263, 0.25, 0, 243),  # slightly coarser slide: small upsampling allowed
 ])
 def test_grid_plan_reads_the_best_level(mpp0, target, level, read_px):
-    plan = plan_grid((1.0, 2.0, 4.0, 8.0), mpp0, TilingSettings(target_mpp=target))
+    plan = plan_grid((1.0, 2.0, 4.0, 8.0), mpp0, section_settings(TilingSettings, target_mpp=target))
     assert (plan.level, plan.read_px) == (level, read_px)
     assert plan.size0 >= 256 * target / mpp0 - 1e-9
 
 
 def test_too_coarse_slide_is_refused():
     with pytest.raises(SlideError, match="coarser than the target") as info:
-        plan_grid((1.0,), 0.5, TilingSettings(target_mpp=0.25))
+        plan_grid((1.0,), 0.5, section_settings(TilingSettings, target_mpp=0.25))
     assert info.value.cause == "mpp_too_coarse"
 
 
 def test_grid_stays_inside_the_slide_and_honours_stride():
-    plan = plan_grid((1.0,), 0.25, TilingSettings(tile_px=100, stride_px=50))
+    plan = plan_grid((1.0,), 0.25, section_settings(TilingSettings, tile_px=100, stride_px=50))
     xs, ys = grid_positions((1000, 450), plan)
     assert xs.max() + plan.size0 <= 1000 and ys.max() + plan.size0 <= 450
     assert sorted(set(np.diff(np.unique(xs)))) == [100]  # 50 px at 0.5 µm/px = 100 level-0 px
@@ -94,11 +95,11 @@ def test_tissue_fraction_matches_brute_force():
 def test_subsampling_is_seeded_and_keeps_order():
     mask = np.ones((100, 100), bool)
     tissue = TissueMask(mask=mask, scale=(16.0, 16.0), threshold=0, mpp=8.0)
-    settings = TilingSettings(tile_px=512, max_tiles_per_slide=10)
+    settings = section_settings(TilingSettings, tile_px=512, max_tiles_per_slide=10)
     plan = plan_grid((1.0,), 0.5, settings)
     first, n_grid = locate_tiles((1600, 1600), plan, tissue, settings, np.random.default_rng(7))
     assert n_grid == 9 and len(first) == 9  # fewer tiles than the cap: all kept
-    settings = TilingSettings(tile_px=512, max_tiles_per_slide=3)
+    settings = section_settings(TilingSettings, tile_px=512, max_tiles_per_slide=3)
     first, _ = locate_tiles((1600, 1600), plan, tissue, settings, np.random.default_rng(7))
     again, _ = locate_tiles((1600, 1600), plan, tissue, settings, np.random.default_rng(7))
     other, _ = locate_tiles((1600, 1600), plan, tissue, settings, np.random.default_rng(8))

@@ -45,7 +45,7 @@ def load_samples(cfg: Config, task: TaskSpec, encoder: str) -> pd.DataFrame:
     what ``patient_id`` stands for (:data:`PATIENTS_KEY`): splits and the bootstrap treat one
     patient_id as one unit, so a table without patients must say so.
     """
-    policy = cfg.section("experts").get("on_bad_input", "fail")
+    policy = cfg.settings.experts.on_bad_input
     if task.is_slide_task:
         return _slide_samples(cfg, task, encoder, policy)
     return _tile_samples(cfg, task, encoder, policy)
@@ -187,7 +187,7 @@ def _slide_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd
         "Fix the slide ids of the label table or add the slides to the cohort",
     )
     table = table[slides.isin(list(paths))]
-    unit = cfg.section("experts").get("bag_unit", "slide")
+    unit = cfg.settings.experts.bag_unit
     samples = (
         _per_patient(task, table, drops)
         if unit == "patient"

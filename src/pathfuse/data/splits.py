@@ -51,16 +51,15 @@ class Fold:
 
 def make_folds(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> list[Fold]:
     """The outer folds of ``task`` over ``samples`` (from :func:`pathfuse.data.labels.load_samples`)."""
-    settings = cfg.section("experts")
     source = task.split.get("source")
     if source == "csv":
-        folds = [_csv_fold(cfg, task, samples, k, settings) for k in range(task.n_folds)]
+        folds = [_csv_fold(cfg, task, samples, k) for k in range(task.n_folds)]
     elif source == "kfold":
-        folds = _kfold(cfg, task, samples, settings)
+        folds = _kfold(cfg, task, samples)
     elif source == "official":
-        folds = [_official_fold(cfg, task, samples, settings)]
+        folds = [_official_fold(cfg, task, samples)]
     elif source == "holdout":
-        folds = [_holdout_fold(cfg, task, samples, k, settings) for k in range(task.n_folds)]
+        folds = [_holdout_fold(cfg, task, samples, k) for k in range(task.n_folds)]
     else:
         raise SplitError(f"task {task.id}: unknown split source {source!r}")
     for fold in folds:
@@ -133,7 +132,7 @@ def _resolve_ids(samples: pd.DataFrame) -> dict[str, set[str]]:
     return lookup
 
 
-def _csv_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, k: int, settings: dict) -> Fold:
+def _csv_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, k: int) -> Fold:
     path = Path((task.splits or "").format(fold=k))
     if not path.is_file():
         raise FileNotFoundError(
@@ -171,7 +170,7 @@ def _csv_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, k: int, settin
             len(unassigned),
             path,
         )
-    return _with_validation(cfg, task, samples, k, parts, settings, source=str(path))
+    return _with_validation(cfg, task, samples, k, parts, source=str(path))
 
 
 def _with_validation(
@@ -180,7 +179,6 @@ def _with_validation(
     samples: pd.DataFrame,
     k: int,
     parts: dict[str, set[str]],
-    settings: dict,
     source: str,
 ) -> Fold:
     """Apply the val == test rule and carve validation when needed."""
@@ -191,7 +189,7 @@ def _with_validation(
         )
     carved = False
     if val and val == test:
-        if not settings.get("carve_val", False):
+        if not cfg.settings.experts.carve_val:
             raise SplitError(
                 f"task {task.id} fold {k}: validation set equals the test set in {source}; early "
                 "stopping on it would tune on the test set. Set experts.carve_val: true to carve a "
@@ -201,7 +199,7 @@ def _with_validation(
         val = set()
     if not val:
         seed = derive_seed(cfg.seed, task.id, "carve_val", k)
-        rest, val_ids = carve(samples, sorted(train), float(settings.get("val_fraction", 0.15)), seed)
+        rest, val_ids = carve(samples, sorted(train), float(cfg.settings.experts.val_fraction), seed)
         train, val, carved = set(rest), set(val_ids), True
     return Fold(
         index=k,
@@ -213,19 +211,19 @@ def _with_validation(
     )
 
 
-def _kfold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, settings: dict) -> list[Fold]:
+def _kfold(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> list[Fold]:
     seed = derive_seed(cfg.seed, task.id, "kfold")
     try:
         partitions = patient_kfold(samples, task.n_folds if task.split.get("n_folds") else 5, seed)
     except SplitError as err:
         raise SplitError(f"task {task.id}: {err}") from None
     return [
-        _with_validation(cfg, task, samples, k, {"train": set(fit), "test": set(held)}, settings, "kfold")
+        _with_validation(cfg, task, samples, k, {"train": set(fit), "test": set(held)}, "kfold")
         for k, (fit, held) in enumerate(partitions)
     ]
 
 
-def _official_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, settings: dict) -> Fold:
+def _official_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> Fold:
     if "official_split" not in samples:
         raise SplitError(f"task {task.id}: split source 'official' is for tile datasets with a split column")
     by_split = {
@@ -237,16 +235,16 @@ def _official_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, settings:
             f"task {task.id}: dataset {task.dataset!r} has no 'test' tiles; use split source "
             "'holdout' (with test_fraction) in the task registry"
         )
-    return _with_validation(cfg, task, samples, 0, by_split, settings, f"official split of {task.dataset}")
+    return _with_validation(cfg, task, samples, 0, by_split, f"official split of {task.dataset}")
 
 
-def _holdout_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, k: int, settings: dict) -> Fold:
+def _holdout_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, k: int) -> Fold:
     fraction = float(task.split.get("test_fraction", 0.2))
     rest, test = carve(
         samples, list(samples["sample_id"]), fraction, derive_seed(cfg.seed, task.id, "holdout", k)
     )
     return _with_validation(
-        cfg, task, samples, k, {"train": set(rest), "test": set(test)}, settings, "holdout"
+        cfg, task, samples, k, {"train": set(rest), "test": set(test)}, "holdout"
     )
 
 

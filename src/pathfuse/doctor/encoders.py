@@ -50,7 +50,7 @@ def check_encoders(cfg: Config, *, deep: bool) -> list[Row]:
 
 def _forward_row(cfg: Config, name: str) -> Row:
     """Strict load and one batch of the configured size, as the embedding jobs will run it."""
-    settings = cfg.section("embedding")
+    settings = cfg.settings.embedding
     try:
         loaded = load_encoder(cfg, name)
     except (WeightsError, RuntimeError, ValueError) as err:
@@ -59,7 +59,7 @@ def _forward_row(cfg: Config, name: str) -> Row:
     try:
         runtime = select_runtime(settings, loaded.spec.precision)
         embedder = Embedder(loaded, runtime)
-        px, batch = loaded.spec.input_px, int(settings["batch_size"])
+        px, batch = loaded.spec.input_px, settings.batch_size
         images = torch.randint(0, 256, (batch, 3, px, px), dtype=torch.uint8)
         if runtime.is_cuda:
             torch.cuda.reset_peak_memory_stats(runtime.device)
@@ -84,7 +84,7 @@ def _forward_row(cfg: Config, name: str) -> Row:
 def cached_sha256(cfg: Config, path: Path) -> str:
     """SHA-256 of a weight file, remembered by (path, size, mtime) in a small JSON cache under
     results_dir: hashing a 4 GB checkpoint takes ~10 s, so the doctor hashes a file once."""
-    cache_file = Path(cfg.raw["results_dir"]) / ".pathfuse" / "sha256_cache.json"
+    cache_file = Path(cfg.settings.results_dir) / ".pathfuse" / "sha256_cache.json"
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):

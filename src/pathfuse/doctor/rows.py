@@ -26,10 +26,10 @@ class Row:
 def generated_by_run(cfg: Config, path: str | Path) -> bool:
     """True when ``path`` lies under the demo's output folder and the run generates the demo
     itself: such inputs are PENDING before the run, not missing."""
-    demo = cfg.section("demo")
-    if not demo.get("enabled"):
+    demo = cfg.settings.demo
+    if not demo.enabled:
         return False
-    root = Path(demo["out_dir"]).resolve()
+    root = Path(demo.out_dir).resolve()
     return Path(str(path).split("*")[0].split("{")[0]).resolve().is_relative_to(root)
 
 

@@ -102,10 +102,9 @@ def _mpp_row(cfg: Config, cohort: str, slide_id: str, path: str, mpp: float) -> 
     from pathfuse.slides.errors import SlideError
     from pathfuse.slides.mpp import read_mpp_overrides, resolve_mpp
     from pathfuse.slides.readers import open_reader
-    from pathfuse.slides.settings import TilingSettings
     from pathfuse.slides.slide_tiles import TILING_READER
 
-    settings = TilingSettings.from_section(cfg.section("tiling"))
+    settings = cfg.settings.tiling
     table = cfg.cohort(cohort).mpp_overrides
     fix = (f"add {slide_id} to the mpp override table (cohorts.{cohort}.mpp_overrides: CSV slide_id,mpp) "
            "or give an mpp column in the manifest")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from pathfuse.settings import EmbeddingSettings
 from pathfuse.slides.readers.base import BACKGROUND, RawRegion, reduction_factor
 from pathfuse.slides.readers.jpeg_codec import decode
 
@@ -43,16 +44,17 @@ def collate_raw(items: Sequence[tuple[Any, int, bool]]) -> tuple[list[Any], torc
     return list(payloads), torch.tensor(index, dtype=torch.int64), torch.tensor(ok, dtype=torch.bool)
 
 
-def decoded_batches(dataset: ShardTiles, settings: Mapping[str, Any], device: torch.device
+def decoded_batches(dataset: ShardTiles, settings: EmbeddingSettings | Mapping[str, Any], device: torch.device
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(uint8 images on device, index, ok)`` per batch, decoding JPEG-native tiles with nvJPEG."""
     from pathfuse.encoders.inference import worker_count
     from pathfuse.encoders.slide_tiles import TileReadError
 
+    settings = EmbeddingSettings.coerce(settings)
     dataset.raw = True
     workers = worker_count(settings)
-    loader = DataLoader(dataset, batch_size=int(settings["batch_size"]), shuffle=False, num_workers=workers,
-                        collate_fn=collate_raw, prefetch_factor=int(settings["prefetch_factor"]) if workers else None)
+    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_raw, prefetch_factor=settings.prefetch_factor if workers else None)
     decoder = GpuJpegDecoder(device, dataset.geometry)
     for payloads, index, ok in loader:
         images, decoded = decoder(payloads)

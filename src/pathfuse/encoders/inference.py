@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pathfuse.encoders.transforms import Normalize
 from pathfuse.encoders.weights import LoadedEncoder
+from pathfuse.settings import EmbeddingSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +46,29 @@ class Runtime:
         return self.device.type == "cuda"
 
 
-def select_runtime(settings: Mapping[str, Any], preferred_precision: str) -> Runtime:
+def select_runtime(settings: EmbeddingSettings | Mapping[str, Any], preferred_precision: str) -> Runtime:
     """Resolve ``device: auto`` and the precision for this device.
 
     GPU: the registry's precision unless ``gpu_precision`` overrides it. CPU: ``cpu_precision``
     (fp32 by default, so CPU runs are bitwise reproducible; bf16 roughly doubles speed on CPUs
     with AVX-512 BF16/AMX). fp16 autocast is not offered on CPU.
     """
-    wanted = settings["device"]
+    settings = EmbeddingSettings.coerce(settings)
+    wanted = settings.device
     if wanted == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("embedding.device is 'cuda' but torch sees no GPU; use 'auto' or 'cpu'")
     device = torch.device("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
                           else "cpu")
     if device.type == "cuda":
-        precision = preferred_precision if settings["gpu_precision"] == "auto" else settings["gpu_precision"]
+        precision = preferred_precision if settings.gpu_precision == "auto" else settings.gpu_precision
     else:
-        precision = settings["cpu_precision"]
+        precision = settings.cpu_precision
         if precision == "bf16" and not cpu_has_native_bf16():
             log.warning("embedding.cpu_precision is bf16 but this CPU has no AVX-512 BF16/AMX: bf16 matmuls "
                         "are emulated and can be far slower than fp32")
-    channels_last = settings["channels_last"]
-    channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
-    return Runtime(device=device, precision=precision, channels_last=channels_last,
-                   compile=bool(settings["compile"]))
+    wanted_layout = settings.channels_last
+    channels_last = device.type == "cuda" if wanted_layout == "auto" else bool(wanted_layout)
+    return Runtime(device=device, precision=precision, channels_last=channels_last, compile=settings.compile)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -80,23 +81,25 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def worker_count(settings: Mapping[str, Any]) -> int:
+def worker_count(settings: EmbeddingSettings | Mapping[str, Any]) -> int:
     """``num_workers`` from config, or one fewer than the CPUs this job may use (at most 8)."""
-    if settings["num_workers"] is not None:
-        return int(settings["num_workers"])
+    settings = EmbeddingSettings.coerce(settings)
+    if settings.num_workers is not None:
+        return settings.num_workers
     return min(8, max(1, len(os.sched_getaffinity(0)) - 1))
 
 
-def make_loader(dataset: Dataset, settings: Mapping[str, Any], runtime: Runtime) -> DataLoader:
+def make_loader(dataset: Dataset, settings: EmbeddingSettings | Mapping[str, Any], runtime: Runtime) -> DataLoader:
     """An in-order DataLoader of uint8 batches (pinned when the model is on a GPU)."""
+    settings = EmbeddingSettings.coerce(settings)
     workers = worker_count(settings)
     return DataLoader(
         dataset,
-        batch_size=int(settings["batch_size"]),
+        batch_size=settings.batch_size,
         shuffle=False,
         num_workers=workers,
         pin_memory=runtime.is_cuda,
-        prefetch_factor=int(settings["prefetch_factor"]) if workers else None,
+        prefetch_factor=settings.prefetch_factor if workers else None,
         persistent_workers=False,
     )
 

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from pathfuse.config import Config
 from pathfuse.encoders.transforms import ResizeCrop
+from pathfuse.settings import EmbeddingSettings
 from pathfuse.slides.readers import choose_reader, reader_class
 from pathfuse.slides.readers.base import RawRegion, RawTileSource
 
@@ -47,8 +48,9 @@ class MixedReadersError(RuntimeError):
 
 def reader_setting(cfg: Config, cohort: str) -> str:
     """The reader setting of ``cohort``: ``cohorts.<name>.reader``, else ``embedding.reader``."""
-    own = (cfg.raw.get("cohorts", {}).get(cohort) or {}).get("reader")
-    return str(own or cfg.section("embedding").get("reader", "auto"))
+    entry = cfg.settings.cohorts.get(cohort)
+    own = entry.reader if entry else None
+    return str(own or cfg.settings.embedding.reader)
 
 
 def check_reader_mixing(feature_files: Iterable[Path], setting: str, allow: bool) -> None:
@@ -164,7 +166,8 @@ class ShardTiles(Dataset):
         return state
 
 
-def tile_batches(dataset: ShardTiles, settings: Mapping[str, Any], runtime: Any) -> Iterable[Any]:
+def tile_batches(dataset: ShardTiles, settings: EmbeddingSettings | Mapping[str, Any], runtime: Any
+                 ) -> Iterable[Any]:
     """Batches ``(uint8 images, index, ok)`` for :func:`~pathfuse.encoders.inference.embed_batches`.
 
     On a GPU, shards with JPEG-native slides go through :mod:`.gpu_decode` (workers only read

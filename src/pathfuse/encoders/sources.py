@@ -28,24 +28,25 @@ FEATURE_KEYS = ("features", "feats")
 
 def slide_source(cfg: Config, encoder: str, cohort: str) -> Path | None:
     """The HDF5 bag folder of (encoder, cohort), or None (then stage 1 computes the features)."""
-    folder = cfg.section("embedding")["byo"]["slides"].get(encoder, {}).get(cohort)
+    folder = cfg.settings.embedding.byo.slides.get(encoder, {}).get(cohort)
     if folder:
         return Path(folder)
-    trident = (cfg.raw["cohorts"].get(cohort) or {}).get("trident")
-    if trident and encoder in trident.get("models", {}):
-        return Path(trident["root"]) / f"features_{trident['models'][encoder]}"
+    entry = cfg.settings.cohorts.get(cohort)
+    trident = entry.trident if entry else None
+    if trident and encoder in trident.models:
+        return Path(trident.root) / f"features_{trident.models[encoder]}"
     return None
 
 
 def tile_source(cfg: Config, encoder: str, dataset: str) -> dict[str, Any] | None:
     """The configured feature matrix ``{path, ids}`` for (encoder, dataset), or None."""
-    entry = cfg.section("embedding")["byo"]["tiles"].get(encoder, {}).get(dataset)
-    return dict(entry) if entry else None
+    entry = cfg.settings.embedding.byo.tiles.get(encoder, {}).get(dataset)
+    return entry.model_dump() if entry else None
 
 
 def source_key(cfg: Config, encoder: str, cohort: str) -> str:
     """The config key that names (encoder, cohort)'s bag folder, for messages."""
-    if cfg.section("embedding")["byo"]["slides"].get(encoder, {}).get(cohort):
+    if cfg.settings.embedding.byo.slides.get(encoder, {}).get(cohort):
         return f"embedding.byo.slides.{encoder}.{cohort}"
     return f"cohorts.{cohort}.trident.models.{encoder}"
 
@@ -75,8 +76,8 @@ def shard_bags(cfg: Config, encoder: str, cohort: str, shard: int) -> dict[str, 
 
 def is_features_only(cfg: Config, cohort: str) -> bool:
     """A cohort without slide files: its features are imported for every encoder."""
-    entry = cfg.raw["cohorts"].get(cohort) or {}
-    return not entry.get("slides") and not entry.get("manifest")
+    entry = cfg.settings.cohorts.get(cohort)
+    return entry is None or (not entry.slides and not entry.manifest)
 
 
 @cache

@@ -96,7 +96,7 @@ class SharedEncoder:
             from pathfuse.encoders.weights import load_encoder
 
             loaded = load_encoder(self.cfg, self.encoder)
-            runtime = select_runtime(self.cfg.section("embedding"), loaded.spec.precision)
+            runtime = select_runtime(self.cfg.settings.embedding, loaded.spec.precision)
             self._built = (loaded, runtime, Embedder(loaded, runtime))
         return self._built
 
@@ -138,19 +138,19 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder
     feats, ok, metadata = _embed_samples(cfg, shared or SharedEncoder(cfg, spec.name), dataset, samples)
     ids = samples["sample_id"].tolist()
     check_finite(feats, encoder, f"dataset {dataset}", "embedding", lambda i: f"sample {ids[i]}")
-    settings = cfg.section("embedding")
-    keep = ok if settings["on_tile_error"] == "drop" else np.ones_like(ok)
+    on_tile_error = cfg.settings.embedding.on_tile_error
+    keep = ok if on_tile_error == "drop" else np.ones_like(ok)
     dropped = samples.loc[~keep, "sample_id"].tolist()
     if (~ok).any():
         failed = samples.loc[~ok, "sample_id"].tolist()
         log.warning("%s/%s: %d unreadable image(s) %s: %s", encoder, dataset, len(failed),
-                    "dropped" if settings["on_tile_error"] == "drop" else "zero-filled", failed[:20])
+                    "dropped" if on_tile_error == "drop" else "zero-filled", failed[:20])
     half = feats[keep].astype(np.float16)
     kept = samples.loc[keep, INDEX_COLUMNS].reset_index(drop=True)
     check_finite(half, encoder, f"dataset {dataset}", "float16 embedding (overflow)",
                  lambda i: f"sample {kept['sample_id'].iloc[i]}")
     metadata.update(dataset=dataset, n_tiles_failed=str(int((~ok).sum())),
-                    on_tile_error=str(settings["on_tile_error"]))
+                    on_tile_error=on_tile_error)
     write_safetensors({"features": half}, features_path, metadata=metadata)
     index = pd.DataFrame({"row": np.arange(len(kept), dtype=np.int64), **{c: kept[c].astype(str) for c in
                                                                           INDEX_COLUMNS}})
@@ -183,10 +183,10 @@ def _embed_samples(cfg: Config, shared: SharedEncoder, dataset: str,
                    samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     from pathfuse.encoders.inference import embed_batches, make_loader
 
-    settings = cfg.section("embedding")
+    settings = cfg.settings.embedding
     loaded, runtime, embedder = shared.get()
     spec, encoder = loaded.spec, shared.encoder
-    images = TileImages(samples, ResizeCrop.for_encoder(spec), settings["on_tile_error"], dataset)
+    images = TileImages(samples, ResizeCrop.for_encoder(spec), settings.on_tile_error, dataset)
     feats = np.empty((len(images), spec.dim), dtype=np.float32)
     ok = np.zeros(len(images), dtype=bool)
     start = time.perf_counter()

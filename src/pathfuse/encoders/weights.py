@@ -63,7 +63,7 @@ def resolve_weights_path(cfg: Config, spec: EncoderSpec) -> Path | None:
         return None
     path = Path(os.path.expandvars(os.path.expanduser(spec.weights)))
     if not path.is_absolute():
-        path = Path(cfg.section("embedding")["weights_dir"]) / path
+        path = Path(cfg.settings.embedding.weights_dir) / path
     return path
 
 

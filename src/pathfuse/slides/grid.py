@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pathfuse.settings import TilingSettings
 from pathfuse.slides.errors import SlideError
 from pathfuse.slides.reader import level_for_downsample
-from pathfuse.slides.settings import TilingSettings
 from pathfuse.slides.tissue import TissueMask
 
 #: A slide may be up to this factor coarser than the target (e.g. 0.263 µm/px for a 0.25

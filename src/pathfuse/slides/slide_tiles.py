@@ -19,13 +19,13 @@ import numpy as np
 from PIL import Image
 
 from pathfuse.io import write_parquet
+from pathfuse.settings import TilingSettings
 from pathfuse.slides.errors import SlideError
 from pathfuse.slides.grid import locate_tiles, plan_grid
 from pathfuse.slides.mpp import resolve_mpp
 from pathfuse.slides.qc import draw_qc
 from pathfuse.slides.readers import open_reader
 from pathfuse.slides.readers.base import SlideSource, read_overview
-from pathfuse.slides.settings import TilingSettings
 from pathfuse.slides.tissue import TissueMask, segment_tissue
 
 log = logging.getLogger(__name__)

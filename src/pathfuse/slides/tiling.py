@@ -19,10 +19,10 @@ from tqdm import tqdm
 from pathfuse.config import Config
 from pathfuse.io import SchemaError, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import shard_name
+from pathfuse.settings import TilingSettings
 from pathfuse.slides.cohort import list_slides, scan_slides, shard_slides
 from pathfuse.slides.errors import CohortError, SlideError
 from pathfuse.slides.mpp import read_mpp_overrides
-from pathfuse.slides.settings import TilingSettings
 from pathfuse.slides.slide_tiles import SlideJob, grid_key, slide_seed, tile_slide
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def tile_shard(cfg: Config, cohort: str, shard: int) -> Path:
     slide id of the cohort) becomes a ``skipped`` row with its reason; with ``fail`` the first
     bad slide raises, naming the slide, the file and the fix.
     """
-    settings = TilingSettings.from_section(cfg.section("tiling"))
+    settings = cfg.settings.tiling
     spec = cfg.cohort(cohort)
     if settings.on_slide_error == "skip":
         slides, rejected = scan_slides(spec)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from pathfuse.slides.settings import TilingSettings
+from pathfuse.settings import TilingSettings
 
 
 @dataclass(frozen=True)

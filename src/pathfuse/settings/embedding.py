@@ -1,0 +1,55 @@
+"""The ``embedding`` section (sections/embedding.schema.yaml documents each key)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pathfuse.settings.base import Number, Settings
+
+Reader = Literal["auto", "openslide", "jpeg"]
+
+
+class ByoTileSource(Settings):
+    """An imported feature matrix of one tile dataset."""
+
+    path: str
+    ids: str | None
+
+
+class ByoSettings(Settings):
+    """Bring-your-own features: where they are and what to do with non-finite values."""
+
+    nan_policy: Literal["error", "impute_mean", "drop"]
+    #: encoder -> cohort -> folder of HDF5 bags.
+    slides: dict[str, dict[str, str]]
+    #: encoder -> tile dataset -> feature matrix.
+    tiles: dict[str, dict[str, ByoTileSource]]
+
+
+class EmbeddingSettings(Settings):
+    """Stage 1b settings: how encoders run and how tile read errors are handled."""
+
+    weights_dir: str
+    device: Literal["auto", "cpu", "cuda"]
+    batch_size: int
+    num_workers: int | None
+    prefetch_factor: int
+    cpu_precision: Literal["fp32", "bf16"]
+    gpu_precision: Literal["auto", "fp32", "bf16", "fp16"]
+    channels_last: Literal["auto", True, False]
+    compile: bool
+    reader: Reader
+    allow_mixed_readers: bool
+    on_tile_error: Literal["drop", "zero", "fail"]
+    max_tile_error_fraction: Number
+    byo: ByoSettings
+
+    @classmethod
+    def coerce(cls, settings: EmbeddingSettings | Mapping[str, Any]) -> EmbeddingSettings:
+        """The typed settings, also from a filled ``cfg.section("embedding")`` dict.
+
+        A bridge for callers that still pass the legacy dict (pathfuse.encoders.extract); it goes
+        once they read ``cfg.settings.embedding``.
+        """
+        return settings if isinstance(settings, cls) else cls.model_validate(settings)

@@ -1,0 +1,100 @@
+"""The ``fusion`` section (sections/fusion.schema.yaml documents each key)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pathfuse.settings.base import Number, Settings
+
+FusionMethod = Literal["logitprod", "shazam", "best_val_expert", "oracle_expert", "mean_logits", "mean_probs",
+                       "stacking", "concat", "shazam_sum", "shazam_moe", "logitprod_converged"]
+
+
+class GateSchedule(Settings):
+    """LogitProd's optimiser schedule of one task kind."""
+
+    lr: Number
+    weight_decay: Number
+    max_epochs: int
+    patience: int
+
+
+class GateSchedules(Settings):
+    """LogitProd's schedule per task kind."""
+
+    wsi_classification: GateSchedule
+    mutation: GateSchedule
+    survival: GateSchedule
+    tile_classification: GateSchedule
+
+
+class LogitProdSettings(Settings):
+    """The LogitProd fuser: its gate, correlation penalty and schedules."""
+
+    train_on: Literal["oof", "in_sample"]
+    gate_hidden: int
+    corr_weight: Number
+    corr_shrinkage: Number
+    batch_size: int
+    by_kind: GateSchedules
+
+
+class LogitProdConvergedSettings(Settings):
+    """LogitProd fitted to convergence over a grid of (corr_weight, weight_decay)."""
+
+    corr_weights: tuple[Number, ...]
+    weight_decays: tuple[Number, ...]
+    max_iter: int
+
+
+class ShazamSettings(Settings):
+    """The Shazam fuser (and its Sum / MoE ablations)."""
+
+    dim: int
+    n_layers: int
+    distill_target: Literal["linear", "random", "none"]
+    distill_weight: Number
+    huber_delta: Number
+    lr: Number
+    weight_decay: Number
+    batch_size: int
+    bag_batch_size: int
+    max_epochs: int
+    patience: int
+    abmil_hidden: int
+    abmil_dropout: Number
+    max_tiles: int | None
+
+
+class ConcatSettings(Settings):
+    """Feature concatenation + one head."""
+
+    lr: Number
+    tile_lr: Number
+    weight_decay: Number
+    batch_size: int
+    bag_batch_size: int
+    max_epochs_classification: int
+    max_epochs_survival: int
+    max_epochs_tile: int
+    patience: int | None
+    max_tiles: int | None
+
+
+class StackingSettings(Settings):
+    """Logistic-regression (or linear hazard) stacking of the experts' logits."""
+
+    C: Number
+    max_iter: int
+
+
+class FusionSettings(Settings):
+    """Stage 2b settings: which fusers and baselines run, and each one's settings."""
+
+    methods: tuple[FusionMethod, ...]
+    logitprod: LogitProdSettings
+    logitprod_converged: LogitProdConvergedSettings
+    shazam: ShazamSettings
+    concat: ConcatSettings
+    stacking: StackingSettings
+    survival_alpha: Number
