@@ -53,7 +53,7 @@ STAGES: dict[str, Stage] = {
         (("encoder", str),),
     ),
     "train-experts": Stage(
-        "pathfuse.experts:train_experts", "train one encoder's expert head on one task, all folds",
+        "pathfuse.experts.run:train_experts", "train one encoder's expert head on one task, all folds",
         (("task", str), ("encoder", str)), (("seed", int, 0),),
     ),
     "fuse": Stage(
