@@ -22,13 +22,13 @@ from synthetic_experts import (  # noqa: F401
 )
 
 from pathfuse.data.splits import SplitError
+from pathfuse.evaluation.metrics import score
 from pathfuse.experts import fold as expert_fold
 from pathfuse.experts.fold import FoldError, run_fold
 from pathfuse.experts.job import Job
 from pathfuse.experts.run import train_experts
 from pathfuse.heads import build_head
 from pathfuse.io import read_parquet
-from pathfuse.metrics import score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

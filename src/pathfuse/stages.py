@@ -60,7 +60,7 @@ STAGES: dict[str, Stage] = {
         "pathfuse.fusion.run:fuse_task", "train every fuser and baseline of one task",
         (("task", str),), (("seed", int, 0),),
     ),
-    "evaluate": Stage("pathfuse.evaluation:evaluate_task", "score every prediction file of one task", (("task", str),)),
+    "evaluate": Stage("pathfuse.evaluation.run:evaluate_task", "score every prediction file of one task", (("task", str),)),
     "report": Stage("pathfuse.report.run:build_report", "write the benchmark tables and plots"),
 }
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pathfuse.evaluation.metrics import auroc, concordance
 from pathfuse.heads.losses import assign_bins, cross_entropy, survival_nll, survival_risk
-from pathfuse.metrics import auroc, concordance
 
 LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 MonitorFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float]

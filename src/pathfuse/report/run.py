@@ -1,7 +1,7 @@
 """Stage entry `report`: the five benchmark tables, their Markdown/HTML copies and the plots.
 
 Reads ``results/metrics/{task}.parquet`` of every task of the run (written by
-:func:`pathfuse.evaluation.evaluate_task`) and, for cost and gate weights, the fusion
+:func:`pathfuse.evaluation.run.evaluate_task`) and, for cost and gate weights, the fusion
 prediction files (metadata and the ``gate_weights`` column only), and for the per-task
 training-curve figures the experts' ``training_curve.parquet``; for the attention figures the
 experts' test predictions and ``attention.parquet``, the slides' thumbnails and tile images
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config
-from pathfuse.evaluation import fusion_methods
+from pathfuse.evaluation.sources import fusion_methods
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import REPORT_TABLES as TABLES
 from pathfuse.report import attention, curves, markdown, plots, tables
