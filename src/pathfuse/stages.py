@@ -34,7 +34,7 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
-    "demo-data": Stage("pathfuse.data.demo:generate_demo", "generate the synthetic demo cohort"),
+    "demo-data": Stage("pathfuse.demo.generate:generate_demo", "generate the synthetic demo cohort"),
     "tile": Stage(
         "pathfuse.slides.tiling:tile_shard", "tile one shard of a cohort's slides",
         (("cohort", str), ("shard", int)),
