@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 
 from pathfuse.config import Config
 from pathfuse.evaluation.metrics import score
 from pathfuse.fusion.inputs import FusionInputError
 from pathfuse.fusion.run import fuse_task
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from pathfuse.io import read_parquet, write_parquet
 
 METHODS = ["logitprod", "shazam", "best_val_expert", "oracle_expert", "mean_logits", "mean_probs", "stacking", "concat"]
