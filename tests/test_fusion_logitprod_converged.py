@@ -67,7 +67,7 @@ def test_inner_fold_experts_only_when_a_method_needs_oof_logits(tmp_path):
 
 
 def test_non_finite_expert_logits_stop_fusion_naming_expert_fold_and_samples(tmp_path):
-    from pathfuse.fusion.inputs import FusionInputError
+    from pathfuse.fusion.context import FusionInputError
     from pathfuse.io import read_parquet, write_parquet
 
     task = TASK_OF_KIND["mutation"]

@@ -12,7 +12,7 @@ from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings,
 
 from pathfuse.config import Config
 from pathfuse.evaluation.metrics import score
-from pathfuse.fusion.inputs import FusionInputError
+from pathfuse.fusion.context import FusionInputError
 from pathfuse.fusion.run import fuse_task
 from pathfuse.io import read_parquet, write_parquet
 

@@ -19,7 +19,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pathfuse.evaluation.metrics import score
-from pathfuse.fusion.inputs import Block, FusionContext
+from pathfuse.fusion.blocks import Block
+from pathfuse.fusion.context import FusionContext
 from pathfuse.heads.losses import cross_entropy, survival_nll
 
 
