@@ -26,7 +26,7 @@ import numpy as np
 import openslide
 
 from pathfuse.config import Config
-from pathfuse.data.demo import generate_demo
+from pathfuse.demo.generate import generate_demo
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "demo_data.json"

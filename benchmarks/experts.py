@@ -6,7 +6,7 @@ hours of CPU time, so this script measures at a reduced scale with full-size bag
 extrapolates from measured per-bag costs:
 
 1. writes a cohort of ``--bags`` full-size bags (float16 safetensors, as the embedding stage);
-2. runs the real stage entry ``pathfuse.experts.train_experts`` on it (all folds, inner folds,
+2. runs the real stage entry ``pathfuse.experts.run.train_experts`` on it (all folds, inner folds,
    ``--epochs`` epochs) and records seconds per fold;
 3. times training steps and prediction per bag on that cohort;
 4. measures the peak RSS of the stage in child processes on two cohort sizes: with
@@ -116,7 +116,7 @@ def make_config(root: Path, epochs: int, inner_folds: int, device: str, n_folds:
 
 def run_stage(root: Path, epochs: int, inner_folds: int, device: str, n_folds: int = 5) -> dict:
     """The real stage on the written cohort: wall seconds, per-fold seconds, peak RSS."""
-    from pathfuse.experts import train_experts
+    from pathfuse.experts.run import train_experts
     from pathfuse.io import read_parquet
 
     cfg = make_config(root, epochs, inner_folds, device, n_folds)

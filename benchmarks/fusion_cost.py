@@ -3,7 +3,7 @@
 Why: LogitProd's selling point is that fusing frozen experts' logits costs a small fraction of
 training a feature-level fuser (the paper claims ~12×; pathfuse's target is ≥ 20×). This runs
 both fusers through the stage code (``FUSERS[...].fit_fold``) on two synthetic tasks written in
-the on-disk contract by :mod:`pathfuse.fusion.synthetic`:
+the on-disk contract by ``tests/support/synthetic.py``:
 
 * a slide task: 1,000 slides (``--tiles-per-slide`` tiles each), 4 teachers of the real FMs'
   widths (1024, 1024, 1280, 1536), Shazam pooling each teacher's bag with its own gated ABMIL;
@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,12 +42,15 @@ from typing import Any
 
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the synthetic fusion inputs are a test helper
+
+from support.synthetic import TASK_OF_KIND, SyntheticTask, write_synthetic_task
+
 from pathfuse.fusion import FUSERS
 from pathfuse.fusion.inputs import load_context
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, write_synthetic_task
 from pathfuse.io import write_json
 
-REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "fusion_cost.json"
 TEACHER_DIMS = (1024, 1024, 1280, 1536)
 QUALITY = (1.0, 0.8, 0.6, 0.4)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import test_evaluation as synth
 
 from pathfuse.config import load_yaml
-from pathfuse.evaluation import evaluate_task
+from pathfuse.evaluation.run import evaluate_task
 from pathfuse.io import write_json
 from pathfuse.report.run import build_report
 

@@ -20,8 +20,9 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from pathfuse.config import Config, ConfigError
-from pathfuse.data.demo import MUTATIONS, SURVIVAL, generate_demo, task_facts
-from pathfuse.data.demo_slides import TissueLook, render_tissue
+from pathfuse.demo.design import MUTATIONS, SURVIVAL
+from pathfuse.demo.generate import generate_demo, task_facts
+from pathfuse.demo.tissue import TissueLook, render_tissue
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"demo.n_cases": 12, "demo.slide_width_px": 1536, "demo.slide_height_px": 1024,

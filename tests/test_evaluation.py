@@ -14,9 +14,10 @@ import pytest
 from reduced_demo import REPO
 
 from pathfuse.config import Config, ConfigError, TaskSpec, load_yaml
-from pathfuse.evaluation import DELTA_PREFIX, evaluate_task
+from pathfuse.evaluation.metrics import score
+from pathfuse.evaluation.run import evaluate_task
+from pathfuse.evaluation.table import DELTA_PREFIX
 from pathfuse.io import SchemaError, read_parquet, write_parquet
-from pathfuse.metrics import score
 
 ENCODERS = ["demo_vit_a", "demo_vit_b", "demo_vit_c"]
 SPLIT_SIZES = {"train": 30, "val": 40, "test": 60}
@@ -237,7 +238,7 @@ def test_bootstrap_ci_covers_the_true_auroc(cfg):
     """Known case: scores N(0,1) vs N(d,1) have AUROC Φ(d/√2); the 95% CI should cover it ~95% of the time."""
     from scipy.stats import norm
 
-    from pathfuse.metrics import bootstrap_ci
+    from pathfuse.evaluation.metrics import bootstrap_ci
 
     spec, d, n, draws = cfg.task("brca_idc_ilc"), 1.0, 100, 60
     truth = norm.cdf(d / np.sqrt(2))

@@ -21,11 +21,14 @@ from synthetic_experts import (  # noqa: F401
     write_split_files,
 )
 
-from pathfuse import experts
 from pathfuse.data.splits import SplitError
+from pathfuse.evaluation.metrics import score
+from pathfuse.experts import fold as expert_fold
+from pathfuse.experts.fold import FoldError, run_fold
+from pathfuse.experts.job import Job
+from pathfuse.experts.run import train_experts
 from pathfuse.heads import build_head
 from pathfuse.io import read_parquet
-from pathfuse.metrics import score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,23 +56,23 @@ def binary_run(tmp_path_factory):
     trained_on: dict[int, set[str]] = {}
     predicted: list[tuple[int, bool, set[str]]] = []
     alive: list[torch.nn.Module] = []  # keeps every model alive so that no two share an id()
-    real_fit, real_predict = experts.fit, experts._Job._predict
+    real_fit, real_predict = expert_fold.fit, expert_fold.predict_rows
 
     def spy_fit(model, train_loader, *args, **kwargs):
         alive.append(model)
         trained_on[id(model)] = {s for ids in train_loader.dataset.slide_ids for s in ids}
         return real_fit(model, train_loader, *args, **kwargs)
 
-    def spy_predict(self, model, df, objective, fold, split, oof):
+    def spy_predict(job, model, df, objective, fold, split, oof):
         predicted.append((id(model), oof, set(df["sample_id"])))
-        return real_predict(self, model, df, objective, fold, split, oof)
+        return real_predict(job, model, df, objective, fold, split, oof)
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(experts, "fit", spy_fit)
-        mp.setattr(experts._Job, "_predict", spy_predict)
-        path = experts.train_experts(cfg, "tbin", ENCODER)
+        mp.setattr(expert_fold, "fit", spy_fit)
+        mp.setattr(expert_fold, "predict_rows", spy_predict)
+        path = train_experts(cfg, "tbin", ENCODER)
     torch.set_num_threads(before)
     return cfg, path, trained_on, predicted
 
@@ -160,10 +163,10 @@ def test_runs_are_deterministic_and_a_killed_job_resumes_at_the_next_fold(tmp_pa
     _, first, _, _ = binary_run
     classification_cohort(tmp_path, n_patients=30).to_csv(tmp_path / "labels_bin.csv", index=False)
     cfg = make_config(tmp_path, ["tbin"])
-    job = experts._Job.create(cfg, "tbin", ENCODER)
-    job.run_fold(job.folds[0])  # the job was killed after its first fold
+    job = Job.create(cfg, "tbin", ENCODER)
+    run_fold(job, job.folds[0])  # the job was killed after its first fold
     with caplog.at_level(logging.INFO, logger="pathfuse.experts"):
-        second = experts.train_experts(cfg, "tbin", ENCODER)
+        second = train_experts(cfg, "tbin", ENCODER)
     assert "fold 0: finished earlier" in caplog.text and "fold 1: finished earlier" not in caplog.text
     a, b = read_parquet(first, "predictions")[0], read_parquet(second, "predictions")[0]
     assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
@@ -175,9 +178,9 @@ def test_survival_expert_carves_validation_when_val_equals_test(tmp_path):
     table.to_csv(tmp_path / "labels_surv.csv", index=False)
     write_split_files(tmp_path, "surv", table, 2, val_equals_test=True)
     with pytest.raises(SplitError, match="carve_val"):
-        experts.train_experts(make_config(tmp_path, ["tsurv"]), "tsurv", ENCODER)
+        train_experts(make_config(tmp_path, ["tsurv"]), "tsurv", ENCODER)
     cfg = make_config(tmp_path, ["tsurv"], {"carve_val": True})
-    df, meta = read_parquet(experts.train_experts(cfg, "tsurv", ENCODER), "predictions")
+    df, meta = read_parquet(train_experts(cfg, "tsurv", ENCODER), "predictions")
     assert meta["classes"] is None and meta["n_bins"] == 4 and set(meta["bin_edges"]) == {"0", "1"}
     assert all(meta["folds"][f]["carve_val"] for f in ("0", "1"))
     assert (df["label"] == -1).all() and set(df["event"]) == {0, 1} and all(len(v) == 4 for v in df["logits"])
@@ -189,7 +192,7 @@ def test_survival_expert_carves_validation_when_val_equals_test(tmp_path):
 def test_tile_expert_uses_the_official_split_and_writes_no_embedding(tmp_path):
     tile_dataset(tmp_path)
     cfg = make_config(tmp_path, ["ttile"])
-    df, meta = read_parquet(experts.train_experts(cfg, "ttile", ENCODER), "predictions")
+    df, meta = read_parquet(train_experts(cfg, "ttile", ENCODER), "predictions")
     assert df.groupby(["split", "oof"]).size().to_dict() == {
         ("test", False): 60,
         ("train", False): 144,
@@ -205,7 +208,7 @@ def test_missing_tile_features_name_the_file_and_how_to_rebuild_them(tmp_path):
     cfg = make_config(tmp_path, ["ttile"])
     cfg.layout.tile_features(ENCODER, cfg.task("ttile").dataset).unlink()
     with pytest.raises(FileNotFoundError, match=rf"pathfuse embed-tiles --encoder {ENCODER}.*_tile_datasets.parquet"):
-        experts.train_experts(cfg, "ttile", ENCODER)
+        train_experts(cfg, "ttile", ENCODER)
 
 
 def test_a_class_missing_from_a_training_fold_fails_or_is_skipped(tmp_path):
@@ -224,9 +227,9 @@ def test_a_class_missing_from_a_training_fold_fails_or_is_skipped(tmp_path):
             }
         ).to_csv(tmp_path / f"splits_multi_{k}.csv", index=False)
     with pytest.raises(
-        experts.FoldError, match=r"task tmulti, encoder demo_vit_a, fold 0: class\(es\) \['c'\]"
+        FoldError, match=r"task tmulti, encoder demo_vit_a, fold 0: class\(es\) \['c'\]"
     ):
-        experts.train_experts(make_config(tmp_path, ["tmulti"]), "tmulti", ENCODER)
+        train_experts(make_config(tmp_path, ["tmulti"]), "tmulti", ENCODER)
     cfg = make_config(tmp_path, ["tmulti"], {"on_bad_input": "skip"})
-    df, meta = read_parquet(experts.train_experts(cfg, "tmulti", ENCODER), "predictions")
+    df, meta = read_parquet(train_experts(cfg, "tmulti", ENCODER), "predictions")
     assert set(df["fold"]) == {1} and "class(es) ['c']" in meta["skipped_folds"]["0"]

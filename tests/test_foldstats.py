@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 
-from pathfuse import foldstats
-from pathfuse.evaluation import DELTA_PREFIX, evaluate_task
+from pathfuse.evaluation import foldstats
+from pathfuse.evaluation.run import evaluate_task
+from pathfuse.evaluation.table import DELTA_PREFIX
 from pathfuse.fusion.run import fuse_task
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from pathfuse.io import read_parquet, write_parquet
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 
 from pathfuse.fusion import FUSERS
 from pathfuse.fusion.inputs import load_context
 from pathfuse.fusion.logitprod import expert_log_distributions
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from pathfuse.heads.losses import hazards_to_event_distribution
 from pathfuse.io import read_parquet, write_parquet
 

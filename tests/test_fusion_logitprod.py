@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 
 from pathfuse.fusion import FUSERS
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, loss_and_grad, nll
@@ -24,7 +25,6 @@ from pathfuse.fusion.logitprod import (
     per_sample_nll,
     shrunk_psd_correlation,
 )
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from pathfuse.heads.losses import hazards_to_event_distribution
 from pathfuse.io import read_parquet, write_parquet
 

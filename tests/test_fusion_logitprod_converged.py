@@ -12,7 +12,7 @@ from pathfuse.fusion.gate_training import GateProblem, loss_and_grad
 from pathfuse.fusion.inputs import load_context
 from pathfuse.fusion.logitprod import expert_log_distributions, gate_features, gate_movement
 from pathfuse.fusion.logitprod_converged import fit_converged
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 
 
 def _tile_like_problem(n: int = 600, n_experts: int = 6, n_classes: int = 8, seed: int = 0) -> GateProblem:
@@ -67,7 +67,7 @@ def test_inner_fold_experts_only_when_a_method_needs_oof_logits(tmp_path):
 
 
 def test_non_finite_expert_logits_stop_fusion_naming_expert_fold_and_samples(tmp_path):
-    from pathfuse.fusion.inputs import FusionInputError
+    from pathfuse.fusion.context import FusionInputError
     from pathfuse.io import read_parquet, write_parquet
 
     task = TASK_OF_KIND["mutation"]

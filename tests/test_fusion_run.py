@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 
 from pathfuse.config import Config
-from pathfuse.fusion.inputs import FusionInputError
+from pathfuse.evaluation.metrics import score
+from pathfuse.fusion.context import FusionInputError
 from pathfuse.fusion.run import fuse_task
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from pathfuse.io import read_parquet, write_parquet
-from pathfuse.metrics import score
 
 METHODS = ["logitprod", "shazam", "best_val_expert", "oracle_expert", "mean_logits", "mean_probs", "stacking", "concat"]
 FAMILY = {"logitprod": "fuser", "shazam": "fuser", "oracle_expert": "oracle"}

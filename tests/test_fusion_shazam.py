@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from torch import nn
 
 from pathfuse.fusion.run import _method_settings, fuse_task
 from pathfuse.fusion.shazam import AttentionBlock, Shazam, ShazamLoss
-from pathfuse.fusion.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 from pathfuse.io import read_parquet
 from pathfuse.kinds import get_kind
 

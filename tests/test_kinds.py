@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from pathfuse import metrics, resources
+from pathfuse import resources
 from pathfuse.config import SLIDE_KINDS, Config, ConfigError, TaskSpec, load_yaml
+from pathfuse.evaluation import metrics, units
+from pathfuse.fusion.blocks import Block
 from pathfuse.fusion.fitting import TensorBatches, block_targets, task_loss
-from pathfuse.fusion.inputs import Block
 from pathfuse.heads import build_head
 from pathfuse.heads.objectives import Objective, monitor_fn
 from pathfuse.kinds import KINDS, TaskKind, get_kind, register_plugins
@@ -48,12 +49,12 @@ def test_built_in_kinds_answer_what_the_old_branches_did():
 
 def test_row_and_unit_scores_are_those_metrics_computes():
     logits = np.random.default_rng(0).normal(size=(6, 4)) * 3
-    np.testing.assert_array_equal(get_kind("mutation").row_scores(logits), metrics._softmax(logits))
+    np.testing.assert_array_equal(get_kind("mutation").row_scores(logits), units._softmax(logits))
     preds = pd.DataFrame({"patient_id": [f"p{i}" for i in range(6)], "time": np.arange(6.0) + 1,
                           "event": [1, 0, 1, 1, 0, 1], "fold": 0, "logits": list(logits)})
     survival = get_kind("survival")
-    units = metrics.aggregate(TaskSpec(id="t", kind="survival", description=""), preds, None, False)
-    np.testing.assert_array_equal(survival.unit_scores(survival.row_scores(logits)), units.risk)
+    aggregated = units.aggregate(TaskSpec(id="t", kind="survival", description=""), preds, None, False)
+    np.testing.assert_array_equal(survival.unit_scores(survival.row_scores(logits)), aggregated.risk)
 
 
 def test_config_stays_torch_free():

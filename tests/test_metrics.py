@@ -13,9 +13,9 @@ from lifelines.utils import concordance_index
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from pathfuse import foldstats
 from pathfuse.config import TaskSpec
-from pathfuse.metrics import HIGHER_IS_BETTER, bootstrap_ci, score
+from pathfuse.evaluation import foldstats
+from pathfuse.evaluation.metrics import HIGHER_IS_BETTER, bootstrap_ci, score
 
 BINARY = TaskSpec(
     id="bin",
@@ -166,7 +166,7 @@ def test_integrated_brier_score_matches_a_brute_force_ipcw_computation():
 
 def test_undefined_metrics_are_nan_with_a_warning(caplog):
     df = classification_rows(20, 2).assign(label=0)
-    with caplog.at_level(logging.WARNING, logger="pathfuse.metrics"):
+    with caplog.at_level(logging.WARNING, logger="pathfuse.evaluation"):
         out = score(BINARY, df)
     assert np.isnan(out["auroc"]) and out["accuracy"] >= 0
     assert "auroc is undefined" in caplog.text
@@ -235,7 +235,7 @@ def test_binary_f1_is_the_positive_class_f1_of_sklearn():
 
 
 def test_sample_level_helpers_for_checkpoint_choice():
-    from pathfuse.metrics import auroc, concordance
+    from pathfuse.evaluation.metrics import auroc, concordance
 
     df = survival_rows(50, seed=6)
     risk = np.random.default_rng(0).normal(size=50)

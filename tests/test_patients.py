@@ -13,12 +13,12 @@ import test_labels
 from PIL import Image
 from synthetic_experts import ENCODER, make_config, tile_dataset
 
-from pathfuse import foldstats
 from pathfuse.config import ConfigError
 from pathfuse.data.labels import load_samples
 from pathfuse.data.splits import make_folds, patient_kfold
 from pathfuse.encoders.tile_datasets import embed_dataset, embed_tile_datasets
 from pathfuse.encoders.tile_sources import list_samples
+from pathfuse.evaluation import foldstats
 from pathfuse.io import read_parquet, read_parquet_meta, write_parquet
 from pathfuse.report.run import resampling_units, task_facts
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_evaluation import ENCODERS, make_config, write_task
 
-from pathfuse.evaluation import evaluate_task
+from pathfuse.evaluation.run import evaluate_task
 from pathfuse.io import SchemaError, read_parquet, write_parquet
 from pathfuse.report.run import TABLES, build_report, expert_curves, report_outputs
 

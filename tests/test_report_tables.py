@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathfuse.evaluation import DELTA_PREFIX, metrics_frame
+from pathfuse.evaluation.table import DELTA_PREFIX, metrics_frame
 from pathfuse.report import tables
 
 FAMILY = {"A": "expert", "B": "expert", "F": "fuser", "O": "oracle"}

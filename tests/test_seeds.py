@@ -15,7 +15,8 @@ from reduced_demo import snakemake_cmd, write_reduced_config
 from test_evaluation import make_config, write_task
 
 from pathfuse.config import Config
-from pathfuse.evaluation import DELTA_PREFIX, evaluate_task
+from pathfuse.evaluation.run import evaluate_task
+from pathfuse.evaluation.table import DELTA_PREFIX
 from pathfuse.io import read_parquet
 from pathfuse.paths import Layout
 from pathfuse.plan import Planner

@@ -60,15 +60,10 @@ def seed_gain_rows(cfg: Config, task: TaskSpec, metric: str, folds: list[int],
     Returns:
         The rows (metrics columns plus ``seed``) and each seed's reference (for the metadata).
     """
-    from pathfuse.evaluation import (
-        DELTA_PREFIX,
-        choose_reference,
-        describe_reference,
-        expected_sources,
-        load_source,
-        metrics_frame,
-        score_folds,
-    )
+    from pathfuse.evaluation.reference import choose_reference, describe_reference
+    from pathfuse.evaluation.scoring import score_folds
+    from pathfuse.evaluation.sources import expected_sources, load_source
+    from pathfuse.evaluation.table import DELTA_PREFIX, metrics_frame
 
     delta = DELTA_PREFIX + metric
     mean0 = seed0[(seed0["metric"] == delta) & (seed0["statistic"] == "mean")]

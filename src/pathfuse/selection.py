@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config, ConfigError, TaskSpec
-from pathfuse.metrics import HIGHER_IS_BETTER, score
+from pathfuse.evaluation.metrics import HIGHER_IS_BETTER, score
 
 #: Values closer than this many decimals are a tie (float noise of identical predictions).
 TIE_DECIMALS = 10

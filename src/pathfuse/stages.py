@@ -34,7 +34,7 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
-    "demo-data": Stage("pathfuse.data.demo:generate_demo", "generate the synthetic demo cohort"),
+    "demo-data": Stage("pathfuse.demo.generate:generate_demo", "generate the synthetic demo cohort"),
     "tile": Stage(
         "pathfuse.slides.tiling:tile_shard", "tile one shard of a cohort's slides",
         (("cohort", str), ("shard", int)),
@@ -53,14 +53,14 @@ STAGES: dict[str, Stage] = {
         (("encoder", str),),
     ),
     "train-experts": Stage(
-        "pathfuse.experts:train_experts", "train one encoder's expert head on one task, all folds",
+        "pathfuse.experts.run:train_experts", "train one encoder's expert head on one task, all folds",
         (("task", str), ("encoder", str)), (("seed", int, 0),),
     ),
     "fuse": Stage(
         "pathfuse.fusion.run:fuse_task", "train every fuser and baseline of one task",
         (("task", str),), (("seed", int, 0),),
     ),
-    "evaluate": Stage("pathfuse.evaluation:evaluate_task", "score every prediction file of one task", (("task", str),)),
+    "evaluate": Stage("pathfuse.evaluation.run:evaluate_task", "score every prediction file of one task", (("task", str),)),
     "report": Stage("pathfuse.report.run:build_report", "write the benchmark tables and plots"),
 }
 

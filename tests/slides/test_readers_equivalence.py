@@ -30,7 +30,7 @@ def _slide(kind: str, tmp_path: Path) -> Path:
     if kind == "generic":
         return write_pyramid(tmp_path / "g.tiff", synthetic_image(2048, 1536, [(0.5, 0.5, 0.4, 0.4)], 0))
     if kind == "demo":
-        demo = pytest.importorskip("pathfuse.data.demo_slides", reason="demo slide renderer not available")
+        demo = pytest.importorskip("pathfuse.demo.slides", reason="demo slide renderer not available")
         levels = demo.render_slide(np.random.default_rng(3), 2048, 2048, 0.25, demo.TissueLook(tissue_fraction=0.8))
         demo.write_pyramid_tiff(tmp_path / "d.tiff", levels, 0.25, 80, False)
         return tmp_path / "d.tiff"

@@ -80,7 +80,7 @@ def test_whole_real_folder_as_a_glob_cohort(make_config, tmp_path):
 
 @pytest.mark.parametrize("aperio", [True, False])
 def test_demo_renderer_slides_tile(aperio, make_config, tmp_path):
-    demo = pytest.importorskip("pathfuse.data.demo_slides", reason="demo slide renderer not available")
+    demo = pytest.importorskip("pathfuse.demo.slides", reason="demo slide renderer not available")
     path = tmp_path / "slides" / "demo-01.tiff"
     path.parent.mkdir()
     levels = demo.render_slide(np.random.default_rng(3), 1024, 1024, 0.25, demo.TissueLook(tissue_fraction=0.8))

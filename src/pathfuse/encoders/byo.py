@@ -30,7 +30,7 @@ import pathfuse
 from pathfuse.config import Config, ConfigError
 from pathfuse.data.bags import COORDS_ABSENT
 from pathfuse.encoders import sources
-from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, finished_features
+from pathfuse.encoders.feature_files import FEATURES_SCHEMA_VERSION, finished_features
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples

@@ -22,15 +22,18 @@ from tqdm import tqdm
 
 import pathfuse
 from pathfuse.config import Config
-from pathfuse.encoders import sources
+from pathfuse.encoders import byo, sources
+from pathfuse.encoders.feature_files import (
+    FEATURES_SCHEMA_VERSION,
+    failure_reason,
+    finished_features,
+    manifest_row,
+)
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.io import read_parquet, write_parquet, write_safetensors
 from pathfuse.paths import shard_name
 
 log = logging.getLogger(__name__)
-
-#: Version of the per-slide feature file layout (tensors + metadata keys).
-FEATURES_SCHEMA_VERSION = 1
 
 
 def embed_shard(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
@@ -40,8 +43,6 @@ def embed_shard(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
     registry ``kind: byo``) is imported instead (:func:`pathfuse.encoders.byo.import_slide_features`),
     so the rule is the same either way.
     """
-    from pathfuse.encoders import byo
-
     spec = encoder_spec(cfg, encoder)
     if spec.is_byo or sources.slide_source(cfg, encoder, cohort) is not None:
         return byo.import_slide_features(cfg, encoder, cohort, shard)
@@ -52,17 +53,17 @@ def embed_shard(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
     for rec in manifest.itertuples(index=False):
         out = cfg.layout.features(encoder, cohort, rec.slide_id)
         if rec.status != "ok":
-            rows[rec.slide_id] = _row(rec.slide_id, "skipped", rec.reason or "skipped by tiling", 0, spec.dim, "")
+            rows[rec.slide_id] = manifest_row(rec.slide_id, "skipped", rec.reason or "skipped by tiling", 0, spec.dim, "")
             continue
         done = finished_features(out, encoder)
         if done is not None:
             n_tiles, dim, fmeta = done
             reason = failure_reason(int(fmeta.get("n_tiles_failed", 0)), fmeta.get("on_tile_error", "drop"))
-            rows[rec.slide_id] = _row(rec.slide_id, "ok", reason, n_tiles, dim, out)
+            rows[rec.slide_id] = manifest_row(rec.slide_id, "ok", reason, n_tiles, dim, out)
             continue
         tiles = _read_tiles(rec, manifest_path)
         if tiles.empty:
-            rows[rec.slide_id] = _row(rec.slide_id, "skipped", "no tiles", 0, spec.dim, "")
+            rows[rec.slide_id] = manifest_row(rec.slide_id, "skipped", "no tiles", 0, spec.dim, "")
         else:
             pending.append(_PendingSlide(rec.slide_id, str(rec.path), tiles, out))
     meta: dict[str, Any] = {"encoder": encoder, "cohort": cohort, "shard": shard,
@@ -76,32 +77,6 @@ def embed_shard(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
     df = df.astype({"n_tiles": "int64", "dim": "int64"})
     return write_parquet(df, cfg.layout.feature_shard(encoder, cohort, shard_name(shard)),
                          schema="feature_shard", meta=meta)
-
-
-def finished_features(path: Path, encoder: str) -> tuple[int, int, dict[str, str]] | None:
-    """``(n_tiles, dim, metadata)`` of a complete feature file for ``encoder``, or None if it must be made."""
-    if not path.exists():
-        return None
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np") as fh:
-            metadata = fh.metadata() or {}
-            shape = fh.get_slice("features").get_shape()
-    except (SafetensorError, OSError, KeyError) as err:  # not ours or damaged: re-make it atomically
-        log.warning("%s: unreadable (%s); embedding the slide again", path, err)
-        return None
-    if metadata.get("encoder") != encoder:
-        raise ValueError(f"{path}: holds features of encoder {metadata.get('encoder')!r}, expected {encoder!r}; "
-                         "delete it")
-    return int(shape[0]), int(shape[1]), metadata
-
-
-def failure_reason(n_failed: int, policy: str) -> str:
-    """The manifest ``reason`` of an embedded slide with unreadable tiles ("" if none)."""
-    if not n_failed:
-        return ""
-    return f"{n_failed} unreadable tile(s) {'dropped' if policy == 'drop' else 'zero-filled'}"
 
 
 @dataclass
@@ -162,13 +137,13 @@ def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _Pe
         reason = (f"{n_failed}/{len(ok)} tiles unreadable (> embedding.max_tile_error_fraction="
                   f"{settings['max_tile_error_fraction']})")
         log.error("slide %s: %s; no features written", slide.slide_id, reason)
-        return _row(slide.slide_id, "skipped", reason, 0, spec.dim, "")
+        return manifest_row(slide.slide_id, "skipped", reason, 0, spec.dim, "")
     if n_failed:
         log.warning("slide %s: %d of %d tiles unreadable, %s", slide.slide_id, n_failed, len(ok),
                     "dropped" if settings["on_tile_error"] == "drop" else "zero-filled")
     keep = ok if settings["on_tile_error"] == "drop" else np.ones_like(ok)
     if not keep.any():
-        return _row(slide.slide_id, "skipped", "no readable tiles", 0, spec.dim, "")
+        return manifest_row(slide.slide_id, "skipped", "no readable tiles", 0, spec.dim, "")
     half = feats[keep].astype(np.float16)
     kept = coords[keep]
     check_finite(half, spec.name, where, "float16 embedding (overflow)",
@@ -179,7 +154,7 @@ def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _Pe
                 on_tile_error=str(settings["on_tile_error"]))
     write_safetensors({"features": half, "coords": coords[keep]}, slide.out, metadata=meta)
     reason = failure_reason(n_failed, settings["on_tile_error"])
-    return _row(slide.slide_id, "ok", reason, int(keep.sum()), half.shape[1], slide.out)
+    return manifest_row(slide.slide_id, "ok", reason, int(keep.sum()), half.shape[1], slide.out)
 
 
 def check_finite(feats: np.ndarray, encoder: str, unit: str, what: str, describe: Callable[[int], str]) -> None:
@@ -237,8 +212,3 @@ def _read_tiles(rec: Any, manifest_path: Path) -> pd.DataFrame:
                                 "missing; re-run the tiling of this shard")
     tiles, _ = read_parquet(path, schema="tiles")
     return tiles
-
-
-def _row(slide_id: str, status: str, reason: str, n_tiles: int, dim: int, path: Path | str) -> dict[str, Any]:
-    return {"slide_id": slide_id, "status": status, "reason": reason, "n_tiles": n_tiles, "dim": dim,
-            "features_path": str(path)}

@@ -28,7 +28,8 @@ from sklearn.preprocessing import StandardScaler
 
 from pathfuse import selection
 from pathfuse.fusion import FoldOutput
-from pathfuse.fusion.inputs import Block, FusionContext
+from pathfuse.fusion.blocks import Block
+from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.logitprod import expert_log_distributions
 from pathfuse.heads.losses import survival_nll
 from pathfuse.selection import primary_metric

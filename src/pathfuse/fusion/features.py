@@ -16,18 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pathfuse.config import Config, TaskSpec
 from pathfuse.data.bags import BagStore, cohort_feature_paths
 from pathfuse.data.labels import load_samples
 from pathfuse.data.tiles import load_tile_features
-
-if TYPE_CHECKING:
-    from pathfuse.fusion.inputs import Block, FusionContext
+from pathfuse.fusion.blocks import Block
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +89,20 @@ class TeacherFeatures:
         return bag
 
 
-def load_teacher_features(ctx: FusionContext) -> TeacherFeatures:
+def load_teacher_features(cfg: Config, task: TaskSpec, encoders: list[str]) -> TeacherFeatures:
     """Locate every encoder's features for the task's samples (tile tensors are read now)."""
-    task, cfg = ctx.task, ctx.cfg
     dims: list[int] = []
     if not task.is_slide_task:
         tiles, rows = [], []
-        for enc in ctx.encoders:
+        for enc in encoders:
             feats = load_tile_features(cfg, task, enc)
             samples = load_samples(cfg, task, enc)
             tiles.append(feats.features)
             rows.append(dict(zip(samples["sample_id"].astype(str), samples["row"].astype(int), strict=True)))
             dims.append(int(feats.features.shape[1]))
-        return TeacherFeatures(encoders=ctx.encoders, dims=dims, tiles=tiles, rows=rows)
+        return TeacherFeatures(encoders=encoders, dims=dims, tiles=tiles, rows=rows)
     stores, slide_ids, total_bytes = [], [], 0
-    for enc in ctx.encoders:
+    for enc in encoders:
         paths, _ = cohort_feature_paths(cfg, enc, task.cohort or "")
         samples = load_samples(cfg, task, enc)
         store = BagStore(paths)
@@ -117,9 +114,9 @@ def load_teacher_features(ctx: FusionContext) -> TeacherFeatures:
         total_bytes += sum(n * d * 2 for n, d in sizes)
         stores.append(store)
         slide_ids.append(mapping)
-    check_same_tiles(ctx.encoders, stores, slide_ids)
+    check_same_tiles(encoders, stores, slide_ids)
     cache = {} if total_bytes <= CACHE_LIMIT_BYTES else None
-    return TeacherFeatures(encoders=ctx.encoders, dims=dims, stores=stores, slide_ids=slide_ids, cache=cache)
+    return TeacherFeatures(encoders=encoders, dims=dims, stores=stores, slide_ids=slide_ids, cache=cache)
 
 
 def check_same_tiles(encoders: Sequence[str], stores: Sequence[BagStore],

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pathfuse.fusion.inputs import Block, FusionContext
+from pathfuse.evaluation.metrics import score
+from pathfuse.fusion.blocks import Block
+from pathfuse.fusion.context import FusionContext
 from pathfuse.kinds import TaskKind
-from pathfuse.metrics import score
 
 
 class TensorBatches:
@@ -79,7 +80,7 @@ def scored_monitor(
 ) -> Monitor:
     """An early-stopping monitor ``Σ weight·metric`` on the VALIDATION block, scored per patient.
 
-    Scoring goes through :func:`pathfuse.metrics.score`, the function that later evaluates
+    Scoring goes through :func:`pathfuse.evaluation.metrics.score`, the function that later evaluates
     the test set, so "best on validation" means the same thing as the reported numbers.
 
     Args:

@@ -10,8 +10,6 @@ the metadata, so that fusers and baselines are always compared on the same rows.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,129 +18,12 @@ import pandas as pd
 
 from pathfuse.config import Config, TaskSpec
 from pathfuse.fusion import BlockKey
+from pathfuse.fusion.blocks import SPLITS, Block
+from pathfuse.fusion.context import FusionContext, FusionInputError
 from pathfuse.heads.losses import assign_bins
 from pathfuse.io import read_parquet
-from pathfuse.seeds import replicate_parts
-from pathfuse.training import derive_seed
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-
-
-class FusionInputError(ValueError):
-    """The experts' predictions cannot be fused; the message names the file and the fix."""
-
-
-@dataclass
-class Block:
-    """Rows of one (fold, split, oof) block, identical order for every expert.
-
-    Attributes:
-        logits: [N, M, K] the M experts' logits (K classes, or T hazard logits).
-        embeddings: per expert [N, E_m] pooled slide embeddings, or None (tile tasks, or an
-            expert that did not record them).
-        bin_index: survival only, each sample's time bin under the fold's bin edges.
-    """
-
-    sample_id: np.ndarray
-    patient_id: np.ndarray
-    label: np.ndarray
-    time: np.ndarray
-    event: np.ndarray
-    logits: np.ndarray
-    embeddings: list[np.ndarray] | None = None
-    bin_index: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.sample_id)
-
-    def frame(self, fold: int, split: str, oof: bool) -> pd.DataFrame:
-        """The contract's identity and target columns for these rows (no logits yet)."""
-        return pd.DataFrame({
-            "fold": np.full(len(self), fold, dtype=np.int32),
-            "split": split,
-            "oof": np.full(len(self), oof, dtype=bool),
-            "sample_id": self.sample_id.astype(str),
-            "patient_id": self.patient_id.astype(str),
-            "label": self.label.astype(np.int64),
-            "time": self.time.astype(np.float64),
-            "event": self.event.astype(np.int8),
-        })
-
-
-@dataclass
-class FusionContext:
-    """Everything a method needs for one task: config, aligned expert rows, teacher features.
-
-    Attributes:
-        blocks: fold → {(split, oof): Block}.
-        expert_meta: the first expert file's metadata (fold facts such as carve_val).
-        dropped: samples left out of every method, with the reason.
-    """
-
-    cfg: Config
-    task: TaskSpec
-    encoders: list[str]
-    blocks: dict[int, dict[BlockKey, Block]]
-    bin_edges: dict[int, list[float]] | None
-    classes: list[Any] | None
-    expert_meta: dict[str, Any]
-    dropped: list[dict[str, Any]] = field(default_factory=list)
-    replicate: int = 0  # the training seed's index (experts.n_seeds; 0: the default run)
-
-    @property
-    def kind(self) -> str:
-        return self.task.kind
-
-    @property
-    def is_survival(self) -> bool:
-        return self.task.kind == "survival"
-
-    @property
-    def folds(self) -> list[int]:
-        return sorted(self.blocks)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The run config's ``fusion`` section (defaults filled)."""
-        return self.cfg.section("fusion")
-
-    def block(self, fold: int, split: str, oof: bool = False) -> Block:
-        """Rows of one block; a missing train/val/test block is an error naming the task."""
-        try:
-            return self.blocks[fold][(split, oof)]
-        except KeyError:
-            raise FusionInputError(
-                f"task {self.task.id} fold {fold}: the experts have no {split!r} rows"
-                f"{' (out-of-fold)' if oof else ''}; re-run the experts stage"
-            ) from None
-
-    def has_block(self, fold: int, split: str, oof: bool = False) -> bool:
-        return (split, oof) in self.blocks.get(fold, {}) and len(self.blocks[fold][(split, oof)]) > 0
-
-    def fold_bin_edges(self, fold: int) -> list[float] | None:
-        """Survival: the fold's time-bin edges (what ``metrics.score`` needs for the IBS)."""
-        return self.bin_edges[fold] if self.bin_edges is not None else None
-
-    def seed(self, method: str, fold: int) -> int:
-        """Seed of one (task, method, fold): independent of job order; a replicate adds its index."""
-        return derive_seed(self.cfg.seed, self.task.id, method, fold, *replicate_parts(self.replicate))
-
-    def fold_facts(self, fold: int) -> dict[str, Any]:
-        """The experts' per-fold facts to copy into the fusers' metadata (carve_val, sizes)."""
-        facts = dict(self.expert_meta.get("folds", {}).get(str(fold), {}))
-        out = {"carve_val": bool(facts.get("carve_val", False))}
-        for split in SPLITS:
-            out[f"n_{split}"] = len(self.blocks[fold].get((split, False), ())) if fold in self.blocks else 0
-        return out
-
-    @cached_property
-    def features(self) -> Any:
-        """The teachers' input features (tile embeddings or slide bags), loaded once per task."""
-        from pathfuse.fusion.features import load_teacher_features
-
-        return load_teacher_features(self)
 
 
 def load_context(cfg: Config, task_id: str, seed: int = 0) -> FusionContext:

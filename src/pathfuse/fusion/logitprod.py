@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pathfuse.fusion import BlockKey, FoldOutput
+from pathfuse.fusion.blocks import Block
+from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.fitting import block_targets, forward_flops, kind_monitor
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, nll
 from pathfuse.fusion.gate_training import train as train_gate
-from pathfuse.fusion.inputs import Block, FusionContext
 from pathfuse.heads.losses import event_distribution_to_hazards, hazards_to_event_distribution, survival_nll
 from pathfuse.training import count_parameters
 

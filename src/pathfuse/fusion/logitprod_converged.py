@@ -21,8 +21,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 from pathfuse.fusion import FoldOutput
+from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, loss_and_grad, nll
-from pathfuse.fusion.inputs import FusionContext
 from pathfuse.fusion.logitprod import (
     LogitProdGate,
     correlation_penalty_matrix,

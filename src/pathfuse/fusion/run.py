@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from pathfuse.config import Config
 from pathfuse.fusion import FUSERS, FoldOutput
-from pathfuse.fusion.inputs import FusionContext, load_context
+from pathfuse.fusion.context import FusionContext
+from pathfuse.fusion.inputs import load_context
 from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
 from pathfuse.plan import Planner
 from pathfuse.seeds import replicate_payload

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pathfuse.fusion import FoldOutput
+from pathfuse.fusion.blocks import Block
+from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.features import MultiBagDataset, TeacherFeatures, collate_multibags
 from pathfuse.fusion.fitting import TensorBatches, block_targets, forward_flops, shazam_monitor, task_loss
-from pathfuse.fusion.inputs import Block, FusionContext
 from pathfuse.heads.abmil import GatedAttentionPool
 from pathfuse.kinds import TaskKind
 from pathfuse.training import count_parameters, fit, make_loader, predict

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from pathfuse.evaluation.metrics import auroc, concordance
 from pathfuse.heads.losses import (
     assign_bins,
     cross_entropy,
@@ -25,7 +26,6 @@ from pathfuse.heads.losses import (
     survival_risk,
 )
 from pathfuse.kinds import LossFn, MonitorFn
-from pathfuse.metrics import auroc, concordance
 
 
 def _lookup(monitors: Mapping[str, MonitorFn], name: str) -> MonitorFn:

@@ -64,7 +64,7 @@ class TaskKind:
         time_to_event: outputs are hazard logits over the fold's time bins, so bin edges travel
             with the predictions and fusers combine event distributions over T+1 outcomes.
         has_classes: outputs are per class, and predictions record the class names.
-        metrics: metric names a task of this kind may request (``pathfuse.metrics`` computes them).
+        metrics: metric names a task of this kind may request (``pathfuse.evaluation.metrics`` computes them).
         target_columns: the sample columns that hold a sample's target (e.g. one label per patient).
         stratify_by: the per-sample or per-unit field whose value stratifies splits and the
             per-fold bootstrap (the class, or the event indicator).

@@ -16,7 +16,7 @@ from pathfuse.kinds.base import TaskKind
 if TYPE_CHECKING:
     from pathfuse.config import TaskSpec
 
-#: The metrics ``pathfuse.metrics`` computes from class probabilities (``binary_f1``: binary tasks).
+#: The metrics ``pathfuse.evaluation.metrics`` computes from class probabilities (``binary_f1``: binary tasks).
 CLASSIFICATION_METRICS = ("auroc", "balanced_accuracy", "accuracy", "macro_f1", "weighted_f1", "binary_f1")
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pathfuse.attention import read_attention
 from pathfuse.config import Config, TaskSpec
-from pathfuse.evaluation import fusion_methods
+from pathfuse.evaluation.sources import fusion_methods
 from pathfuse.io import read_parquet
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pathfuse.metrics import HIGHER_IS_BETTER
+from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
 
 MISSING = "—"
 _BOLD = re.compile(r"\*\*(.+?)\*\*")

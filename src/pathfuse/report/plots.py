@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
 from pathfuse.io import save_figure
-from pathfuse.metrics import HIGHER_IS_BETTER
 
 FAMILY_COLORS = {"expert": "#4c566a", "baseline": "#8c6d31", "fuser": "#1d6fa5", "oracle": "#7b4f9d",
                  "unknown": "#888888"}

@@ -1,7 +1,7 @@
 """Stage entry `report`: the five benchmark tables, their Markdown/HTML copies and the plots.
 
 Reads ``results/metrics/{task}.parquet`` of every task of the run (written by
-:func:`pathfuse.evaluation.evaluate_task`) and, for cost and gate weights, the fusion
+:func:`pathfuse.evaluation.run.evaluate_task`) and, for cost and gate weights, the fusion
 prediction files (metadata and the ``gate_weights`` column only), and for the per-task
 training-curve figures the experts' ``training_curve.parquet``; for the attention figures the
 experts' test predictions and ``attention.parquet``, the slides' thumbnails and tile images
@@ -12,9 +12,6 @@ or a method without predictions, shows up as missing cells — counted in the su
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +19,14 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config
-from pathfuse.evaluation import fusion_methods
+from pathfuse.evaluation.sources import fusion_methods
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import REPORT_TABLES as TABLES
 from pathfuse.report import attention, curves, markdown, plots, tables
+from pathfuse.report.drawing import Figure, draw, job_threads
 from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
-
-#: A figure to draw: a function writing its files and returning their paths, with its arguments.
-Figure = tuple[Callable[..., list[Path]], tuple[Any, ...]]
 
 def report_outputs(cfg: Config) -> dict[str, list[Path]]:
     """Every file :func:`build_report` writes, by kind (the rule declares the same list)."""
@@ -220,28 +215,6 @@ def _task_figures(cfg: Config, task: str) -> list[Path]:
     return written + attention.attention_figure(cfg, task, cfg.layout.attention_figure(task).with_suffix(""))
 
 
-def draw(figures: list[Figure], workers: int = 1) -> list[Path]:
-    """Draw every figure (``(function, args)``, each writing its own files) on ``workers`` processes.
-
-    The report is the run's last job, so its cores would otherwise idle while ~1 s of drawing per
-    figure runs one after the other (figures are most of the report's time). Each figure is its
-    own file, so the order of drawing changes nothing in them; paths come back in list order.
-    """
-    if workers <= 1 or len(figures) <= 1:
-        return [path for function, args in figures for path in function(*args)]
-    with ProcessPoolExecutor(max_workers=min(workers, len(figures))) as pool:
-        futures = [pool.submit(function, *args) for function, args in figures]
-        return [path for future in futures for path in future.result()]
-
-
-def _job_threads() -> int:
-    """The job's thread budget: the shim exports Snakemake's ``threads`` as OMP_NUM_THREADS (1 if unset)."""
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
-    except ValueError:
-        return 1
-
-
 # ----------------------------------------------------------------------------- stage entry
 def build_report(cfg: Config) -> list[Path]:
     """Write the benchmark tables (Parquet + Markdown + HTML) and plots of the whole run.
@@ -296,7 +269,7 @@ def build_report(cfg: Config) -> list[Path]:
         (plots.cost, (cost, summary, rcfg["cost_reference"], stem / "cost")),
         *((_task_figures, (cfg, task)) for task in task_order),
     ]
-    written += draw(figures, _job_threads())
+    written += draw(figures, job_threads())
     log.info("report: %d tasks, %d methods, %d of %d cells missing; wrote %d files", len(task_order),
              len(order), len(missing), len(ranks), len(written))
     return written

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from pathfuse.evaluation import DELTA_PREFIX
-from pathfuse.foldstats import holm
-from pathfuse.metrics import HIGHER_IS_BETTER
+from pathfuse.evaluation.foldstats import holm
+from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
+from pathfuse.evaluation.table import DELTA_PREFIX
 
 #: Display and sort order of method families.
 FAMILY_ORDER = ("expert", "baseline", "fuser", "oracle", "unknown")
@@ -63,7 +63,7 @@ def benchmark_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Task × method × metric: mean over folds with its CI, sd over folds, and (labelled) pooled value.
 
     ``mean`` is the mean over the folds with a defined value, ``ci_low``/``ci_high`` its
-    stratified per-fold bootstrap CI (:mod:`pathfuse.foldstats`); it is NaN unless every fold is
+    stratified per-fold bootstrap CI (:mod:`pathfuse.evaluation.foldstats`); it is NaN unless every fold is
     present (``n_folds`` of ``n_folds_expected``; a fold where the metric is undefined is present
     and named in ``undefined_folds``). ``pooled``/``pooled_ci_*``: the metric of all folds' test
     predictions pooled (classification with several folds only). ``n_test_patients`` lists each

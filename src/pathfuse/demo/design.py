@@ -7,7 +7,7 @@ sides and documented here (and in ``docs/demo.md``, and in the ``README.md`` the
 writes next to the demo's files):
 
 * the image — every case has four latent factors (:data:`LATENT`) rendered as different
-  image properties by :func:`pathfuse.data.demo_slides.render_tissue`: stain ``hue`` moves
+  image properties by :func:`pathfuse.demo.tissue.render_tissue`: stain ``hue`` moves
   red against blue absorbance and leaves the green channel alone; ``density`` fills the
   nuclear lattice and darkens nuclei (darker green and red); ``nucleus_scale`` changes the
   nuclear grain at constant nuclear area; ``tumour`` is the fraction of tissue in regions of
@@ -19,7 +19,7 @@ writes next to the demo's files):
 * the labels — every label is a noisy mix in which hue and density carry comparable weight
   (:data:`CLASSIFICATION`, :data:`MUTATIONS`, :data:`SURVIVAL`), so the colour-blind expert
   and the colour experts each hold about half of the signal. Tile classes sit on a Latin
-  square of (hue, density) levels (:func:`pathfuse.data.demo_tiles._class_prototype`).
+  square of (hue, density) levels (:func:`pathfuse.demo.tiles._class_prototype`).
 
 Measured linear-probe R² per 256-px tile at the time of writing (240 tiles, ridge, 4-fold):
 demo_vit_a hue −0.01, density 0.30; demo_vit_b hue 0.87, density 0.17, nucleus grain 0.39;
@@ -75,7 +75,7 @@ def readme(n_cases: int, n_slides: int, label_noise: float) -> str:
         "# The pathfuse demo cohort (synthetic)",
         "",
         f"{n_cases} synthetic patients ({n_slides} slides) and six synthetic tile datasets, written by",
-        "`pathfuse demo-data` (`pathfuse.data.demo`). Nothing here is real tissue. The cohort is a",
+        "`pathfuse demo-data` (`pathfuse.demo`). Nothing here is real tissue. The cohort is a",
         "**positive control** for fusion: the demo encoders are complementary by construction, so a",
         "logit-level fuser (LogitProd, stacking, mean of logits) should beat the validation-selected",
         "best single expert on most tasks. Design and measured results: `docs/demo.md` in the repository.",

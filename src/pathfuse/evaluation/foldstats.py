@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import TaskSpec
-from pathfuse.metrics import BinEdges, Units, aggregate, compute, percentiles
+from pathfuse.evaluation.metrics import compute, percentiles
+from pathfuse.evaluation.units import BinEdges, Units, aggregate
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Synthetic tile datasets for the demo's six tile-classification tasks.
 
-Each class is a prototype :class:`~pathfuse.data.demo_slides.TissueLook`; each image is that
+Each class is a prototype :class:`~pathfuse.demo.tissue.TissueLook`; each image is that
 prototype plus per-image noise, rendered by the same tissue renderer as the slides, so a class
 is recognisable but classes overlap (a probe cannot reach 100 %). Classes sit on a Latin
 square of (stain hue, nuclear density) levels (:func:`_class_prototype`), so the colour-blind
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pathfuse.data.demo_slides import TissueLook, downsample2, render_tissue
+from pathfuse.demo.tissue import TissueLook, downsample2, render_tissue
 from pathfuse.io import atomic_path
 
 #: Output pixels per µm of the tile images: 64 px cover 128 µm, like a 256-px tile at 0.5 µm/px.

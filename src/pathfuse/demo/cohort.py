@@ -1,0 +1,135 @@
+"""The demo's patients and slides (latent factors, slide looks) and their labels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pathfuse.config import Config, ConfigError
+from pathfuse.demo.design import BRACS_3_FROM_7, CLASSIFICATION, LATENT, MUTATIONS, SURVIVAL
+from pathfuse.demo.tiles import seeded_rng
+from pathfuse.demo.tissue import TissueLook
+
+CASE_PREFIX = "DEMO"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The ``demo`` section of the run config (keys: src/pathfuse/resources/schemas/sections/demo.schema.yaml)."""
+
+    out_dir: str
+    n_cases: int
+    two_slide_fraction: float
+    slide_width_px: int
+    slide_height_px: int
+    mpp: float
+    aperio_fraction: float
+    jpeg_quality: int
+    tile_images_per_class: int
+    label_noise: float
+    workers: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DemoSettings:
+        section = cfg.section("demo")
+        return cls(**{key: section[key] for key in cls.__dataclass_fields__})
+
+
+def make_cohort(seed: int, settings: DemoSettings) -> pd.DataFrame:
+    """One row per slide: case_id, slide_id, the case's latent factors and the slide's look."""
+    rng = seeded_rng(seed, "cohort")
+    n = settings.n_cases
+    latent = rng.standard_normal((n, len(LATENT)))
+    n_two = round(settings.two_slide_fraction * n)
+    two_slides = set(rng.choice(n, size=n_two, replace=False).tolist())
+    rows = []
+    for i in range(n):
+        case_id = f"{CASE_PREFIX}-{i + 1:04d}"
+        for k in range(2 if i in two_slides else 1):
+            rows.append({"case_id": case_id, "slide_id": f"{case_id}-{k + 1:02d}",
+                         **dict(zip(LATENT, latent[i], strict=True))})
+    slides = pd.DataFrame(rows)
+    looks, sizes = [], []
+    for slide_id, z in zip(slides["slide_id"], slides[list(LATENT)].to_numpy(), strict=True):
+        srng = seeded_rng(seed, "slide", slide_id)
+        # Slide-level nuisance on top of the case's factors: stain batches, sectioning.
+        looks.append(TissueLook(
+            hue=float(z[0] + srng.normal(0, 0.2)), nucleus_scale=float(z[1] + srng.normal(0, 0.15)),
+            density=float(z[2] + srng.normal(0, 0.2)),
+            tumour=float(np.clip(0.05 + 0.55 * _normal_cdf(z[3]) + srng.normal(0, 0.03), 0.02, 0.7)),
+            inflammation=float(srng.uniform(0.0, 0.25)), eosin=float(srng.normal(0, 0.2)),
+            tissue_fraction=float(srng.uniform(0.6, 0.8)),
+        ))
+        steps = srng.integers(-1, 2, size=2) * 256  # sizes vary, never below the schema's 1024
+        sizes.append((max(1024, settings.slide_width_px + int(steps[0])),
+                      max(1024, settings.slide_height_px + int(steps[1]))))
+    slides["look"] = looks
+    slides["width"], slides["height"] = zip(*sizes, strict=True)
+    n_slides = len(slides)
+    slides["aperio"] = [int((i + 1) * settings.aperio_fraction) > int(i * settings.aperio_fraction)
+                        for i in range(n_slides)]
+    return slides
+
+
+def _normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _score(seed: int, cases: pd.DataFrame, weights: tuple[float, ...], noise: float, *key: str) -> np.ndarray:
+    """A task's latent score per case: unit-norm mix of the factors plus seeded noise."""
+    w = np.asarray(weights, dtype=float)
+    signal = cases[list(LATENT)].to_numpy() @ (w / np.linalg.norm(w))
+    return signal + noise * seeded_rng(seed, "labels", *key).standard_normal(len(cases))
+
+
+def _rank_classes(score: np.ndarray, proportions: tuple[float, ...]) -> np.ndarray:
+    """Cut the ranked scores into classes of the given proportions (ordinal, lowest first)."""
+    ranks = np.argsort(np.argsort(score, kind="stable"), kind="stable")
+    edges = np.cumsum(proportions)[:-1] * len(score)
+    return np.searchsorted(edges, ranks + 0.5).astype(int)
+
+
+def make_labels(seed: int, cases: pd.DataFrame, classes: dict[str, list[Any]], noise: float) -> dict[str, pd.DataFrame]:
+    """Case-level label tables keyed by file stem (``case_id`` plus the task's columns)."""
+    tables: dict[str, pd.DataFrame] = {}
+    for task, (weights, proportions) in CLASSIFICATION.items():
+        n_classes = len(classes[task])
+        index = _rank_classes(_score(seed, cases, weights, noise, task), proportions or (1.0 / n_classes,) * n_classes)
+        column = "isup_grade" if task == "panda_isup" else "label"
+        tables[task] = pd.DataFrame({"case_id": cases["case_id"], column: [classes[task][i] for i in index]})
+        if task == "bracs_7":
+            if len(classes["bracs_3"]) != 3 or n_classes != len(BRACS_3_FROM_7):
+                raise ConfigError("the demo maps bracs_7's 7 classes onto bracs_3's 3; the task registry differs")
+            tables["bracs_3"] = pd.DataFrame({"case_id": cases["case_id"],
+                                              "label": [classes["bracs_3"][BRACS_3_FROM_7[i]] for i in index]})
+    mutation = {"case_id": cases["case_id"]}
+    for column, (weights, prevalence) in MUTATIONS.items():
+        positives = max(2, round(prevalence * len(cases)))
+        mutation[column] = _rank_classes(_score(seed, cases, weights, noise, column),
+                                         (1 - positives / len(cases), positives / len(cases)))
+    tables["mutation"] = pd.DataFrame(mutation)
+    for cohort, weights in SURVIVAL.items():
+        tables[f"surv_{cohort}"] = _survival(seed, cases, weights, noise, cohort)
+    return tables
+
+
+def _survival(seed: int, cases: pd.DataFrame, weights: tuple[float, ...], noise: float, cohort: str) -> pd.DataFrame:
+    """Exponential event times whose hazard grows with the latent risk; random censoring.
+
+    A seeded 35–55 % of cases are censored at a uniform fraction of their event time, so the
+    censoring fraction is the same at any cohort size and is independent of the risk.
+    """
+    risk = _score(seed, cases, weights, noise, "surv", cohort)
+    rng = seeded_rng(seed, "labels", "surv", cohort, "times")
+    event_time = 30.0 * np.exp(-0.8 * risk) * rng.exponential(1.0, len(cases))
+    n_censored = round(rng.uniform(0.35, 0.55) * len(cases))
+    censored = np.zeros(len(cases), dtype=int)
+    censored[rng.choice(len(cases), size=n_censored, replace=False)] = 1
+    observed = np.where(censored == 1, event_time * rng.uniform(0.15, 0.95, len(cases)), event_time)
+    return pd.DataFrame({"case_id": cases["case_id"], "survival_months": np.maximum(np.round(observed, 1), 0.1),
+                         "censorship": censored})
+
