@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from pathfuse import resources
+from pathfuse.fusion import FUSERS
 from pathfuse.kinds import KINDS, TaskKind, get_kind
 from pathfuse.paths import Layout
 from pathfuse.settings import RunSettings, Settings, TaskDataSettings, TridentSettings
@@ -62,7 +63,20 @@ def config_schema() -> dict[str, Any]:
     """The run-config schema with each stage's section schema inserted."""
     schema = load_yaml(resources.schema("config"))
     for section in STAGE_SECTIONS:
-        schema["properties"][section] = load_yaml(resources.schema(f"sections/{section}"))
+        schema["properties"][section] = section_schema(section)
+    return schema
+
+
+def section_schema(name: str) -> dict[str, Any]:
+    """One stage section's schema, with the registered names where a registry decides them.
+
+    The packaged ``fusion.methods`` enum documents the built-in methods; validation takes every
+    method of :data:`pathfuse.fusion.FUSERS`, so a plug-in method (entry-point group
+    ``pathfuse.fusers``) is accepted without editing the schema, as task kinds are.
+    """
+    schema = load_yaml(resources.schema(f"sections/{name}"))
+    if name == "fusion":
+        schema["properties"]["methods"]["items"]["enum"] = FUSERS.names()
     return schema
 
 
@@ -133,7 +147,7 @@ def section_settings(model: type[SectionT], **values: Any) -> SectionT:
     )
     if name is None:
         raise TypeError(f"{model.__name__} is not the model of a stage section {STAGE_SECTIONS}")
-    schema = load_yaml(resources.schema(f"sections/{name}"))
+    schema = section_schema(name)
     section = fill_defaults(copy.deepcopy(values), schema)
     validate(section, schema, f"{name} settings")
     return model.model_validate(section)

@@ -4,7 +4,9 @@ Every method is registered in :data:`FUSERS` under the name the config's ``fusio
 uses. A method is a :class:`Method`: its family (fuser | baseline | oracle) and a function that
 fits it on one outer fold and predicts every row of that fold. ``pathfuse.fusion.run`` loops
 over methods and folds and writes one predictions file per method, in the experts' shape, so
-one evaluation code path scores experts and fusers alike.
+one evaluation code path scores experts and fusers alike. A lab adds its own method through the
+entry-point group ``pathfuse.fusers`` (name = the method, object = a :class:`Method`); config
+validation accepts every registered name (docs/architecture.md, Extending pathfuse).
 """
 
 from __future__ import annotations

@@ -6,9 +6,6 @@ from typing import Literal
 
 from pathfuse.settings.base import Number, Settings
 
-FusionMethod = Literal["logitprod", "shazam", "best_val_expert", "oracle_expert", "mean_logits", "mean_probs",
-                       "stacking", "concat", "shazam_sum", "shazam_moe", "logitprod_converged"]
-
 
 class GateSchedule(Settings):
     """LogitProd's optimiser schedule of one task kind."""
@@ -91,7 +88,7 @@ class StackingSettings(Settings):
 class FusionSettings(Settings):
     """Stage 2b settings: which fusers and baselines run, and each one's settings."""
 
-    methods: tuple[FusionMethod, ...]
+    methods: tuple[str, ...]  # names of pathfuse.fusion.FUSERS (plug-ins too): the schema checks them
     logitprod: LogitProdSettings
     logitprod_converged: LogitProdConvergedSettings
     shazam: ShazamSettings
