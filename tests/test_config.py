@@ -11,6 +11,8 @@ import yaml
 
 from pathfuse import resources
 from pathfuse.config import Config, ConfigError, load_yaml, validate_config
+from pathfuse.kinds import KINDS
+from pathfuse.kinds.classification import WsiClassification
 
 
 @pytest.fixture()
@@ -85,6 +87,19 @@ def test_task_view_merges_registry_and_task_data(demo_raw):
     raw = copy.deepcopy(demo_raw)
     del raw["task_data"]["panda_isup"]["n_folds"]
     assert Config.from_dict(raw).task("panda_isup").n_folds == 1  # the registry's holdout where task_data is silent
+
+
+def test_a_slide_kind_registered_after_import_gets_its_cohort(demo_raw, tmp_path, monkeypatch):
+    monkeypatch.setattr(KINDS, "_items", dict(KINDS._items))  # the registration ends with the test
+    KINDS.register("late_slide_kind")(type("LateSlideKind", (WsiClassification,), {}))
+    registry = load_yaml(resources.registry("tasks"))
+    registry["late_task"] = dict(registry["brca_idc_ilc"], kind="late_slide_kind", lp22=False)
+    path = tmp_path / "tasks.yaml"
+    path.write_text(yaml.safe_dump(registry))
+    raw = dict(demo_raw, tasks=["late_task"], registries={"tasks": str(path)},
+               task_data={"late_task": demo_raw["task_data"]["brca_idc_ilc"]})
+    task = Config.from_dict(raw).task("late_task")
+    assert task.is_slide_task and task.cohort == "demo" and task.dataset is None
 
 
 def test_overrides_and_n_shards(demo_raw, tmp_path):

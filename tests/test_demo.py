@@ -15,13 +15,16 @@ import numpy as np
 import openslide
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from pathfuse.config import Config, ConfigError
-from pathfuse.demo.design import MUTATIONS, SURVIVAL
+from pathfuse.config import Config, ConfigError, load_yaml
+from pathfuse.demo.cohort import make_labels
+from pathfuse.demo.design import DESIGNS, LATENT, MutationColumn, RankedClasses, SurvivalTimes
 from pathfuse.demo.generate import generate_demo, task_facts
+from pathfuse.demo.tiles import TileDatasetPlan
 from pathfuse.demo.tissue import TissueLook, render_tissue
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +33,8 @@ TINY = {"demo.n_cases": 12, "demo.slide_width_px": 1536, "demo.slide_height_px":
         # 12 cases cannot keep all 6-7 classes in every training set with 2 folds (each fold's
         # rest has ~1 case per class, and validation needs one): 3 folds and the holdout, as before.
         "task_data.bracs_7.n_folds": 3, "task_data.panda_isup.n_folds": 1}
+MUTATIONS = ["tp53_mut", "pik3ca_mut", "pten_mut", "arid1a_mut", "nf1_mut"]  # label columns of the mut_* tasks
+SURVIVAL = [t for t, design in DESIGNS.items() if isinstance(design, SurvivalTimes)]
 CLASS_TABLES = {"brca_idc_ilc": "label", "bracs_3": "label", "bracs_7": "label",
                 "crc_tumor_normal": "label", "panda_isup": "isup_grade"}
 
@@ -94,8 +99,8 @@ def test_label_tables_have_published_columns_and_every_class(demo):
     for gene in MUTATIONS:
         assert set(per_case[gene]) == {0, 1}
         assert 0.15 <= per_case[gene].mean() <= 0.5, gene
-    for cohort in SURVIVAL:
-        table = pd.read_csv(out / "labels" / f"surv_{cohort}.csv")
+    for task in SURVIVAL:
+        table = pd.read_csv(out / "labels" / f"{task}.csv")
         assert list(table.columns) == ["case_id", "slide_id", "survival_months", "censorship"]
         assert (table["survival_months"] > 0).all()
         assert 0.3 <= table.drop_duplicates("case_id")["censorship"].mean() <= 0.6
@@ -125,10 +130,10 @@ def split_labels(out: Path, folder: str) -> list[pd.Series]:
 
 def test_splits_are_per_patient_and_cover_every_class(demo):
     cfg, out = demo
-    _, n_folds = task_facts(cfg)  # the demo config's folds (2), the registry's where it is silent
+    n_folds = task_facts(cfg).folds  # the demo config's folds (2), the registry's where it is silent
     cases = set(slide_table(out)["case_id"])
     folders = sorted(p.name for p in (out / "splits").iterdir())
-    assert folders == sorted([*CLASS_TABLES, "mutation", *(f"surv_{c}" for c in SURVIVAL)])
+    assert folders == sorted([*CLASS_TABLES, "mutation", *SURVIVAL])
     for folder in folders:
         files = sorted((out / "splits" / folder).glob("splits_*.csv"))
         assert [f.name for f in files] == [f"splits_{k}.csv" for k in range(n_folds[folder])]
@@ -254,6 +259,36 @@ def test_fold_counts_follow_the_tasks_the_run_config_gives_data_for(tmp_path):
     raw["registries"] = {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")}
     raw["tasks"] = ["mut_tp53", "brca_idc_ilc"]
     raw["task_data"] = {t: raw["task_data"][t] for t in raw["tasks"]}
-    _, folds = task_facts(Config.from_dict(raw))
+    folds = task_facts(Config.from_dict(raw)).folds
     assert folds["mutation"] == 2 and folds["brca_idc_ilc"] == 2
     assert folds["bracs_7"] == 5 and folds["panda_isup"] == 1  # registry defaults where the run is silent
+
+
+def test_a_new_registry_task_gets_demo_data_from_its_kind(tmp_path):
+    """The demo's tasks come from the registry (its lp22 tasks, and the run's): a task the design
+    does not list gets labels, splits or a tile dataset by its kind's default design."""
+    registry = load_yaml(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml")
+    registry["new_grade"] = dict(registry["brca_idc_ilc"], classes=["low", "mid", "high"], label_column="grade")
+    registry["new_surv"] = dict(registry["surv_brca"], time_column="months", censorship_column="censored")
+    registry["new_tiles"] = dict(registry["crc_msi"], dataset="new_tiles")
+    path = tmp_path / "tasks.yaml"
+    path.write_text(yaml.safe_dump(registry))
+    cfg = demo_config(tmp_path, **{
+        "registries.tasks": str(path), "tasks": ["brca_idc_ilc", "unitopatho"],
+        "task_data.unitopatho": {"dataset": "demo_unitopatho"},
+        "tile_datasets.demo_unitopatho": {"path": str(tmp_path / "tiles" / "unitopatho"), "format": "image_folder"}})
+    demo = task_facts(cfg)
+    assert list(demo.designs)[:len(DESIGNS)] == list(DESIGNS)  # the manifest's order, then registry/run order
+    assert list(demo.designs)[len(DESIGNS):] == ["new_grade", "new_surv", "new_tiles", "unitopatho"]
+    assert isinstance(demo.designs["new_grade"], RankedClasses) and isinstance(demo.designs["new_surv"], SurvivalTimes)
+    assert demo.designs["unitopatho"] == TileDatasetPlan("unitopatho", ("train", "test"), "png")
+    assert demo.folds["new_grade"] == demo.folds["new_surv"] == 5 and "new_tiles" not in demo.folds
+    assert demo.classes["new_tiles"] == ["nonMSIH", "MSIH"] and "huncrc" not in demo.designs  # not lp22, not run
+    rng = np.random.default_rng(0)
+    cases = pd.DataFrame({"case_id": [f"C{i:02d}" for i in range(30)], **{k: rng.standard_normal(30) for k in LATENT}})
+    tables = make_labels(0, cases, demo.designs, demo.tasks, noise=0.5)
+    assert list(tables["new_grade"].columns) == ["case_id", "grade"]
+    assert set(tables["new_grade"]["grade"]) == {"low", "mid", "high"}
+    assert list(tables["new_surv"].columns) == ["case_id", "months", "censored"]
+    assert list(tables["mutation"].columns) == ["case_id", *MUTATIONS]
+    assert sum(isinstance(d, MutationColumn) for d in demo.designs.values()) == len(MUTATIONS)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
 
-from pathfuse.plan import inner_folds_needed
 from pathfuse.fusion import FUSERS
 from pathfuse.fusion.gate_training import GateProblem, loss_and_grad
 from pathfuse.fusion.inputs import load_context
 from pathfuse.fusion.logitprod import expert_log_distributions, gate_features, gate_movement
 from pathfuse.fusion.logitprod_converged import fit_converged
-from support.synthetic import TASK_OF_KIND, SyntheticTask, fast_fusion_settings, write_synthetic_task
+from pathfuse.plan import inner_folds_needed
 
 
 def _tile_like_problem(n: int = 600, n_experts: int = 6, n_classes: int = 8, seed: int = 0) -> GateProblem:

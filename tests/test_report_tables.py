@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pathfuse.evaluation.table import DELTA_PREFIX, metrics_frame
-from pathfuse.report import tables
+from pathfuse.report import fusion_tables, tables
 
 FAMILY = {"A": "expert", "B": "expert", "F": "fuser", "O": "oracle"}
 
@@ -182,7 +182,7 @@ def test_cost_ratios_use_shared_units():
          "flops": np.nan, "inner_expert_seconds": 0.0},  # logitprod failed on t2: not in the ratio
     ])
     expected = pd.DataFrame({"task": ["t1", "t2"] * 3, "method": ["logitprod"] * 2 + ["shazam"] * 2 + ["stacking"] * 2})
-    cost = tables.cost_table(rec, expected, "logitprod").set_index("method")
+    cost = fusion_tables.cost_table(rec, expected, "logitprod").set_index("method")
     assert cost.loc["shazam", "seconds_ratio"] == pytest.approx(12.0)
     assert cost.loc["shazam", "seconds_ratio_incl_experts"] == pytest.approx(2.0)  # 24 / (2 + 10)
     assert cost.loc["logitprod", "total_seconds_incl_experts"] == pytest.approx(12.0)
@@ -201,7 +201,7 @@ def test_survival_gate_weights_are_bin_major():
     # 2 samples, T+1 = 2 bins, M = 3 experts: index = bin * M + expert
     gates = np.array([[0.6, 0.3, 0.1, 0.2, 0.2, 0.6],
                       [0.6, 0.3, 0.1, 0.2, 0.2, 0.6]])
-    mean, sd = tables.mean_gate_weights(gates, 3)
+    mean, sd = fusion_tables.mean_gate_weights(gates, 3)
     assert mean == pytest.approx([0.4, 0.25, 0.35]) and sd == pytest.approx([0, 0, 0])
     with pytest.raises(ValueError, match="do not split into 4 experts"):
-        tables.mean_gate_weights(gates, 4)
+        fusion_tables.mean_gate_weights(gates, 4)

@@ -4,6 +4,10 @@ The same validated dict drives Snakemake (the Snakefile calls :func:`validate_co
 every library function (``Config.from_dict``), so a ``--config key=value`` override reaches
 every stage. A bad key or value stops the run with a message naming the key path, the bad
 value and what is allowed — before any job starts.
+
+This module is the public entry: :class:`Config` and the cross-reference checks live here, the
+schema validation and its messages in :mod:`pathfuse.config_schema`, the task, cohort and tile
+dataset views in :mod:`pathfuse.specs`; every name is importable from here.
 """
 
 from __future__ import annotations
@@ -12,117 +16,34 @@ import copy
 import glob
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import Any
 
 from pathfuse import resources
-from pathfuse.fusion import FUSERS
-from pathfuse.kinds import KINDS, TaskKind, get_kind
+from pathfuse.config_schema import (
+    STAGE_SECTIONS,
+    ConfigError,
+    config_schema,
+    fill_defaults,
+    load_yaml,
+    section_settings,
+    validate,
+)
+from pathfuse.kinds import KINDS, get_kind
 from pathfuse.paths import Layout
-from pathfuse.settings import RunSettings, Settings, TaskDataSettings, TridentSettings
-from pathfuse.settings.retired import retired_key_message
+from pathfuse.settings import RunSettings, TaskDataSettings
+from pathfuse.specs import CohortSpec, TaskSpec, TileDatasetSpec
 
-STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
 TASK_KINDS = tuple(KINDS.names())  # built-in and plug-in kinds (pathfuse.kinds)
 SLIDE_KINDS = tuple(k for k in TASK_KINDS if KINDS.get(k).slide)
 
-SectionT = TypeVar("SectionT", bound=Settings)
-
-
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class ConfigError(ValueError):
-    """The run config or a registry is invalid; the message says where and how to fix it."""
-
-
-# ----------------------------------------------------------------------------- schemas
-def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file, naming the file in any parse error.
-
-    Uses libyaml's C loader when PyYAML has it: every job re-reads the schemas and registries,
-    and the pure-Python loader spent ~0.6 s of each job's start-up on them.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        with open(path) as fh:
-            return yaml.load(fh, Loader=_SAFE_LOADER)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-
-
-def config_schema() -> dict[str, Any]:
-    """The run-config schema with each stage's section schema inserted."""
-    schema = load_yaml(resources.schema("config"))
-    for section in STAGE_SECTIONS:
-        schema["properties"][section] = section_schema(section)
-    return schema
-
-
-def section_schema(name: str) -> dict[str, Any]:
-    """One stage section's schema, with the registered names where a registry decides them.
-
-    The packaged ``fusion.methods`` enum documents the built-in methods; validation takes every
-    method of :data:`pathfuse.fusion.FUSERS`, so a plug-in method (entry-point group
-    ``pathfuse.fusers``) is accepted without editing the schema, as task kinds are.
-    """
-    schema = load_yaml(resources.schema(f"sections/{name}"))
-    if name == "fusion":
-        schema["properties"]["methods"]["items"]["enum"] = FUSERS.names()
-    return schema
-
-
-def validate(instance: Any, schema: Mapping[str, Any], where: str) -> None:
-    """Validate ``instance``; raise :class:`ConfigError` listing every problem by key path."""
-    errors = sorted(Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.path))
-    if errors:
-        lines = "\n".join(f"  - {_describe(e)}" for e in errors)
-        raise ConfigError(f"invalid {where}:\n{lines}")
-
-
-def _describe(err: ValidationError) -> str:
-    """One line per problem (several for an object with several unknown keys): a renamed or
-    removed key says what to write instead (pathfuse.settings.retired)."""
-    key = ".".join(str(p) for p in err.path) or "<top level>"
-    if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
-        fixes = {name: retired_key_message([*err.path, name], err.instance[name]) for name in extra}
-        lines = [fix for fix in fixes.values() if fix]
-        unknown = [name for name, fix in fixes.items() if not fix]
-        if unknown:
-            lines.append(f"{key}: unknown key(s) {unknown}; allowed: {allowed}")
-        return "\n  - ".join(lines)
-    if err.validator == "enum":
-        return f"{key}: {err.instance!r} is not allowed; allowed: {err.validator_value}"
-    if err.validator == "oneOf" and isinstance(err.instance, dict):
-        return f"{key}: {err.message} (see the schema's description for the accepted forms)"
-    allowed = err.schema.get("description")
-    hint = f" ({allowed})" if allowed else ""
-    return f"{key}: {err.instance!r} is not allowed: {err.message}{hint}"
-
-
-def fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Insert schema ``default`` values for missing keys, recursively through objects."""
-    for key, sub in schema.get("properties", {}).items():
-        if key not in instance and "default" in sub:
-            instance[key] = copy.deepcopy(sub["default"])
-        if isinstance(instance.get(key), dict):
-            fill_defaults(instance[key], sub)
-    extra = schema.get("additionalProperties")
-    if isinstance(extra, dict):
-        for key, value in instance.items():
-            if key not in schema.get("properties", {}) and isinstance(value, dict):
-                fill_defaults(value, extra)
-    return instance
+#: The public entry: the rest of the code base imports these from here.
+__all__ = [
+    "SLIDE_KINDS", "STAGE_SECTIONS", "TASK_KINDS", "CohortSpec", "Config", "ConfigError", "TaskSpec",
+    "TileDatasetSpec", "config_schema", "count_slides", "fill_defaults", "load_yaml", "section_settings",
+    "validate", "validate_config",
+]
 
 
 def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,102 +56,6 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     validate(cfg, config_schema(), "config")
     Config(cfg)._check_references()
     return cfg
-
-
-def section_settings(model: type[SectionT], **values: Any) -> SectionT:
-    """One stage section's typed settings: ``values`` over its schema defaults, validated like a run
-    config. For code without a run config (tests, benchmarks): the schema stays the one source
-    of defaults."""
-    name = next(
-        (field for field, info in RunSettings.model_fields.items() if info.annotation is model and field in STAGE_SECTIONS),
-        None,
-    )
-    if name is None:
-        raise TypeError(f"{model.__name__} is not the model of a stage section {STAGE_SECTIONS}")
-    schema = section_schema(name)
-    section = fill_defaults(copy.deepcopy(values), schema)
-    validate(section, schema, f"{name} settings")
-    return model.model_validate(section)
-
-
-# ----------------------------------------------------------------------------- views
-@dataclass(frozen=True)
-class TaskSpec:
-    """One benchmark task: registry facts merged with where the run config keeps its data."""
-
-    id: str
-    kind: str
-    description: str
-    classes: tuple[Any, ...] = ()
-    class_names: tuple[str, ...] = ()
-    label_column: str | None = None
-    time_column: str | None = None
-    censorship_column: str | None = None
-    n_bins: int = 4
-    split: Mapping[str, Any] = field(default_factory=dict)
-    metrics: tuple[str, ...] = ()
-    primary_metric: str = ""
-    cohort: str | None = None
-    dataset: str | None = None
-    labels: str | None = None
-    splits: str | None = None
-    encoders: tuple[str, ...] = ()
-
-    @property
-    def kind_strategy(self) -> TaskKind:
-        """What the task's kind decides (outputs, targets, loss, metrics, strata): :mod:`pathfuse.kinds`."""
-        return get_kind(self.kind)
-
-    @property
-    def is_slide_task(self) -> bool:
-        """Slide tasks pool tile features into bags; tile tasks classify single tiles."""
-        return self.kind_strategy.slide
-
-    @property
-    def n_outputs(self) -> int:
-        """Logits per sample: classes, or hazard bins for survival."""
-        return self.kind_strategy.n_outputs(self)
-
-    @property
-    def n_folds(self) -> int:
-        return int(self.split.get("n_folds", 1))
-
-    @property
-    def display_classes(self) -> list[str]:
-        return list(self.class_names) if self.class_names else [str(c) for c in self.classes]
-
-
-@dataclass(frozen=True)
-class CohortSpec:
-    """Where a cohort's slides are; exactly one of ``slides`` (glob) or ``manifest`` is set."""
-
-    name: str
-    slides: str | None = None
-    manifest: str | None = None
-    mpp_overrides: str | None = None
-    n_shards: int | None = None
-    trident: TridentSettings | None = None
-
-    @property
-    def has_slides(self) -> bool:
-        """False for a features-only cohort (its features are all imported)."""
-        return bool(self.slides or self.manifest)
-
-
-@dataclass(frozen=True)
-class TileDatasetSpec:
-    """Where a tile dataset is, in which layout, and how its samples group into patients/slides.
-
-    ``groups`` (a sample → group CSV) or ``group_pattern`` (a file-name regex) name each tile's
-    patient or slide, so that splits and the bootstrap treat a group as one unit; without them
-    (and without a ``group`` column in a features-format label table) every tile is its own unit.
-    """
-
-    name: str
-    path: str
-    format: str
-    groups: str | None = None
-    group_pattern: str | None = None
 
 
 class Config:
@@ -356,8 +181,8 @@ class Config:
             split=split,
             metrics=tuple(reg.get("metrics", ())),
             primary_metric=reg.get("primary_metric", ""),
-            cohort=_given(data.cohort, reg.get("cohort")) if reg["kind"] in SLIDE_KINDS else None,
-            dataset=_given(data.dataset, reg.get("dataset")) if reg["kind"] not in SLIDE_KINDS else None,
+            cohort=_given(data.cohort, reg.get("cohort")) if get_kind(reg["kind"]).slide else None,
+            dataset=_given(data.dataset, reg.get("dataset")) if not get_kind(reg["kind"]).slide else None,
             labels=data.labels,
             splits=data.splits,
             encoders=tuple(_given(data.encoders, self.encoder_ids)),

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pathfuse.config import Config, ConfigError
-from pathfuse.demo.design import BRACS_3_FROM_7, CLASSIFICATION, LATENT, MUTATIONS, SURVIVAL
+from pathfuse.config import Config, ConfigError, TaskSpec
+from pathfuse.demo.design import (
+    LATENT,
+    CoarserClasses,
+    Design,
+    MutationColumn,
+    RankedClasses,
+    SurvivalTimes,
+)
 from pathfuse.demo.tiles import seeded_rng
 from pathfuse.demo.tissue import TissueLook
 
@@ -93,31 +101,48 @@ def _rank_classes(score: np.ndarray, proportions: tuple[float, ...]) -> np.ndarr
     return np.searchsorted(edges, ranks + 0.5).astype(int)
 
 
-def make_labels(seed: int, cases: pd.DataFrame, classes: dict[str, list[Any]], noise: float) -> dict[str, pd.DataFrame]:
-    """Case-level label tables keyed by file stem (``case_id`` plus the task's columns)."""
+def make_labels(seed: int, cases: pd.DataFrame, designs: Mapping[str, Design], tasks: Mapping[str, TaskSpec],
+                noise: float) -> dict[str, pd.DataFrame]:
+    """Case-level label tables keyed by file stem (``case_id`` plus the task's columns).
+
+    Each task's labels come from its design (:mod:`pathfuse.demo.design`) and go to the columns
+    its registry entry names; every score is seeded by its task, never by the order of tasks.
+    """
     tables: dict[str, pd.DataFrame] = {}
-    for task, (weights, proportions) in CLASSIFICATION.items():
-        n_classes = len(classes[task])
-        index = _rank_classes(_score(seed, cases, weights, noise, task), proportions or (1.0 / n_classes,) * n_classes)
-        column = "isup_grade" if task == "panda_isup" else "label"
-        tables[task] = pd.DataFrame({"case_id": cases["case_id"], column: [classes[task][i] for i in index]})
-        if task == "bracs_7":
-            if len(classes["bracs_3"]) != 3 or n_classes != len(BRACS_3_FROM_7):
-                raise ConfigError("the demo maps bracs_7's 7 classes onto bracs_3's 3; the task registry differs")
-            tables["bracs_3"] = pd.DataFrame({"case_id": cases["case_id"],
-                                              "label": [classes["bracs_3"][BRACS_3_FROM_7[i]] for i in index]})
-    mutation = {"case_id": cases["case_id"]}
-    for column, (weights, prevalence) in MUTATIONS.items():
-        positives = max(2, round(prevalence * len(cases)))
-        mutation[column] = _rank_classes(_score(seed, cases, weights, noise, column),
-                                         (1 - positives / len(cases), positives / len(cases)))
-    tables["mutation"] = pd.DataFrame(mutation)
-    for cohort, weights in SURVIVAL.items():
-        tables[f"surv_{cohort}"] = _survival(seed, cases, weights, noise, cohort)
+    class_index: dict[str, np.ndarray] = {}
+    shared: dict[str, dict[str, Any]] = {}
+    for task_id, design in designs.items():
+        task = tasks[task_id]
+        if isinstance(design, RankedClasses):
+            n_classes = len(task.classes)
+            score = _score(seed, cases, design.weights, noise, task_id)
+            class_index[task_id] = _rank_classes(score, design.proportions or (1.0 / n_classes,) * n_classes)
+            tables[task_id] = _class_table(cases, task, class_index[task_id])
+        elif isinstance(design, MutationColumn):
+            positives = max(2, round(design.prevalence * len(cases)))
+            column = str(task.label_column)
+            shared.setdefault(design.table, {"case_id": cases["case_id"]})[column] = _rank_classes(
+                _score(seed, cases, design.weights, noise, column), (1 - positives / len(cases), positives / len(cases)))
+        elif isinstance(design, SurvivalTimes):
+            tables[task_id] = _survival(seed, cases, design.weights, noise, task_id.removeprefix("surv_"), task)
+    for task_id, design in designs.items():  # after their sources
+        if isinstance(design, CoarserClasses):
+            task, n_source = tasks[task_id], len(tasks[design.source].classes)
+            if n_source != len(design.mapping) or len(task.classes) != max(design.mapping) + 1:
+                raise ConfigError(f"the demo maps {design.source}'s {len(design.mapping)} classes onto {task_id}'s "
+                                  f"{max(design.mapping) + 1}; the task registry differs")
+            tables[task_id] = _class_table(cases, task, np.asarray(design.mapping)[class_index[design.source]])
+    tables.update({stem: pd.DataFrame(columns) for stem, columns in shared.items()})
     return tables
 
 
-def _survival(seed: int, cases: pd.DataFrame, weights: tuple[float, ...], noise: float, cohort: str) -> pd.DataFrame:
+def _class_table(cases: pd.DataFrame, task: TaskSpec, index: np.ndarray) -> pd.DataFrame:
+    """A task's label table: each case's class (``task.classes[index]``) in its label column."""
+    return pd.DataFrame({"case_id": cases["case_id"], str(task.label_column): [task.classes[i] for i in index]})
+
+
+def _survival(seed: int, cases: pd.DataFrame, weights: tuple[float, ...], noise: float, cohort: str,
+              task: TaskSpec) -> pd.DataFrame:
     """Exponential event times whose hazard grows with the latent risk; random censoring.
 
     A seeded 35–55 % of cases are censored at a uniform fraction of their event time, so the
@@ -130,6 +155,7 @@ def _survival(seed: int, cases: pd.DataFrame, weights: tuple[float, ...], noise:
     censored = np.zeros(len(cases), dtype=int)
     censored[rng.choice(len(cases), size=n_censored, replace=False)] = 1
     observed = np.where(censored == 1, event_time * rng.uniform(0.15, 0.95, len(cases)), event_time)
-    return pd.DataFrame({"case_id": cases["case_id"], "survival_months": np.maximum(np.round(observed, 1), 0.1),
-                         "censorship": censored})
+    return pd.DataFrame({"case_id": cases["case_id"],
+                         str(task.time_column): np.maximum(np.round(observed, 1), 0.1),
+                         str(task.censorship_column): censored})
 

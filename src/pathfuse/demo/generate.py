@@ -35,13 +35,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pathfuse.config import Config
+from pathfuse.config import Config, TaskSpec
 from pathfuse.demo.cohort import DemoSettings, make_cohort, make_labels
-from pathfuse.demo.design import CLASSIFICATION, LATENT, MUTATION_TASKS, MUTATIONS, SURVIVAL, readme
+from pathfuse.demo.design import (
+    LATENT,
+    CoarserClasses,
+    Design,
+    MutationColumn,
+    RankedClasses,
+    SurvivalTimes,
+    demo_designs,
+    label_table,
+    readme,
+)
 from pathfuse.demo.slides import render_slide, write_pyramid_tiff
 from pathfuse.demo.splits import make_splits, write_csv, write_split_csv
 from pathfuse.demo.tiles import (
-    TILE_DATASETS,
+    TileDatasetPlan,
     TileJob,
     plan_tile_jobs,
     render_tile_job,
@@ -56,8 +66,18 @@ log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes for the same settings (invalidates demo.done).
 DEMO_FORMAT = 2
-VAL_EQUALS_TEST = ("surv_gbmlgg",)  # the published defect the experts stage must handle
 TILE_JPEG_QUALITY = 90  # the one JPEG tile dataset (crc_msi)
+
+
+@dataclass(frozen=True)
+class DemoTasks:
+    """The tasks the demo makes data for (:func:`task_facts`), with what the files need of them."""
+
+    designs: dict[str, Design]  # task id → its design (pathfuse.demo.design), in manifest order
+    tasks: dict[str, TaskSpec]
+    classes: dict[str, list[Any]]  # task id → class list, for tasks whose labels are class names
+    folders: dict[str, list[str]]  # label table / split folder → the tasks sharing it
+    folds: dict[str, int]  # split folder → folds to write
 
 
 @dataclass(frozen=True)
@@ -123,8 +143,8 @@ def generate_demo(cfg: Config) -> Path:
     settings = DemoSettings.from_config(cfg)
     out = Path(settings.out_dir)
     done = out / "demo.done"
-    classes, folds = task_facts(cfg)
-    fingerprint = {"format": DEMO_FORMAT, "seed": cfg.seed, "classes": classes, "folds": folds,
+    demo = task_facts(cfg)
+    fingerprint = {"format": DEMO_FORMAT, "seed": cfg.seed, "classes": demo.classes, "folds": demo.folds,
                    **{k: v for k, v in asdict(settings).items() if k not in ("out_dir", "workers")}}
     previous = _read_manifest(done)
     if previous.get("fingerprint") == fingerprint and all((out / f).is_file() for f in previous.get("files", {})):
@@ -135,14 +155,15 @@ def generate_demo(cfg: Config) -> Path:
 
     slides = make_cohort(cfg.seed, settings)
     cases = slides.drop_duplicates("case_id").reset_index(drop=True)
-    written = _write_tables(cfg.seed, out, slides, cases, classes, folds, settings.label_noise)
+    written = _write_tables(cfg.seed, out, slides, cases, demo, settings.label_noise)
     jobs: list[SlideJob | TileJob] = [
         SlideJob(cfg.seed, row.slide_id, out / "slides" / f"{row.slide_id}.tiff", row.width, row.height,
                  settings.mpp, settings.jpeg_quality, bool(row.aperio), row.look)
         for row in slides.itertuples()
     ]
-    jobs += plan_tile_jobs(cfg.seed, out / "tiles", {t: [str(c) for c in classes[t]] for t in classes},
-                           settings.tile_images_per_class)
+    tile_datasets = [d for d in demo.designs.values() if isinstance(d, TileDatasetPlan)]
+    tile_classes = {t: [str(c) for c in demo.classes[t]] for t in demo.classes}
+    jobs += plan_tile_jobs(cfg.seed, out / "tiles", tile_datasets, tile_classes, settings.tile_images_per_class)
     pcam: dict[str, list[tuple[int, np.ndarray]]] = {}
     for job, paths, images in _run_all(jobs, settings.workers):
         written += paths
@@ -159,28 +180,29 @@ def generate_demo(cfg: Config) -> Path:
     return done
 
 
-def _write_tables(seed: int, out: Path, slides: pd.DataFrame, cases: pd.DataFrame, classes: dict[str, list[Any]],
-                  folds: dict[str, int], noise: float) -> list[Path]:
+def _write_tables(seed: int, out: Path, slides: pd.DataFrame, cases: pd.DataFrame, demo: DemoTasks,
+                  noise: float) -> list[Path]:
     """Label tables (one row per slide), split CSVs and the hidden factors; return the paths."""
     written = []
-    tables = make_labels(seed, cases, classes, noise)
+    tables = make_labels(seed, cases, demo.designs, demo.tasks, noise)
     for stem, table in tables.items():
         path = out / "labels" / f"{stem}.csv"
         write_csv(slides[["case_id", "slide_id"]].merge(table, on="case_id", how="left"), path)
         written.append(path)
     case_ids = cases["case_id"].tolist()
-    for folder, n_folds in folds.items():
-        table = tables[folder]
-        if folder == "mutation":
-            strata, coverage = table["tp53_mut"].to_numpy(), [table[c].to_numpy() for c in MUTATIONS]
-        elif folder.startswith("surv_"):
-            strata = table["censorship"].to_numpy()
+    for folder, n_folds in demo.folds.items():
+        table, first = tables[folder], demo.folders[folder][0]
+        design = demo.designs[first]
+        if isinstance(design, MutationColumn):  # stratified by the first column, every column covered
+            strata, coverage = table.iloc[:, 1].to_numpy(), [table[c].to_numpy() for c in table.columns[1:]]
+        elif isinstance(design, SurvivalTimes):
+            strata = table[str(demo.tasks[first].censorship_column)].to_numpy()
             coverage = [strata]
         else:
             strata = table.iloc[:, 1].astype(str).to_numpy()
             coverage = [strata]
         for fold, split in enumerate(make_splits(seed, folder, case_ids, strata, n_folds, coverage)):
-            if folder in VAL_EQUALS_TEST:
+            if isinstance(design, SurvivalTimes) and design.val_equals_test:
                 split = {"train": split["train"] + split["val"], "val": split["test"], "test": split["test"]}
                 split["train"].sort()
             path = out / "splits" / folder / f"splits_{fold}.csv"
@@ -188,7 +210,7 @@ def _write_tables(seed: int, out: Path, slides: pd.DataFrame, cases: pd.DataFram
             written.append(path)
     path = out / "README.md"
     with atomic_path(path) as tmp:
-        tmp.write_text(readme(len(cases), len(slides), noise))
+        tmp.write_text(readme(len(cases), len(slides), noise, demo.designs, demo.tasks))
     written.append(path)
     truth = slides[["case_id", "slide_id", *LATENT]].assign(
         **{f"look_{k}": [getattr(look, k) for look in slides["look"]] for k in asdict(TissueLook())})
@@ -197,25 +219,36 @@ def _write_tables(seed: int, out: Path, slides: pd.DataFrame, cases: pd.DataFram
     return [*written, path]
 
 
-def task_facts(cfg: Config) -> tuple[dict[str, list[Any]], dict[str, int]]:
-    """Class lists of the tasks the demo labels, and fold counts per split folder.
+def demo_tasks(cfg: Config) -> list[TaskSpec]:
+    """The tasks the demo makes data for: the registry's benchmark tasks (``lp22``), then any
+    other task the run names, so that a new registry entry gets demo data by being run."""
+    ids = [task_id for task_id, entry in cfg.task_registry.items() if entry.get("lp22")]
+    return [cfg.task(t) for t in [*ids, *(t for t in cfg.task_ids if t not in ids)]]
 
-    Both come from the config (task registry merged with ``task_data``), so the demo writes
+
+def task_facts(cfg: Config) -> DemoTasks:
+    """The demo's tasks with their designs, class lists, and fold counts per split folder.
+
+    All come from the config (task registry merged with ``task_data``), so the demo writes
     the classes and the ``splits_<fold>.csv`` files the experts stage will look for. A folder
     shared by several tasks (``mutation``) gets the most folds any of them asks for, counting
     only the tasks the run config gives data for when there are any.
     """
-    label_tasks = [*CLASSIFICATION, "bracs_3", *(plan.task for plan in TILE_DATASETS)]
-    classes = {task: list(cfg.task(task).classes) for task in label_tasks}
-    sharing = {task: [task] for task in [*CLASSIFICATION, "bracs_3"]}
-    sharing["mutation"] = list(MUTATION_TASKS)
-    sharing.update({f"surv_{cohort}": [f"surv_{cohort}"] for cohort in SURVIVAL})
+    tasks = {task.id: task for task in demo_tasks(cfg)}
+    designs = demo_designs(tasks.values())
+    classes = {t: list(tasks[t].classes) for t, design in designs.items()
+               if isinstance(design, RankedClasses | CoarserClasses | TileDatasetPlan)}
+    folders: dict[str, list[str]] = {}
+    for task_id, design in designs.items():
+        folder = label_table(task_id, design)
+        if folder is not None:
+            folders.setdefault(folder, []).append(task_id)
     configured = set(cfg.raw.get("task_data", {}))
     folds = {}
-    for folder, tasks in sharing.items():
-        chosen = [t for t in tasks if t in configured] or tasks
-        folds[folder] = max(cfg.task(t).n_folds for t in chosen)
-    return classes, folds
+    for folder, sharing in folders.items():
+        chosen = [t for t in sharing if t in configured] or sharing
+        folds[folder] = max(tasks[t].n_folds for t in chosen)
+    return DemoTasks(designs, {t: tasks[t] for t in designs}, classes, folders, folds)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

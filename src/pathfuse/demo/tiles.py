@@ -1,4 +1,4 @@
-"""Synthetic tile datasets for the demo's six tile-classification tasks.
+"""Synthetic tile datasets for the demo's tile-classification tasks (their layouts: :mod:`pathfuse.demo.design`).
 
 Each class is a prototype :class:`~pathfuse.demo.tissue.TissueLook`; each image is that
 prototype plus per-image noise, rendered by the same tissue renderer as the slides, so a class
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,16 +45,6 @@ class TileDatasetPlan:
     shifted_test: bool = False  # test images from "another centre" (stain shift)
 
 
-TILE_DATASETS: tuple[TileDatasetPlan, ...] = (
-    TileDatasetPlan("ccrcc_tissue", ("",), "png"),
-    TileDatasetPlan("crc100k", ("train", "test"), "png", shifted_test=True),
-    TileDatasetPlan("crc_msi", ("train", "test"), "jpg"),
-    TileDatasetPlan("tcga_tils", ("train", "val", "test"), "png"),
-    TileDatasetPlan("esca_tissue", ("train", "test"), "png", shifted_test=True),
-    TileDatasetPlan("pcam", ("train", "valid", "test"), "h5", image_px=96),
-)
-
-
 @dataclass(frozen=True)
 class TileJob:
     """One unit of work: the images of one class in one split of one dataset."""
@@ -75,14 +66,15 @@ def seeded_rng(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *words]))
 
 
-def plan_tile_jobs(seed: int, out_dir: Path, classes: dict[str, list[str]], per_class: int) -> list[TileJob]:
+def plan_tile_jobs(seed: int, out_dir: Path, datasets: Sequence[TileDatasetPlan], classes: dict[str, list[str]],
+                   per_class: int) -> list[TileJob]:
     """Every (dataset, split, class) job; ``classes`` maps each task id to its class names.
 
     Datasets without split folders get twice ``per_class`` images per class (the task splits
     them itself), so their training sets are as large as the others'.
     """
     jobs = []
-    for plan in TILE_DATASETS:
+    for plan in datasets:
         names = classes[plan.task]
         for split in plan.splits:
             n_images = per_class * (2 if split == "" else 1)

@@ -72,6 +72,8 @@ class TaskKind:
         early_stopping_score: (name, metric → weight) that fusers stop on, scored per patient
             on validation; None: they stop on their validation loss.
         training_rules: ``"module:Class"`` (or the class) implementing :class:`KindTraining`.
+        label: the kind's short name beside its group of tasks in the report's figures
+            (empty: the name it is registered under).
     """
 
     slide: ClassVar[bool] = True
@@ -83,6 +85,7 @@ class TaskKind:
     default_monitor: ClassVar[str] = "loss"
     early_stopping_score: ClassVar[tuple[str, Mapping[str, float]] | None] = None
     training_rules: ClassVar[str | type] = ""
+    label: ClassVar[str] = ""
 
     def n_outputs(self, task: TaskSpec) -> int:
         """Logits per sample for ``task``."""

@@ -42,10 +42,14 @@ class ClassificationKind(TaskKind):
 class WsiClassification(ClassificationKind):
     """A slide-level diagnosis (e.g. a BRACS subtype) from the slide's tiles."""
 
+    label = "WSI"
+
 
 @KINDS.register("mutation")
 class Mutation(ClassificationKind):
     """A gene's mutation status (e.g. TP53) from the slide's tiles."""
+
+    label = "mutation"
 
 
 @KINDS.register("tile_classification")
@@ -53,3 +57,4 @@ class TileClassification(ClassificationKind):
     """The class of a single tile (e.g. a tissue type); groups only tie tiles together."""
 
     slide = False
+    label = "tile"

@@ -28,6 +28,7 @@ class Survival(TaskKind):
     has_classes = False
     metrics = SURVIVAL_METRICS
     target_columns = ("time", "event")
+    label = "survival"
     stratify_by = "event"
     default_monitor = "c_index"
     early_stopping_score = ("c_index", {"c_index": 1.0})

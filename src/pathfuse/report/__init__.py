@@ -1,2 +1,3 @@
-"""Stage 3 report: benchmark tables (``tables``), figures (``plots``), Markdown/HTML copies
-(``markdown``) and the stage entry :func:`pathfuse.report.run.build_report`."""
+"""Stage 3 report: benchmark tables (``tables``, ``fusion_tables``), figures (``plots``, ``fusion_plots``,
+``attention``, ``curves``), Markdown/HTML copies (``markdown``, ``rendering``) and the stage entry
+:func:`pathfuse.report.run.build_report`."""

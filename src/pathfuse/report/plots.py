@@ -1,4 +1,5 @@
-"""The report's four figures (PNG + SVG), drawn for 22 tasks on one axis.
+"""The report's benchmark figures (heatmap, gains; PNG + SVG), drawn for 22 tasks on one axis,
+and the figure helpers the fusion methods' figures (:mod:`pathfuse.report.fusion_plots`) share.
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no global state, no GUI
 backend), sized from the number of tasks and methods so that labels never overlap, and
@@ -12,32 +13,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
 from pathfuse.io import save_figure
+from pathfuse.kinds import KINDS
 
 FAMILY_COLORS = {"expert": "#4c566a", "baseline": "#8c6d31", "fuser": "#1d6fa5", "oracle": "#7b4f9d",
                  "unknown": "#888888"}
 SIG_COLORS = {1: "#2a9d8f", 0: "#a3acb9", -1: "#e76f51"}
-KIND_LABELS = {"wsi_classification": "WSI", "mutation": "mutation", "survival": "survival",
-               "tile_classification": "tile"}
 GAIN_PANEL_ORDER = ("fuser", "baseline", "oracle")
 GAIN_PANELS_PER_ROW = 4
-_ROW_IN = 0.34  # inches per task row
+ROW_IN = 0.34  # inches per task row
 FONT = 8.5
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
+    """A white, constrained-layout figure (no pyplot: no global state, no GUI backend)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     fig.set_facecolor("white")
     return fig
 
 
-def _task_axis(ax, tasks: Sequence[str], kinds: Sequence[str], labels: Sequence[str] | None = None) -> None:
+def task_axis(ax, tasks: Sequence[str], kinds: Sequence[str], labels: Sequence[str] | None = None) -> None:
     """Tasks top-to-bottom, with a line and a label between kinds."""
     ax.set_yticks(range(len(tasks)), labels or tasks, fontsize=FONT)
     ax.set_ylim(len(tasks) - 0.5, -0.5)
@@ -46,24 +45,31 @@ def _task_axis(ax, tasks: Sequence[str], kinds: Sequence[str], labels: Sequence[
             ax.axhline(i - 0.5, color="#333333", lw=0.8)
 
 
-def _kind_labels(ax, kinds: Sequence[str], x: float) -> None:
+def kind_labels(ax, kinds: Sequence[str], x: float) -> None:
     """Kind names beside each group of rows (axes-fraction x, data y)."""
     start = 0
     for i in range(1, len(kinds) + 1):
         if i == len(kinds) or kinds[i] != kinds[start]:
-            ax.text(x, (start + i - 1) / 2, KIND_LABELS.get(kinds[start], kinds[start]),
+            ax.text(x, (start + i - 1) / 2, kind_label(kinds[start]),
                     transform=ax.get_yaxis_transform(), ha="left", va="center",
                     fontsize=FONT, color="#555555", style="italic")
             start = i
 
 
-def _placeholder(text: str, stem: Path) -> list[Path]:
-    fig = _figure(6, 1.5)
+def kind_label(kind: str) -> str:
+    """A task kind's name beside its rows: the kind's own ``label``, else its registry name."""
+    return (KINDS.get(kind).label or kind) if kind in KINDS else kind
+
+
+def placeholder(text: str, stem: Path) -> list[Path]:
+    """A figure that says why there is nothing to draw (the report always writes every figure)."""
+    fig = figure(6, 1.5)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555555")
     return save_figure(fig, stem)
 
 
-def _task_kinds(frame: pd.DataFrame, tasks: Sequence[str]) -> list[str]:
+def task_kinds(frame: pd.DataFrame, tasks: Sequence[str]) -> list[str]:
+    """Each task's kind, in ``tasks`` order ("" where the frame does not say)."""
     kind_of = frame.dropna(subset=["kind"]).groupby("task")["kind"].first()
     return [kind_of.get(t, "") for t in tasks]
 
@@ -79,7 +85,7 @@ def heatmap(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
     methods = [m for m in method_order if m in set(ranks["method"])] + \
         sorted(set(ranks["method"]) - set(method_order))
     if not tasks or not methods:
-        return _placeholder("no metrics to plot", stem)
+        return placeholder("no metrics to plot", stem)
     by = ranks.set_index(["task", "method"])
     values = np.array([[by["value"].get((t, m), np.nan) for m in methods] for t in tasks], dtype=float)
     first = np.array([[bool(by["is_first"].get((t, m), False)) for m in methods] for t in tasks])
@@ -88,9 +94,9 @@ def heatmap(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
     signs = np.array([1.0 if HIGHER_IS_BETTER[metric_of[t]] else -1.0 for t in tasks])[:, None]
     competing = np.array([family_of.get(m) in ranked_families for m in methods])
     scaled = _row_scale(np.where(competing[None, :], values * signs, np.nan))
-    kinds = _task_kinds(ranks, tasks)
+    kinds = task_kinds(ranks, tasks)
 
-    fig = _figure(2.8 + 0.72 * len(methods), 1.6 + _ROW_IN * len(tasks))
+    fig = figure(2.8 + 0.72 * len(methods), 1.6 + ROW_IN * len(tasks))
     ax = fig.add_subplot()
     cmap = _cmap()
     ax.imshow(np.ma.masked_invalid(scaled), cmap=cmap, vmin=0, vmax=1, aspect="auto")
@@ -108,8 +114,8 @@ def heatmap(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequen
                 color="white" if dark else "#1a1a1a", fontweight="bold" if first[i, j] else "normal")
         if first[i, j]:
             ax.add_patch(Rectangle((j - 0.46, i - 0.44), 0.92, 0.88, fill=False, edgecolor="#d1495b", lw=2.0))
-    _task_axis(ax, tasks, kinds, [f"{t}  ·  {metric_of[t]}" for t in tasks])
-    _kind_labels(ax, kinds, 1.01)
+    task_axis(ax, tasks, kinds, [f"{t}  ·  {metric_of[t]}" for t in tasks])
+    kind_labels(ax, kinds, 1.01)
     ax.set_xticks(range(len(methods)), methods, rotation=40, ha="left", fontsize=FONT)
     ax.xaxis.tick_top()
     for label, m in zip(ax.get_xticklabels(), methods, strict=True):
@@ -156,8 +162,8 @@ def gains(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequence
     methods.sort(key=lambda m: GAIN_PANEL_ORDER.index(family_of[m]) if family_of[m] in GAIN_PANEL_ORDER else 9)
     tasks = [t for t in task_order if t in set(ranks["task"])]
     if not methods or not tasks:
-        return _placeholder("no fusion method to compare with the best expert", stem)
-    kinds = _task_kinds(ranks, tasks)
+        return placeholder("no fusion method to compare with the best expert", stem)
+    kinds = task_kinds(ranks, tasks)
     by = others.set_index(["task", "method"])
 
     def points(col: str, method: str) -> np.ndarray:
@@ -169,7 +175,7 @@ def gains(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequence
 
     ncols = min(GAIN_PANELS_PER_ROW, len(methods))
     nrows = -(-len(methods) // ncols)
-    fig = _figure(2.6 + 2.6 * ncols, 0.9 + nrows * max(2.2, 0.9 + _ROW_IN * len(tasks)))
+    fig = figure(2.6 + 2.6 * ncols, 0.9 + nrows * max(2.2, 0.9 + ROW_IN * len(tasks)))
     grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     axes = list(grid.flat)[: len(methods)]
     for ax in list(grid.flat)[len(methods):]:
@@ -198,116 +204,13 @@ def gains(ranks: pd.DataFrame, task_order: Sequence[str], method_order: Sequence
         ax.tick_params(axis="x", labelsize=FONT - 0.5)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        _task_axis(ax, tasks, kinds, labels)
+        task_axis(ax, tasks, kinds, labels)
         if k % ncols == ncols - 1:  # rightmost column only: labels elsewhere would widen a column
-            _kind_labels(ax, kinds, 1.02)
+            kind_labels(ax, kinds, 1.02)
     fig.legend(handles=[Patch(color=SIG_COLORS[1], label="significantly better"),
                         Patch(color=SIG_COLORS[0], label="not significant"),
                         Patch(color=SIG_COLORS[-1], label="significantly worse")],
                loc="outside lower center", ncol=3, fontsize=FONT, frameon=False)
     fig.suptitle("Gain over the validation-selected best single expert (primary metric × 100, paired 95% CI)",
                  fontsize=10)
-    return save_figure(fig, stem)
-
-
-# ----------------------------------------------------------------------------- gate weights
-def gate_weights(gates: pd.DataFrame, task_order: Sequence[str], stem: Path) -> list[Path]:
-    """Stacked bars per task: how LogitProd's gate splits its trust among the experts."""
-    if gates.empty:
-        return _placeholder("no gated fusion method (LogitProd) in this run", stem)
-    methods = list(dict.fromkeys(gates["method"]))
-    tasks = [t for t in task_order if t in set(gates["task"])]
-    experts = list(dict.fromkeys(gates["expert"]))
-    palette = _expert_palette(experts)
-    kinds = _task_kinds(gates, tasks)
-    fig = _figure(2.6 + 4.2 * len(methods), 1.7 + _ROW_IN * len(tasks))
-    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
-    for ax, m in zip(axes, methods, strict=True):
-        by = gates[gates["method"] == m].set_index(["task", "expert"])["weight_mean"]
-        left = np.zeros(len(tasks))
-        for e in experts:
-            w = np.array([by.get((t, e), np.nan) for t in tasks], dtype=float)
-            ax.barh(range(len(tasks)), np.nan_to_num(w), left=left, color=palette[e], height=0.7,
-                    edgecolor="white", lw=0.6, label=e)
-            for i in np.flatnonzero(np.nan_to_num(w) >= 0.12):
-                rgb = to_rgb(palette[e])
-                dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.55
-                ax.text(left[i] + w[i] / 2, i, f"{w[i]:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="white" if dark else "#1a1a1a")
-            left += np.nan_to_num(w)
-        for i in np.flatnonzero(left == 0):
-            ax.text(0.01, i, "missing", va="center", fontsize=6.5, color="#888888", style="italic")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("mean gate weight (test samples)", fontsize=FONT)
-        ax.set_title(m, fontsize=9)
-        ax.tick_params(axis="x", labelsize=FONT - 0.5)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-    _task_axis(axes[0], tasks, kinds)
-    _kind_labels(axes[-1], kinds, 1.02)
-    fig.legend(handles=[Patch(color=palette[e], label=e) for e in experts], loc="outside lower center",
-               ncol=min(len(experts), 6), fontsize=FONT, frameon=False, title="expert", title_fontsize=FONT)
-    fig.suptitle("Which foundation model the gate trusts, per task", fontsize=10)
-    return save_figure(fig, stem)
-
-
-def _label_offsets(data: pd.DataFrame, y_span: float) -> list[float]:
-    """Vertical label offsets (points) that keep labels of nearby markers from overlapping."""
-    placed: list[tuple[float, float]] = []  # (log10 x, label y in points-ish units)
-    offsets = [0.0] * len(data)
-    order = np.argsort(-data["mean_gain_points"].to_numpy())
-    for i in order:
-        x = float(np.log10(data["train_seconds_per_fold"].iloc[i]))
-        y = float(data["mean_gain_points"].iloc[i]) / y_span * 300  # ~300 pt of axis height
-        dy = 0.0
-        while any(abs(x - px) < 0.9 and abs(y + dy - py) < 11 for px, py in placed):
-            dy -= 11
-        placed.append((x, y + dy))
-        offsets[i] = dy
-    return offsets
-
-
-def _expert_palette(experts: Sequence[str]) -> dict[str, str]:
-    base = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8ab17d", "#6d597a", "#b56576",
-            "#457b9d", "#a8dadc"]
-    return {e: base[i % len(base)] for i, e in enumerate(experts)}
-
-
-# ----------------------------------------------------------------------------- cost
-def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: Path) -> list[Path]:
-    """Training time per fold (log) against mean gain over the best expert, one point per method."""
-    data = cost_table.merge(summary[["method", "mean_gain_points", "n_paired", "n_tasks"]], on="method", how="left")
-    data = data[np.isfinite(data["train_seconds_per_fold"].astype(float))
-                & np.isfinite(data["mean_gain_points"].astype(float))]
-    if data.empty:
-        return _placeholder("no fusion method with both cost and gain to plot", stem)
-    fig = _figure(6.8, 4.6)
-    ax = fig.add_subplot()
-    params = data["params_mean"].astype(float).fillna(0)
-    size = (40 + 360 * np.sqrt(params / params.max())).to_numpy() if params.max() > 0 else np.full(len(data), 80.0)
-    colors = [FAMILY_COLORS.get(f, "#888") for f in data["family"]]
-    ax.scatter(data["train_seconds_per_fold"], data["mean_gain_points"], s=size, c=colors, alpha=0.85,
-               edgecolor="white", lw=1.2, zorder=3)
-    y_span = max(float(np.ptp(data["mean_gain_points"])), 1.0)
-    for row, dy, area in zip(data.itertuples(), _label_offsets(data, y_span), size, strict=True):
-        ratio = "" if pd.isna(row.seconds_ratio) or row.method == reference else f"  ×{row.seconds_ratio:.2g}"
-        ax.annotate(f"{row.method}{ratio}", (row.train_seconds_per_fold, row.mean_gain_points),
-                    xytext=(3 + np.sqrt(area) / 2, dy), textcoords="offset points", va="center", fontsize=FONT,
-                    zorder=4)
-    ax.axhline(0, color="#222222", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    lo, hi = data["train_seconds_per_fold"].min(), data["train_seconds_per_fold"].max()
-    ax.set_xlim(lo / 2.5, hi * 6)
-    ax.set_ylim(min(0.0, data["mean_gain_points"].min()) - 0.12 * y_span,
-                max(0.0, data["mean_gain_points"].max()) + 0.12 * y_span)
-    ax.set_xlabel(f"training time per fold (s, log scale); ×r = r times {reference}'s time", fontsize=FONT + 0.5)
-    ax.set_ylabel("mean gain over best expert (points)", fontsize=FONT + 0.5)
-    ax.grid(color="#ececec", lw=0.6)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    families = list(dict.fromkeys(data["family"]))
-    ax.legend(handles=[Patch(color=FAMILY_COLORS.get(f, "#888"), label=f) for f in families]
-              + [Line2D([], [], color="#222222", lw=0.8, ls="--", label="best single expert")],
-              fontsize=FONT, frameon=False, loc="best", title="marker area ∝ √parameters", title_fontsize=FONT - 1)
-    ax.set_title("Cost vs performance of the fusion methods", fontsize=10)
     return save_figure(fig, stem)

@@ -22,7 +22,7 @@ from pathfuse.config import Config
 from pathfuse.evaluation.sources import fusion_methods
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import REPORT_TABLES as TABLES
-from pathfuse.report import attention, curves, markdown, plots, tables
+from pathfuse.report import attention, curves, fusion_plots, fusion_tables, markdown, plots, tables
 from pathfuse.report.drawing import Figure, draw, job_threads
 from pathfuse.selection import primary_metric
 
@@ -180,13 +180,13 @@ def _gate_rows(task: str, kind: str, method: str, path: Path, meta: dict[str, An
     if df.empty:
         return []
     experts = list(meta.get("encoders") or [])
-    mean, sd = tables.mean_gate_weights(np.stack([np.asarray(g) for g in df["gate_weights"]]), len(experts))
+    mean, sd = fusion_tables.mean_gate_weights(np.stack([np.asarray(g) for g in df["gate_weights"]]), len(experts))
     folds = list((meta.get("folds") or {}).values())
     kl = float(np.nanmean([_number(f.get("gate_kl_from_uniform")) for f in folds])) if folds else np.nan
     diag = {"kl_from_uniform": kl,
             "max_weight": float(np.nanmean([_number(f.get("gate_max_weight")) for f in folds])) if folds else np.nan,
             "folds_kept_first_epoch": sum(bool(f.get("kept_first_epoch")) for f in folds),
-            "near_uniform": bool(kl < tables.NEAR_UNIFORM_KL)}
+            "near_uniform": bool(kl < fusion_tables.NEAR_UNIFORM_KL)}
     return [{"task": task, "kind": kind, "method": method, "expert": e, "weight_mean": float(m),
              "weight_sd": float(s), "n_samples": len(df), "status": "ok", **diag}
             for e, m, s in zip(experts, mean, sd, strict=True)]
@@ -240,7 +240,7 @@ def build_report(cfg: Config) -> list[Path]:
     missing = tables.missing_cells(ranks)
     cost_records, gate_records = fusion_records(cfg)
     cost_records["family"] = cost_records["method"].map(family_of).fillna(cost_records["family"])
-    cost = tables.cost_table(cost_records, expected[expected["family"] != "expert"], rcfg["cost_reference"])
+    cost = fusion_tables.cost_table(cost_records, expected[expected["family"] != "expert"], rcfg["cost_reference"])
     gates = tables.order_rows(_complete_gates(cfg, gate_records).assign(family="fuser"), task_order, order,
                               extra=["expert"]).drop(columns="family")
     frames = {"benchmark": bench, "ranks": ranks, "summary": summary, "cost": cost, "gate_weights": gates}
@@ -265,8 +265,8 @@ def build_report(cfg: Config) -> list[Path]:
     figures: list[Figure] = [
         (plots.heatmap, (ranks, task_order, order, stem / "heatmap", rcfg["rank_families"])),
         (plots.gains, (ranks, task_order, order, stem / "gains")),
-        (plots.gate_weights, (gates, task_order, stem / "gate_weights")),
-        (plots.cost, (cost, summary, rcfg["cost_reference"], stem / "cost")),
+        (fusion_plots.gate_weights, (gates, task_order, stem / "gate_weights")),
+        (fusion_plots.cost, (cost, summary, rcfg["cost_reference"], stem / "cost")),
         *((_task_figures, (cfg, task)) for task in task_order),
     ]
     written += draw(figures, job_threads())

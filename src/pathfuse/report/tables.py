@@ -1,4 +1,5 @@
-"""The five benchmark tables, computed from the metrics tables of all tasks (pure DataFrame code).
+"""The benchmark, ranks and summary tables, computed from the metrics tables of all tasks (pure
+DataFrame code); the fusion methods' cost and gate-weight tables are in :mod:`pathfuse.report.fusion_tables`.
 
 Nothing here reads files, so every rule of the tables — which value is ranked, how ties and
 missing cells count, what a significant win is — is tested on hand-made tables.
@@ -22,9 +23,6 @@ from pathfuse.evaluation.table import DELTA_PREFIX
 #: Display and sort order of method families.
 FAMILY_ORDER = ("expert", "baseline", "fuser", "oracle", "unknown")
 _KEYS = ["task", "method", "metric"]
-#: Mean KL(gate weights ‖ uniform) below this (nats) flags a gate that never moved: LogitProd is then
-#: the uniform product of experts (the mean-logits baseline for classification), whatever its name.
-NEAR_UNIFORM_KL = 0.01
 #: Values closer than this are a tie (bootstrap-free metrics of identical predictions).
 TIE_DECIMALS = 10
 
@@ -245,77 +243,3 @@ def missing_cells(ranks: pd.DataFrame) -> pd.DataFrame:
     """The (task, method) cells without a primary-metric value, with the reason."""
     miss = ranks[ranks["value"].isna()]
     return miss[["task", "method", "family", "status", "note"]].reset_index(drop=True)
-
-
-# ----------------------------------------------------------------------------- cost
-def cost_table(records: pd.DataFrame, expected: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per fusion method: training seconds (own, and including its share of the inner-fold experts),
-    parameters, and their ratios to ``reference``.
-
-    Args:
-        records: one row per (task, method, family, fold) with ``train_seconds``, ``params``,
-            ``flops`` and ``inner_expert_seconds`` (the method's share of the fold's inner-fold
-            expert trainings, 0 for methods that do not need them).
-        expected: (task, method) pairs the run should have, for the ``n_missing`` count.
-        reference: the method the ratios divide by (LogitProd). Ratios use only the
-            (task, fold) units both methods have, so a missing task does not skew them.
-
-    ``train_seconds_total`` is the method's own training; ``total_seconds_incl_experts`` adds the
-    inner-fold experts only logit-level methods needing out-of-fold logits require (LogitProd,
-    stacking), shared equally between those of the run. ``seconds_ratio`` /
-    ``seconds_ratio_incl_experts``: the two bases of the comparison with ``reference``.
-    """
-    cols = ["method", "family", "n_tasks", "n_missing", "n_folds", "train_seconds_total",
-            "total_seconds_incl_experts", "train_seconds_per_fold", "params_mean", "params_max", "flops_mean",
-            "reference", "seconds_ratio", "seconds_ratio_incl_experts", "params_ratio"]
-    if records.empty and expected.empty:
-        return pd.DataFrame(columns=cols)
-    records = records.assign(total=records["train_seconds"] + records["inner_expert_seconds"].fillna(0.0))
-    g = records.groupby("method", sort=False)
-    out = pd.DataFrame({
-        "family": g["family"].first(),
-        "n_tasks": g["task"].nunique(),
-        "n_folds": g.size(),
-        "train_seconds_total": g["train_seconds"].sum(min_count=1),
-        "total_seconds_incl_experts": g["total"].sum(min_count=1),
-        "train_seconds_per_fold": g["train_seconds"].mean(),
-        "params_mean": g["params"].mean(),
-        "params_max": g["params"].max(),
-        "flops_mean": g["flops"].mean(),
-    })
-    out = out.reindex(pd.Index(expected["method"].unique(), name="method").union(out.index, sort=False))
-    out["family"] = out["family"].fillna("unknown")
-    out["n_tasks"] = out["n_tasks"].fillna(0).astype("int64")
-    out["n_folds"] = out["n_folds"].fillna(0).astype("int64")
-    absent = set(zip(expected["task"], expected["method"], strict=True)) - set(
-        zip(records["task"], records["method"], strict=True))
-    out["n_missing"] = [sum(m == method for _, m in absent) for method in out.index]
-    out["reference"] = reference
-    ref = records[records["method"] == reference].set_index(["task", "fold"])
-    ratios = {}
-    for method, rec in records.groupby("method", sort=False):
-        both = rec.set_index(["task", "fold"]).join(ref[["train_seconds", "total", "params"]], rsuffix="_ref",
-                                                    how="inner")
-        ratios[method] = (
-            both["train_seconds"].sum() / both["train_seconds_ref"].sum() if len(both) else np.nan,
-            both["total"].sum() / both["total_ref"].sum() if len(both) else np.nan,
-            both["params"].mean() / both["params_ref"].mean() if len(both) else np.nan,
-        )
-    for i, col in enumerate(("seconds_ratio", "seconds_ratio_incl_experts", "params_ratio")):
-        out[col] = [ratios.get(m, (np.nan,) * 3)[i] for m in out.index]
-    return out.reset_index()[cols]
-
-
-# ----------------------------------------------------------------------------- gate weights
-def mean_gate_weights(gates: np.ndarray, n_experts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sd over samples of each expert's gate weight.
-
-    ``gates`` is [n_samples, K] with K = M (classification) or (T+1)·M bin-major (survival:
-    index ``bin * M + expert``); survival weights are first averaged over the T+1 bins, so each
-    sample contributes one weight per expert and the means over experts still sum to 1.
-    """
-    gates = np.asarray(gates, dtype=np.float64)
-    if gates.ndim != 2 or gates.shape[1] % n_experts:
-        raise ValueError(f"gate weights of shape {gates.shape} do not split into {n_experts} experts")
-    per_sample = gates.reshape(len(gates), gates.shape[1] // n_experts, n_experts).mean(axis=1)
-    return per_sample.mean(axis=0), per_sample.std(axis=0, ddof=1) if len(gates) > 1 else np.zeros(n_experts)

@@ -1,87 +1,24 @@
-"""The job plan: for each stage's unit of work, its input files and a digest of its settings.
+"""The :class:`Planner`: for each stage's unit of work, its input files and its settings payload.
 
-One function per stage answers "what does this job read?" — for the Snakemake rules (their
-``input:`` and ``params: digest``) and for the library's own resume checks alike, so the DAG and
-the code can never disagree about what a result depends on (docs/architecture.md, Job plan).
-
-* **Inputs** are every file the job reads: label tables, split CSVs, slide files, manifests,
-  mpp override tables, weight files, BYO feature files and tile-dataset files, at the finest
-  grain (a task's own label table and splits, a shard's own slides). Files the demo generates
-  are outputs of ``demo_data`` (:func:`demo_outputs`), so a demo run's DAG shows them too.
-* **Digest** covers exactly the settings the job reads: its config section with defaults filled
-  (only its task kind's entry of per-kind blocks, only its task's entry of per-task tables), the
-  registry entries of its task and encoder, the seed, and its cohort/dataset/task_data entries.
-  Snakemake's params trigger compares it, so a changed setting reruns exactly the affected jobs
-  and, through their outputs, everything downstream. :data:`NO_EFFECT` lists, on purpose, the
-  settings that cannot change a result; anything that can change floats stays in.
-
-The digest text starts with :data:`DIGEST_FORMAT`: a refactor that changes how settings are
-represented bumps it deliberately (and reruns everything, saying so in the changelog) instead of
-silently; a new pathfuse version alone reruns nothing (``snakemake --forcerun`` forces it).
+One method per job kind answers "what does this job read?" (files, and the settings that go into
+its digest, :mod:`pathfuse.plan.digests`); the package docstring of :mod:`pathfuse.plan` says why.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import logging
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
-from pathfuse.config import Config, ConfigError, TaskSpec
+from pathfuse.config import Config, TaskSpec
 from pathfuse.doctor.rows import generated_by_run
-from pathfuse.encoders.sources import (
-    cohort_encoders,
-    coverage,
-    is_features_only,
-    shard_bags,
-    slide_source,
-    tile_source,
-)
+from pathfuse.encoders.sources import cohort_encoders, shard_bags, slide_source, tile_source
 from pathfuse.fusion import FUSERS
 from pathfuse.paths import shard_name
+from pathfuse.plan.checks import check_inputs_at_start
+from pathfuse.plan.digests import NO_EFFECT, JobPlan, folder_fingerprint, narrow, settings_digest
 from pathfuse.seeds import n_seeds, replicate_payload, replicates
-
-log = logging.getLogger(__name__)
-
-#: Bumped only when the digest's payload changes shape on purpose (it then reruns every job).
-DIGEST_FORMAT = 1
-
-#: Settings that cannot change any output, left out of every digest (section → keys):
-#: how many processes read inputs, how many batches they keep ready, demo worker processes
-#: (every demo file seeds itself), and ``experts.n_seeds`` (one seed's job does not depend on how
-#: many seeds there are; evaluate and report add it when > 1). Batch size, threads, device and
-#: precision stay in: they can change floating-point results.
-NO_EFFECT: dict[str, tuple[str, ...]] = {
-    "embedding": ("num_workers", "prefetch_factor", "allow_mixed_readers"),
-    "experts": ("num_workers", "n_seeds"),
-    "demo": ("workers",),
-}
-
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    """What one job reads: named lists of input files, and the digest of its settings."""
-
-    inputs: dict[str, list[str]]
-    digest: str
-
-    @property
-    def files(self) -> list[str]:
-        """Every input file, in a stable order (for fingerprints inside a job)."""
-        return [f for name in sorted(self.inputs) for f in self.inputs[name]]
-
-
-def settings_digest(payload: Mapping[str, Any]) -> str:
-    """``v<format>-<sha256 prefix>`` of a JSON-able payload (key order does not matter)."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return f"v{DIGEST_FORMAT}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
 def inner_folds_needed(cfg: Config) -> int:
@@ -114,7 +51,7 @@ class Planner:
         data = copy.deepcopy(self.cfg.section(name))
         for key in NO_EFFECT.get(name, ()):
             data.pop(key, None)
-        return _narrow(data, kind, task)
+        return narrow(data, kind, task)
 
     def task_facts(self, task_id: str) -> dict[str, Any]:
         """The registry entry and ``task_data`` entry of a task (what its jobs read of it)."""
@@ -125,26 +62,9 @@ class Planner:
 
     # ------------------------------------------------------------------ start-up checks
     def check(self) -> None:
-        """Refuse, before any job starts, inputs that are already visibly unusable.
-
-        Runs the doctor's input checks without torch (:func:`pathfuse.doctor.check_inputs`, the
-        code ``pathfuse doctor`` runs too): a BYO folder that does not exist or holds no bags, bags
-        of the wrong width, encoders whose bags share no slide, manifest rows naming missing slide
-        files, missing label tables or split CSVs. Every FAIL is named with its fix. Slides a
-        features-only cohort leaves out are logged once, as one table.
-        """
-        from pathfuse.doctor import FAIL, check_inputs, render_table
-
-        rows = check_inputs(self.cfg, deep=False)
-        failed = [r for r in rows if r.status == FAIL]
-        if failed:
-            raise ConfigError("inputs not usable (`pathfuse doctor` prints the full table):\n" + render_table(failed))
-        for cohort in self.cfg.cohort_ids:
-            if is_features_only(self.cfg, cohort):
-                cover = coverage(self.cfg, cohort, self.cohort_encoders(cohort))
-                if cover.dropped:
-                    log.warning("cohort %r: %d slide(s) lack features of some encoder and are left out (the "
-                                "slides every encoder has are used):\n%s", cohort, len(cover.dropped), cover.table())
+        """Refuse, before any job starts, inputs that are already visibly unusable
+        (:func:`pathfuse.plan.checks.check_inputs_at_start`)."""
+        check_inputs_at_start(self.cfg)
 
     # ------------------------------------------------------------------ demo
     @cached_property
@@ -278,24 +198,15 @@ class Planner:
 
     @cache  # noqa: B019 - one Planner per run config; each dataset is listed once, not once per encoder
     def folder_listing(self, path: str) -> str | None:
-        """A fingerprint of a tile-dataset folder: every file's relative path, size and mtime.
+        """A fingerprint of a tile-dataset folder (:func:`~pathfuse.plan.digests.folder_fingerprint`).
 
-        The folder itself is the job's declared input (a dataset of 100,000s of images as single
-        inputs would slow Snakemake's planning); this fingerprint in the digest makes an added,
-        removed or replaced image rerun the embedding all the same. None for a plain file (the
-        file is the input) and for the demo's folders (demo_data's digest covers them).
+        None for a plain file (the file is the input) and for the demo's folders (demo_data's
+        digest covers them).
         """
         folder = Path(path)
         if self.made_by_demo(folder) or not folder.is_dir():
             return None
-        digest = hashlib.sha256()
-        for root, dirs, names in os.walk(folder):
-            dirs.sort()
-            for name in sorted(names):
-                stat = os.stat(os.path.join(root, name))
-                digest.update(f"{os.path.relpath(os.path.join(root, name), folder)}|{stat.st_size}|"
-                              f"{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()[:20]
+        return folder_fingerprint(folder)
 
     # ------------------------------------------------------------------ experts and later
     def task_features(self, task: TaskSpec, encoder: str) -> list[str]:
@@ -366,23 +277,10 @@ class Planner:
                 next((e for e in t.encoders if tile_source(self.cfg, e, t.dataset or "") is None), t.encoders[0]),
                 t.dataset or "")}),
         }
-        payload = {"report": self.section("report"), "tasks": {t.id: self.task_facts(t.id) for t in tasks},
-                   "encoders": self.cfg.encoder_ids, "methods": self.cfg.fusion_methods}
+        payload: dict[str, Any] = {"report": self.section("report"), "encoders": self.cfg.encoder_ids,
+                                   "tasks": {t.id: self.task_facts(t.id) for t in tasks},
+                                   "methods": self.cfg.fusion_methods}
         if replicates(self.cfg):  # the ranks table's spread-across-seeds columns
             payload["n_seeds"] = n_seeds(self.cfg)
         return JobPlan(inputs, settings_digest(payload))
 
-
-def _narrow(data: Any, kind: str | None, task: str | None) -> Any:
-    """Keep one kind's entry of per-kind blocks and one task's entry of per-task tables."""
-    if not isinstance(data, dict):
-        return data
-    out = {}
-    for key, value in data.items():
-        if key in ("by_kind", "heads") and kind is not None and isinstance(value, dict):
-            out[key] = {kind: _narrow(value.get(kind), kind, task)}
-        elif key == "primary_metric" and task is not None and isinstance(value, dict):
-            out[key] = value.get(task)
-        else:
-            out[key] = _narrow(value, kind, task)
-    return out

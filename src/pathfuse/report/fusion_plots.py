@@ -1,0 +1,128 @@
+"""The fusion methods' figures (PNG + SVG): how LogitProd's gate splits its trust, and cost
+against gain; drawn with the helpers of :mod:`pathfuse.report.plots`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_rgb
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from pathfuse.io import save_figure
+from pathfuse.report.plots import (
+    FAMILY_COLORS,
+    FONT,
+    ROW_IN,
+    figure,
+    kind_labels,
+    placeholder,
+    task_axis,
+    task_kinds,
+)
+
+
+# ----------------------------------------------------------------------------- gate weights
+def gate_weights(gates: pd.DataFrame, task_order: Sequence[str], stem: Path) -> list[Path]:
+    """Stacked bars per task: how LogitProd's gate splits its trust among the experts."""
+    if gates.empty:
+        return placeholder("no gated fusion method (LogitProd) in this run", stem)
+    methods = list(dict.fromkeys(gates["method"]))
+    tasks = [t for t in task_order if t in set(gates["task"])]
+    experts = list(dict.fromkeys(gates["expert"]))
+    palette = _expert_palette(experts)
+    kinds = task_kinds(gates, tasks)
+    fig = figure(2.6 + 4.2 * len(methods), 1.7 + ROW_IN * len(tasks))
+    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
+    for ax, m in zip(axes, methods, strict=True):
+        by = gates[gates["method"] == m].set_index(["task", "expert"])["weight_mean"]
+        left = np.zeros(len(tasks))
+        for e in experts:
+            w = np.array([by.get((t, e), np.nan) for t in tasks], dtype=float)
+            ax.barh(range(len(tasks)), np.nan_to_num(w), left=left, color=palette[e], height=0.7,
+                    edgecolor="white", lw=0.6, label=e)
+            for i in np.flatnonzero(np.nan_to_num(w) >= 0.12):
+                rgb = to_rgb(palette[e])
+                dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.55
+                ax.text(left[i] + w[i] / 2, i, f"{w[i]:.2f}", ha="center", va="center", fontsize=6.5,
+                        color="white" if dark else "#1a1a1a")
+            left += np.nan_to_num(w)
+        for i in np.flatnonzero(left == 0):
+            ax.text(0.01, i, "missing", va="center", fontsize=6.5, color="#888888", style="italic")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("mean gate weight (test samples)", fontsize=FONT)
+        ax.set_title(m, fontsize=9)
+        ax.tick_params(axis="x", labelsize=FONT - 0.5)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    task_axis(axes[0], tasks, kinds)
+    kind_labels(axes[-1], kinds, 1.02)
+    fig.legend(handles=[Patch(color=palette[e], label=e) for e in experts], loc="outside lower center",
+               ncol=min(len(experts), 6), fontsize=FONT, frameon=False, title="expert", title_fontsize=FONT)
+    fig.suptitle("Which foundation model the gate trusts, per task", fontsize=10)
+    return save_figure(fig, stem)
+
+
+def _label_offsets(data: pd.DataFrame, y_span: float) -> list[float]:
+    """Vertical label offsets (points) that keep labels of nearby markers from overlapping."""
+    placed: list[tuple[float, float]] = []  # (log10 x, label y in points-ish units)
+    offsets = [0.0] * len(data)
+    order = np.argsort(-data["mean_gain_points"].to_numpy())
+    for i in order:
+        x = float(np.log10(data["train_seconds_per_fold"].iloc[i]))
+        y = float(data["mean_gain_points"].iloc[i]) / y_span * 300  # ~300 pt of axis height
+        dy = 0.0
+        while any(abs(x - px) < 0.9 and abs(y + dy - py) < 11 for px, py in placed):
+            dy -= 11
+        placed.append((x, y + dy))
+        offsets[i] = dy
+    return offsets
+
+
+def _expert_palette(experts: Sequence[str]) -> dict[str, str]:
+    base = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8ab17d", "#6d597a", "#b56576",
+            "#457b9d", "#a8dadc"]
+    return {e: base[i % len(base)] for i, e in enumerate(experts)}
+
+
+# ----------------------------------------------------------------------------- cost
+def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: Path) -> list[Path]:
+    """Training time per fold (log) against mean gain over the best expert, one point per method."""
+    data = cost_table.merge(summary[["method", "mean_gain_points", "n_paired", "n_tasks"]], on="method", how="left")
+    data = data[np.isfinite(data["train_seconds_per_fold"].astype(float))
+                & np.isfinite(data["mean_gain_points"].astype(float))]
+    if data.empty:
+        return placeholder("no fusion method with both cost and gain to plot", stem)
+    fig = figure(6.8, 4.6)
+    ax = fig.add_subplot()
+    params = data["params_mean"].astype(float).fillna(0)
+    size = (40 + 360 * np.sqrt(params / params.max())).to_numpy() if params.max() > 0 else np.full(len(data), 80.0)
+    colors = [FAMILY_COLORS.get(f, "#888") for f in data["family"]]
+    ax.scatter(data["train_seconds_per_fold"], data["mean_gain_points"], s=size, c=colors, alpha=0.85,
+               edgecolor="white", lw=1.2, zorder=3)
+    y_span = max(float(np.ptp(data["mean_gain_points"])), 1.0)
+    for row, dy, area in zip(data.itertuples(), _label_offsets(data, y_span), size, strict=True):
+        ratio = "" if pd.isna(row.seconds_ratio) or row.method == reference else f"  ×{row.seconds_ratio:.2g}"
+        ax.annotate(f"{row.method}{ratio}", (row.train_seconds_per_fold, row.mean_gain_points),
+                    xytext=(3 + np.sqrt(area) / 2, dy), textcoords="offset points", va="center", fontsize=FONT,
+                    zorder=4)
+    ax.axhline(0, color="#222222", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    lo, hi = data["train_seconds_per_fold"].min(), data["train_seconds_per_fold"].max()
+    ax.set_xlim(lo / 2.5, hi * 6)
+    ax.set_ylim(min(0.0, data["mean_gain_points"].min()) - 0.12 * y_span,
+                max(0.0, data["mean_gain_points"].max()) + 0.12 * y_span)
+    ax.set_xlabel(f"training time per fold (s, log scale); ×r = r times {reference}'s time", fontsize=FONT + 0.5)
+    ax.set_ylabel("mean gain over best expert (points)", fontsize=FONT + 0.5)
+    ax.grid(color="#ececec", lw=0.6)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    families = list(dict.fromkeys(data["family"]))
+    ax.legend(handles=[Patch(color=FAMILY_COLORS.get(f, "#888"), label=f) for f in families]
+              + [Line2D([], [], color="#222222", lw=0.8, ls="--", label="best single expert")],
+              fontsize=FONT, frameon=False, loc="best", title="marker area ∝ √parameters", title_fontsize=FONT - 1)
+    ax.set_title("Cost vs performance of the fusion methods", fontsize=10)
+    return save_figure(fig, stem)
