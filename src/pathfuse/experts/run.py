@@ -35,7 +35,7 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
         f" (seed {seed})" if seed else "",
         len(job.samples),
         len(job.folds),
-        job.recipe["head"],
+        job.recipe.head,
         job.device,
     )
     results, skipped = [], {}
@@ -43,7 +43,7 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
         try:
             results.append(run_fold(job, fold))
         except FoldError as err:
-            if job.settings["on_bad_input"] != "skip":
+            if job.settings.on_bad_input != "skip":
                 raise
             log.warning("%s — fold skipped (experts.on_bad_input: skip)", err)
             skipped[str(fold.index)] = str(err)
@@ -75,10 +75,12 @@ def write_outputs(job: Job, results: list[FoldResult], skipped: dict[str, str]) 
         "skipped_folds": skipped,
         "seed": cfg.seed,
         **replicate_payload(job.replicate),
-        "head": job.recipe["head"],
-        "recipe": job.recipe,
+        "head": job.recipe.head,
+        # The config's own recipe dict: its key order (not the model's field order) keeps the
+        # metadata byte-identical to earlier runs.
+        "recipe": dict(cfg.raw["experts"]["heads"][spec.kind]),
         "inner_folds": inner_folds_needed(cfg),
-        "bag_unit": job.settings["bag_unit"] if spec.is_slide_task else None,
+        "bag_unit": job.settings.bag_unit if spec.is_slide_task else None,
     }
     curve = pd.concat([r.curve for r in results], ignore_index=True)
     write_parquet(
