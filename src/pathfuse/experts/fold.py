@@ -90,16 +90,19 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
 
 
 def check_fold(job: Job, fold: Fold, train: pd.DataFrame) -> np.ndarray | None:
-    """Refuse folds a head cannot learn from; return survival bin edges of the training split."""
-    spec = job.spec
+    """Refuse folds a head cannot learn from; return the time-bin edges of the training split
+    (time-to-event kinds; None for the others)."""
+    spec, kind = job.spec, job.spec.kind_strategy
     where = f"task {spec.id}, encoder {job.encoder}, fold {fold.index}"
-    if spec.kind == "survival":
+    if kind.time_to_event:
         if int(train["event"].sum()) == 0:
             raise FoldError(
                 f"{where}: no observed event among the {len(train)} training samples "
                 f"({fold.source}); survival bins and the likelihood need events"
             )
         return time_bins(train["time"].to_numpy(), train["event"].to_numpy(), spec.n_bins)
+    if not kind.has_classes:
+        return None
     absent = sorted(set(range(len(spec.classes))) - set(train["label"].tolist()))
     if absent:
         names = [spec.display_classes[i] for i in absent]
@@ -153,7 +156,7 @@ def fit_head(
         monitor=monitor,
         mode="min" if monitor == "loss" else "max",
         seed=seed,
-        metric_fn=None if monitor == "loss" else monitor_fn(monitor),
+        metric_fn=None if monitor == "loss" else monitor_fn(monitor, job.spec.kind),
         device=job.device,
     )
     return model, result

@@ -58,17 +58,16 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
 
 def write_outputs(job: Job, results: list[FoldResult], skipped: dict[str, str]) -> Path:
     """Write predictions (with the contract's metadata) and the training curve (plotted by the report)."""
-    spec, cfg = job.spec, job.cfg
-    survival = spec.kind == "survival"
+    spec, cfg, kind = job.spec, job.cfg, job.spec.kind_strategy
     meta = {
         "task": spec.id,
         "kind": spec.kind,
         "method": job.encoder,
         "family": "expert",
         "encoders": [job.encoder],
-        "classes": None if survival else spec.display_classes,
-        "n_bins": spec.n_bins if survival else None,
-        "bin_edges": {str(r.fold): r.bin_edges for r in results} if survival else None,
+        "classes": spec.display_classes if kind.has_classes else None,
+        "n_bins": spec.n_bins if kind.time_to_event else None,
+        "bin_edges": {str(r.fold): r.bin_edges for r in results} if kind.time_to_event else None,
         "folds": {str(r.fold): r.info for r in results},
         "dropped": job.samples.attrs.get("dropped", {}),
         PATIENTS_KEY: job.samples.attrs.get(PATIENTS_KEY),

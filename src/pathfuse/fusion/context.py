@@ -44,10 +44,6 @@ class FusionContext:
         return self.task.kind
 
     @property
-    def is_survival(self) -> bool:
-        return self.task.kind == "survival"
-
-    @property
     def folds(self) -> list[int]:
         return sorted(self.blocks)
 
