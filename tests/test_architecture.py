@@ -23,9 +23,6 @@ KNOWN_CYCLES = {
     # gpu_decode needs TileReadError/ShardTiles of slide_tiles, which starts gpu_decode lazily (CUDA only);
     # the exception and the shard type belong in a module of their own (slide_tiles is being reworked).
     frozenset({"pathfuse.encoders.gpu_decode", "pathfuse.encoders.slide_tiles"}),
-    # The head registry: heads/__init__ imports abmil to register it, abmil imports HEADS; the task-kind
-    # strategy (pathfuse.kinds) replaces this registry.
-    frozenset({"pathfuse.heads", "pathfuse.heads.abmil"}),
 }
 
 

@@ -27,6 +27,7 @@ from pathfuse.fusion.logitprod import (
 )
 from pathfuse.heads.losses import hazards_to_event_distribution
 from pathfuse.io import read_parquet, write_parquet
+from pathfuse.settings import GateSchedule
 
 
 def _converged(kind: str) -> dict:
@@ -169,7 +170,7 @@ def test_guarantee_survival_objective(tmp_path):
         loss, _ = loss_and_grad(problem, params)
         return loss
 
-    fit = train_gate(problem, {"lr": 0.05, "weight_decay": 0.0, "max_epochs": 80, "patience": 80}, 16, seed=0,
+    fit = train_gate(problem, GateSchedule(lr=0.05, weight_decay=0.0, max_epochs=80, patience=80), 16, seed=0,
                      hidden=0, monitor=("objective", "min", objective), fallback=("objective", "min", objective))
     assert fit.best_value <= float(expert_nll.mean(0).min()) + 0.02
     assert int(expert_nll.mean(0).argmin()) == 1
@@ -243,7 +244,7 @@ def test_mlp_gate_starts_uniform_and_learns():
     label = logits[:, 0].argmax(-1).numpy()  # expert 0 is always right
     problem = GateProblem.build(feats.numpy(), log_p.numpy(), np.zeros((3, 3)), 0.1, label=label)
     val = ("nll", "min", lambda p: nll(problem, fused_log_q(problem, p)))
-    fit = train_gate(problem, {"lr": 0.05, "weight_decay": 0.0, "max_epochs": 40, "patience": 40}, 16, seed=0,
+    fit = train_gate(problem, GateSchedule(lr=0.05, weight_decay=0.0, max_epochs=40, patience=40), 16, seed=0,
                      hidden=8, monitor=val, fallback=val)
     with torch.no_grad():
         assert float(LogitProdGate(3, hidden=8).load(fit.params)(feats, log_p)[1][..., 0].mean()) > 0.6

@@ -9,10 +9,12 @@ from lifelines.utils import concordance_index
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from synthetic_experts import classification_cohort, feature_paths, one_thread, survival_cohort  # noqa: F401
 
+from pathfuse.config import section_settings
 from pathfuse.data.bags import BagDataset, BagStore, collate_bags
 from pathfuse.data.tiles import TileDataset, collate_tiles
 from pathfuse.heads import HEADS, build_head
 from pathfuse.heads.losses import assign_bins, cross_entropy, survival_nll, survival_risk, time_bins
+from pathfuse.settings import ExpertsSettings
 from pathfuse.training import fit, make_loader, predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,7 +28,8 @@ def test_registry_lists_the_heads_and_rejects_unknown_names():
 
 def test_padding_mask_makes_a_bag_independent_of_its_batch():
     torch.manual_seed(0)
-    model = build_head("abmil", 6, 3, dropout=0.0).eval()
+    recipe = section_settings(ExpertsSettings, heads={"wsi_classification": {"dropout": 0.0}}).heads.wsi_classification
+    model = build_head("abmil", 6, 3, recipe).eval()
     short, long = torch.randn(4, 6), torch.randn(9, 6)
     batch = collate_bags([{"features": short, "index": 0}, {"features": long, "index": 1}])
     with torch.no_grad():

@@ -19,6 +19,7 @@ from pathfuse.evaluation import metrics, units
 from pathfuse.fusion.blocks import Block
 from pathfuse.fusion.fitting import TensorBatches, block_targets, task_loss
 from pathfuse.heads import build_head
+from pathfuse.heads.kind_training import auroc_monitor, c_index_monitor
 from pathfuse.heads.objectives import Objective, monitor_fn
 from pathfuse.kinds import KINDS, TaskKind, get_kind, register_plugins
 from pathfuse.training import fit
@@ -176,6 +177,7 @@ def test_the_toy_kind_trains_through_the_heads_and_fusion_code(toy_config):
 
 
 def test_monitors_by_kind():
-    assert monitor_fn("c_index", "survival") is monitor_fn("c_index")
+    assert monitor_fn("c_index", "survival") is c_index_monitor
+    assert monitor_fn("auroc", "tile_classification") is monitor_fn("auroc", "mutation") is auroc_monitor
     with pytest.raises(KeyError, match="unknown validation monitor 'c_index'; known: loss, auroc"):
         monitor_fn("c_index", "mutation")

@@ -114,6 +114,6 @@ def test_objectives_bin_times_with_the_folds_edges_and_pick_the_loss():
     )
     assert Objective("mutation").targets(samples.assign(label=[0, 1, 1]))["label"].tolist() == [0, 1, 1]
     risk_order = torch.tensor([[3.0] * 4, [0.0] * 4, [-3.0] * 4])  # high hazard = early event
-    assert monitor_fn("c_index")(risk_order, batch) == 1.0
+    assert monitor_fn("c_index", "survival")(risk_order, batch) == 1.0
     with pytest.raises(KeyError, match="unknown validation monitor"):
-        monitor_fn("f1")
+        monitor_fn("f1", "survival")

@@ -18,6 +18,7 @@ from pathfuse.heads.losses import balanced_class_weights, time_bins
 from pathfuse.heads.objectives import Objective, monitor_fn
 from pathfuse.plan import inner_folds_needed
 from pathfuse.seeds import replicate_parts
+from pathfuse.settings import SurvivalHead
 from pathfuse.training import FitResult, count_parameters, derive_seed, fit, make_loader
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,19 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
 
 
 def check_fold(job: Job, fold: Fold, train: pd.DataFrame) -> np.ndarray | None:
-    """Refuse folds a head cannot learn from; return survival bin edges of the training split."""
-    spec = job.spec
+    """Refuse folds a head cannot learn from; return the time-bin edges of the training split
+    (time-to-event kinds; None for the others)."""
+    spec, kind = job.spec, job.spec.kind_strategy
     where = f"task {spec.id}, encoder {job.encoder}, fold {fold.index}"
-    if spec.kind == "survival":
+    if kind.time_to_event:
         if int(train["event"].sum()) == 0:
             raise FoldError(
                 f"{where}: no observed event among the {len(train)} training samples "
                 f"({fold.source}); survival bins and the likelihood need events"
             )
         return time_bins(train["time"].to_numpy(), train["event"].to_numpy(), spec.n_bins)
+    if not kind.has_classes:
+        return None
     absent = sorted(set(range(len(spec.classes))) - set(train["label"].tolist()))
     if absent:
         names = [spec.display_classes[i] for i in absent]
@@ -115,44 +119,44 @@ def fit_head(
     """Build the recipe's head from ``seed`` and train it with early stopping on ``val``."""
     recipe = job.recipe
     torch.manual_seed(seed)
-    kwargs = {"dropout": recipe["dropout"]}
-    model = build_head(recipe["head"], job.in_dim, job.spec.n_outputs, **kwargs)
-    weights = None
-    if recipe.get("class_weights") == "balanced":
-        weights = balanced_class_weights(train["label"].to_numpy(), len(job.spec.classes)).to(
-            job.device
-        )
-    loss_fn = objective.loss(recipe.get("alpha", 0.4), weights)
+    model = build_head(recipe.head, job.in_dim, job.spec.n_outputs, recipe)
+    if isinstance(recipe, SurvivalHead):
+        loss_fn = objective.loss(recipe.alpha)
+    else:
+        weights = None
+        if recipe.class_weights == "balanced":
+            weights = balanced_class_weights(train["label"].to_numpy(), len(job.spec.classes)).to(job.device)
+        loss_fn = objective.loss(class_weights=weights)
     make = job.dataset
     train_loader = make_loader(
         make(train, objective.targets(train), True, seed + 1),
-        recipe["batch_size"],
+        recipe.batch_size,
         shuffle=True,
         seed=seed + 2,
         collate_fn=job.collate,
-        num_workers=job.settings["num_workers"],
+        num_workers=job.settings.num_workers,
     )
     val_loader = make_loader(
         make(val, objective.targets(val), False, seed),
-        recipe["batch_size"],
+        recipe.batch_size,
         shuffle=False,
         collate_fn=job.collate,
-        num_workers=job.settings["num_workers"],
+        num_workers=job.settings.num_workers,
     )
-    monitor = recipe["monitor"]
+    monitor = recipe.monitor
     result = fit(
         model,
         train_loader,
         val_loader,
         loss_fn,
-        epochs=recipe["epochs"],
-        lr=recipe["lr"],
-        weight_decay=recipe["weight_decay"],
-        patience=recipe["patience"],
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        patience=recipe.patience,
         monitor=monitor,
         mode="min" if monitor == "loss" else "max",
         seed=seed,
-        metric_fn=None if monitor == "loss" else monitor_fn(monitor),
+        metric_fn=None if monitor == "loss" else monitor_fn(monitor, job.spec.kind),
         device=job.device,
     )
     return model, result

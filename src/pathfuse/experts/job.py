@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,9 @@ from pathfuse.data.bags import BagDataset, BagStore, cohort_feature_paths, colla
 from pathfuse.data.labels import load_samples
 from pathfuse.data.splits import Fold, make_folds
 from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
+from pathfuse.heads.registry import HeadRecipe
 from pathfuse.plan import Planner
+from pathfuse.settings import ExpertsSettings
 
 
 @dataclass
@@ -39,8 +41,8 @@ class Job:
     cfg: Config
     spec: TaskSpec
     encoder: str
-    settings: dict[str, Any]
-    recipe: dict[str, Any]
+    settings: ExpertsSettings
+    recipe: HeadRecipe  # experts.heads.<the task's kind>
     samples: pd.DataFrame
     folds: list[Fold]
     dataset: Callable[[pd.DataFrame, dict[str, np.ndarray], bool, int], Dataset]
@@ -55,59 +57,36 @@ class Job:
     @classmethod
     def create(cls, cfg: Config, task: str, encoder: str, replicate: int = 0) -> Job:
         spec = cfg.task(task)
-        settings = cfg.section("experts")
+        settings = cfg.settings.experts
         samples = load_samples(cfg, spec, encoder)
         folds = make_folds(cfg, spec, samples)
-        if settings["torch_threads"]:
-            torch.set_num_threads(int(settings["torch_threads"]))
-        device = settings["device"]
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        device: str = settings.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        common = {
-            "cfg": cfg,
-            "spec": spec,
-            "encoder": encoder,
-            "settings": settings,
-            "recipe": dict(settings["heads"][spec.kind]),
-            "samples": samples,
-            "folds": folds,
-            "device": device,
-            "inputs": _input_files(cfg, spec, encoder),
-            "replicate": replicate,
-        }
+        recipe = recipe_of(settings, spec.kind)
+        inputs = _input_files(cfg, spec, encoder)
         if spec.is_slide_task:
-            store = BagStore(cohort_feature_paths(cfg, encoder, spec.cohort or "")[0])
-            max_tiles = settings["max_tiles_per_bag"]
-
-            def bag_dataset(
-                df: pd.DataFrame, targets: dict[str, np.ndarray], train: bool, seed: int
-            ) -> Dataset:
-                return BagDataset(
-                    store, df["slide_ids"].tolist(), targets, max_tiles if train else None, seed
-                )
-
-            def bag_tiles(df: pd.DataFrame) -> float:
-                return float(np.mean([sum(store.shape(s)[0] for s in ids) for ids in df["slide_ids"]]))
-
-            return cls(
-                **common,
-                dataset=bag_dataset,
-                collate=collate_bags,
-                in_dim=store.shape(samples["slide_ids"].iloc[0][0])[1],
-                bag_tiles=bag_tiles,
-                store=store,
-            )
-        tiles = load_tile_features(cfg, spec, encoder)
-
-        def tile_dataset(df: pd.DataFrame, targets: dict[str, np.ndarray], train: bool, seed: int) -> Dataset:
-            return TileDataset(tiles.features, df["row"].to_numpy(), targets)
-
+            features = _bag_features(cfg, spec, encoder, samples, settings.max_tiles_per_bag)
+        else:
+            features = _tile_features(cfg, spec, encoder)
         return cls(
-            **common,
-            dataset=tile_dataset,
-            collate=collate_tiles,
-            in_dim=int(tiles.features.shape[1]),
-            bag_tiles=lambda df: 1.0,
+            cfg=cfg,
+            spec=spec,
+            encoder=encoder,
+            settings=settings,
+            recipe=recipe,
+            samples=samples,
+            folds=folds,
+            dataset=features.dataset,
+            collate=features.collate,
+            in_dim=features.in_dim,
+            bag_tiles=features.bag_tiles,
+            device=device,
+            inputs=inputs,
+            store=features.store,
+            replicate=replicate,
         )
 
     # -- paths
@@ -123,6 +102,52 @@ class Job:
 
     def weights_path(self, k: int) -> Path:
         return self.out_dir / f"fold{k}.safetensors"
+
+
+class _Features(NamedTuple):
+    """How a job reads its samples' features: slide bags (a cohort's store) or tile rows."""
+
+    dataset: Callable[[pd.DataFrame, dict[str, np.ndarray], bool, int], Dataset]
+    collate: Callable[[list[Any]], dict[str, Any]]
+    in_dim: int
+    bag_tiles: Callable[[pd.DataFrame], float]
+    store: BagStore | None
+
+
+def _bag_features(
+    cfg: Config, spec: TaskSpec, encoder: str, samples: pd.DataFrame, max_tiles: int | None
+) -> _Features:
+    """Slide tasks: each sample's bag of tile features from the cohort's store (training bags
+    subsampled to ``max_tiles``)."""
+    store = BagStore(cohort_feature_paths(cfg, encoder, spec.cohort or "")[0])
+
+    def bag_dataset(df: pd.DataFrame, targets: dict[str, np.ndarray], train: bool, seed: int) -> Dataset:
+        return BagDataset(store, df["slide_ids"].tolist(), targets, max_tiles if train else None, seed)
+
+    def bag_tiles(df: pd.DataFrame) -> float:
+        return float(np.mean([sum(store.shape(s)[0] for s in ids) for ids in df["slide_ids"]]))
+
+    in_dim = store.shape(samples["slide_ids"].iloc[0][0])[1]
+    return _Features(bag_dataset, collate_bags, in_dim, bag_tiles, store)
+
+
+def _tile_features(cfg: Config, spec: TaskSpec, encoder: str) -> _Features:
+    """Tile tasks: rows of the dataset's tile-feature matrix."""
+    tiles = load_tile_features(cfg, spec, encoder)
+
+    def tile_dataset(df: pd.DataFrame, targets: dict[str, np.ndarray], train: bool, seed: int) -> Dataset:
+        return TileDataset(tiles.features, df["row"].to_numpy(), targets)
+
+    return _Features(tile_dataset, collate_tiles, int(tiles.features.shape[1]), lambda df: 1.0, None)
+
+
+def recipe_of(settings: ExpertsSettings, kind: str) -> HeadRecipe:
+    """The expert recipe of task kind ``kind`` (``experts.heads.<kind>``)."""
+    recipe = getattr(settings.heads, kind, None)
+    if recipe is None:
+        raise KeyError(f"experts.heads has no recipe for task kind {kind!r}; "
+                       f"known: {', '.join(type(settings.heads).model_fields)}")
+    return recipe
 
 
 def _input_files(cfg: Config, spec: TaskSpec, encoder: str) -> list[Path]:

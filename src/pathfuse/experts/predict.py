@@ -60,10 +60,10 @@ def predict_rows(
     model.eval()
     loader = make_loader(
         job.dataset(df, objective.targets(df), False, 0),
-        job.recipe["batch_size"],
+        job.recipe.batch_size,
         shuffle=False,
         collate_fn=job.collate,
-        num_workers=job.settings["num_workers"],
+        num_workers=job.settings.num_workers,
     )
     logits, embeddings = [], []
     for batch in loader:

@@ -65,7 +65,7 @@ def save_fold(
         "task": job.spec.id,
         "encoder": job.encoder,
         "fold": k,
-        "head": job.recipe["head"],
+        "head": job.recipe.head,
         "in_dim": job.in_dim,
         "n_outputs": job.spec.n_outputs,
         "bin_edges": bin_edges,

@@ -35,7 +35,7 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
         f" (seed {seed})" if seed else "",
         len(job.samples),
         len(job.folds),
-        job.recipe["head"],
+        job.recipe.head,
         job.device,
     )
     results, skipped = [], {}
@@ -43,7 +43,7 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
         try:
             results.append(run_fold(job, fold))
         except FoldError as err:
-            if job.settings["on_bad_input"] != "skip":
+            if job.settings.on_bad_input != "skip":
                 raise
             log.warning("%s — fold skipped (experts.on_bad_input: skip)", err)
             skipped[str(fold.index)] = str(err)
@@ -58,27 +58,28 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
 
 def write_outputs(job: Job, results: list[FoldResult], skipped: dict[str, str]) -> Path:
     """Write predictions (with the contract's metadata) and the training curve (plotted by the report)."""
-    spec, cfg = job.spec, job.cfg
-    survival = spec.kind == "survival"
+    spec, cfg, kind = job.spec, job.cfg, job.spec.kind_strategy
     meta = {
         "task": spec.id,
         "kind": spec.kind,
         "method": job.encoder,
         "family": "expert",
         "encoders": [job.encoder],
-        "classes": None if survival else spec.display_classes,
-        "n_bins": spec.n_bins if survival else None,
-        "bin_edges": {str(r.fold): r.bin_edges for r in results} if survival else None,
+        "classes": spec.display_classes if kind.has_classes else None,
+        "n_bins": spec.n_bins if kind.time_to_event else None,
+        "bin_edges": {str(r.fold): r.bin_edges for r in results} if kind.time_to_event else None,
         "folds": {str(r.fold): r.info for r in results},
         "dropped": job.samples.attrs.get("dropped", {}),
         PATIENTS_KEY: job.samples.attrs.get(PATIENTS_KEY),
         "skipped_folds": skipped,
         "seed": cfg.seed,
         **replicate_payload(job.replicate),
-        "head": job.recipe["head"],
-        "recipe": job.recipe,
+        "head": job.recipe.head,
+        # The config's own recipe dict: its key order (not the model's field order) keeps the
+        # metadata byte-identical to earlier runs.
+        "recipe": dict(cfg.raw["experts"]["heads"][spec.kind]),
         "inner_folds": inner_folds_needed(cfg),
-        "bag_unit": job.settings["bag_unit"] if spec.is_slide_task else None,
+        "bag_unit": job.settings.bag_unit if spec.is_slide_task else None,
     }
     curve = pd.concat([r.curve for r in results], ignore_index=True)
     write_parquet(

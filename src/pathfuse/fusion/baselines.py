@@ -33,6 +33,7 @@ from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.logitprod import expert_log_distributions
 from pathfuse.heads.losses import survival_nll
 from pathfuse.selection import primary_metric
+from pathfuse.settings import StackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def rank_experts(ctx: FusionContext, fold: int, split: str) -> list[dict[str, An
         frame["logits"] = list(block.logits[:, m])
         frames[enc] = frame
     ranked = selection.rank_experts(ctx.task, frames, ctx.encoders, primary_metric(ctx.cfg, ctx.task),
-                                    ctx.fold_bin_edges(fold), ctx.settings["survival_alpha"])
+                                    ctx.fold_bin_edges(fold), ctx.settings.survival_alpha)
     return [s.as_dict() for s in ranked]
 
 
@@ -109,7 +110,7 @@ def _stack_features(block: Block, survival: bool) -> np.ndarray:
 def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
     """Linear stacker on the concatenated expert outputs, fitted on out-of-fold training logits."""
     start = time.perf_counter()
-    settings = ctx.settings["stacking"]
+    settings = ctx.settings.stacking
     oof = ctx.has_block(fold, "train", True)
     if not oof:
         log.warning("task %s fold %d: no out-of-fold expert logits; stacking fits on in-sample logits",
@@ -118,7 +119,7 @@ def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
     survival = ctx.task.kind_strategy.time_to_event  # stacks hazard logits, fitted by the survival NLL
     scaler = StandardScaler().fit(_stack_features(train, survival))
     if survival:
-        predict, params = _fit_survival_stack(train, scaler, settings, ctx.settings["survival_alpha"],
+        predict, params = _fit_survival_stack(train, scaler, settings, ctx.settings.survival_alpha,
                                               ctx.seed("stacking", fold))
     else:
         predict, params = _fit_logistic_stack(ctx, train, scaler, settings)
@@ -131,7 +132,7 @@ def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
     return FoldOutput(logits=logits, cost=cost)
 
 
-def _fit_logistic_stack(ctx: FusionContext, train: Block, scaler: StandardScaler, settings: dict[str, Any]):
+def _fit_logistic_stack(ctx: FusionContext, train: Block, scaler: StandardScaler, settings: StackingSettings):
     """Multinomial logistic regression; classes absent from training get log-probability −30."""
     n_classes = train.logits.shape[2]
     x = scaler.transform(_stack_features(train, False))
@@ -139,7 +140,7 @@ def _fit_logistic_stack(ctx: FusionContext, train: Block, scaler: StandardScaler
     if len(present) < 2:
         log.warning("task %s: one class in the stacker's training rows; predicting it always", ctx.task.id)
         return lambda feats: np.where(np.arange(n_classes) == present[0], 0.0, -30.0)[None].repeat(len(feats), 0), 0
-    model = LogisticRegression(C=settings["C"], max_iter=settings["max_iter"]).fit(x, train.label)
+    model = LogisticRegression(C=settings.C, max_iter=settings.max_iter).fit(x, train.label)
 
     def predict(feats: np.ndarray) -> np.ndarray:
         out = np.full((len(feats), n_classes), -30.0)
@@ -149,7 +150,7 @@ def _fit_logistic_stack(ctx: FusionContext, train: Block, scaler: StandardScaler
     return predict, int(model.coef_.size + model.intercept_.size)
 
 
-def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: dict[str, Any], alpha: float, seed: int):
+def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: StackingSettings, alpha: float, seed: int):
     """Linear map of standardised hazard logits [M·T] → T hazard logits, by L-BFGS on the survival NLL.
 
     Starts from the mean of the experts' hazard logits (in standardised units) and uses the
@@ -168,8 +169,8 @@ def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: dict[str
         avg = torch.eye(n_bins).repeat(1, n_experts) / n_experts  # [T, M·T]: mean over experts
         linear.weight.copy_(avg * scale)
         linear.bias.copy_(avg @ mean)
-    l2 = 1.0 / (2.0 * settings["C"] * max(len(x), 1))
-    opt = torch.optim.LBFGS(linear.parameters(), max_iter=settings["max_iter"], line_search_fn="strong_wolfe")
+    l2 = 1.0 / (2.0 * settings.C * max(len(x), 1))
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=settings.max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

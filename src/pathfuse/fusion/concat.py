@@ -46,7 +46,7 @@ def _data(feats: TeacherFeatures, block: Block, kind: TaskKind, batch_size: int,
 def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     """Train the concatenated-feature head on one outer fold and predict every block."""
     start = time.perf_counter()
-    cfg, kind = ctx.settings["concat"], ctx.task.kind_strategy
+    settings, kind = ctx.settings.concat, ctx.task.kind_strategy
     survival = kind.time_to_event  # the survival ABMIL and its epoch budget
     feats: TeacherFeatures = ctx.features
     train, val = ctx.block(fold, "train"), ctx.block(fold, "val")
@@ -55,21 +55,18 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     n_outputs = train.logits.shape[2]
     if feats.is_slide:
         head = "abmil_survival" if survival else "abmil"
-        epochs = cfg["max_epochs_survival"] if survival else cfg["max_epochs_classification"]
-        lr, batch_size = cfg["lr"], cfg["bag_batch_size"]
+        epochs = settings.max_epochs_survival if survival else settings.max_epochs_classification
+        lr, batch_size = settings.lr, settings.bag_batch_size
     else:
-        head, epochs, lr, batch_size = "mlp", cfg["max_epochs_tile"], cfg["tile_lr"], cfg["batch_size"]
+        head, epochs, lr, batch_size = "mlp", settings.max_epochs_tile, settings.tile_lr, settings.batch_size
     model = build_head(head, sum(feats.dims), n_outputs)
-    train_data = _data(feats, train, kind, batch_size, True, seed, cfg["max_tiles"])
+    train_data = _data(feats, train, kind, batch_size, True, seed, settings.max_tiles)
     val_data = _data(feats, val, kind, batch_size if feats.is_slide else max(len(val), 1), False, seed, None)
-    monitor: dict[str, Any] = {"monitor": "loss", "mode": "min"}
-    scored = kind_monitor(ctx, val, fold)
-    if scored:
-        name, mode, metric_fn = scored
-        monitor = {"monitor": name, "mode": mode, "metric_fn": metric_fn}
-    result = fit(model, train_data, val_data, task_loss(kind, ctx.settings["survival_alpha"]), epochs=epochs,
-                 lr=lr, weight_decay=cfg["weight_decay"], patience=cfg["patience"], seed=seed, forward=_forward,
-                 optimizer="adam", scheduler="cosine_restarts", **monitor)
+    # The kind's early-stopping score on validation, else the validation loss.
+    monitor, mode, metric_fn = kind_monitor(ctx, val, fold) or ("loss", "min", None)
+    result = fit(model, train_data, val_data, task_loss(kind, ctx.settings.survival_alpha), epochs=epochs,
+                 lr=lr, weight_decay=settings.weight_decay, patience=settings.patience, monitor=monitor, mode=mode,
+                 seed=seed, metric_fn=metric_fn, forward=_forward, optimizer="adam", scheduler="cosine_restarts")
     train_seconds = time.perf_counter() - start
     logits = {key: predict(model, _data(feats, block, kind, batch_size, False, seed, None), _forward)[0].numpy()
               for key, block in ctx.blocks[fold].items() if not key[1]}

@@ -11,6 +11,7 @@ from pathfuse.fusion import BlockKey
 from pathfuse.fusion.blocks import SPLITS, Block
 from pathfuse.fusion.features import TeacherFeatures, load_teacher_features
 from pathfuse.seeds import replicate_parts
+from pathfuse.settings import FusionSettings
 from pathfuse.training import derive_seed
 
 
@@ -43,17 +44,13 @@ class FusionContext:
         return self.task.kind
 
     @property
-    def is_survival(self) -> bool:
-        return self.task.kind == "survival"
-
-    @property
     def folds(self) -> list[int]:
         return sorted(self.blocks)
 
     @property
-    def settings(self) -> dict[str, Any]:
-        """The run config's ``fusion`` section (defaults filled)."""
-        return self.cfg.section("fusion")
+    def settings(self) -> FusionSettings:
+        """The run config's typed ``fusion`` settings."""
+        return self.cfg.settings.fusion
 
     def block(self, fold: int, split: str, oof: bool = False) -> Block:
         """Rows of one block; a missing train/val/test block is an error naming the task."""

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from pathfuse.settings import GateSchedule
+
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
 
@@ -212,7 +214,7 @@ class _Best:
 
 
 def train(
-    problem: GateProblem, schedule: dict[str, Any], batch_size: int, seed: int, hidden: int,
+    problem: GateProblem, schedule: GateSchedule, batch_size: int, seed: int, hidden: int,
     monitor: Monitor, fallback: Monitor,
 ) -> GateFit:
     """Adam (the update of torch.optim.Adam, L2 weight decay) with early stopping on ``monitor``.
@@ -220,7 +222,8 @@ def train(
     Args:
         problem: the training rows.
         schedule: ``lr``, ``weight_decay``, ``max_epochs``, ``patience`` (stop after this many
-            epochs without strict improvement; the first best state is kept).
+            epochs without strict improvement; the first best state is kept), as
+            ``fusion.logitprod.by_kind.<kind>`` gives them.
         monitor: (name, "min" | "max", params → value on the VALIDATION rows).
         fallback: the monitor that chooses the state if ``monitor`` is undefined (NaN) at every
             epoch, e.g. a c-index on a validation split without events (as
@@ -231,12 +234,12 @@ def train(
     params = GateParams.initial(n_in, problem.n_groups * n_experts, hidden, rng)
     first = [np.zeros_like(layer) for layer in params.layers]
     second = [np.zeros_like(layer) for layer in params.layers]
-    lr, decay = schedule["lr"], schedule["weight_decay"]
+    lr, decay = schedule.lr, schedule.weight_decay
     (beta1, beta2), step = _ADAM_BETAS, 0
     best = _Best(monitor, params)
     best_fallback = None if fallback is monitor else _Best(fallback, params)
     stale, epoch = 0, -1
-    for epoch in range(schedule["max_epochs"]):
+    for epoch in range(schedule.max_epochs):
         shuffled = problem.take(rng.permutation(len(problem)))
         for start in range(0, len(shuffled), batch_size):
             _, grads = loss_and_grad(shuffled, params, slice(start, start + batch_size), with_loss=False)
@@ -253,7 +256,7 @@ def train(
         if best_fallback is not None:
             best_fallback.offer(params, epoch)
         stale = 0 if best.offer(params, epoch) else stale + 1
-        if stale > schedule["patience"]:
+        if stale > schedule.patience:
             break
     chosen = best if best.epoch >= 0 or best_fallback is None else best_fallback
     return GateFit(params=chosen.params, best_epoch=chosen.epoch, best_value=chosen.value, epochs_run=epoch + 1,

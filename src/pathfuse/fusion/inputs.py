@@ -43,7 +43,7 @@ def load_context(cfg: Config, task_id: str, seed: int = 0) -> FusionContext:
         frames[enc], metas[enc] = df, meta
     first = task.encoders[0]
     classes = metas[first].get("classes")
-    bin_edges = _common_bin_edges(cfg, task, metas) if task.kind == "survival" else None
+    bin_edges = _common_bin_edges(cfg, task, metas) if task.kind_strategy.time_to_event else None
     folds = _common_folds(cfg, task, frames)
     blocks: dict[int, dict[BlockKey, Block]] = {}
     dropped: list[dict[str, Any]] = []
@@ -87,7 +87,7 @@ def _common_folds(cfg: Config, task: TaskSpec, frames: dict[str, pd.DataFrame]) 
 
 
 def _common_bin_edges(cfg: Config, task: TaskSpec, metas: dict[str, dict[str, Any]]) -> dict[int, list[float]]:
-    """Survival time bins per fold; every expert must have used the same ones."""
+    """Time-to-event kinds: the time bins per fold; every expert must have used the same ones."""
     reference: dict[int, list[float]] | None = None
     for enc, meta in metas.items():
         raw = meta.get("bin_edges")

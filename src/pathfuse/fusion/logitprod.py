@@ -38,6 +38,7 @@ from pathfuse.fusion.fitting import block_targets, forward_flops, kind_monitor
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, nll
 from pathfuse.fusion.gate_training import train as train_gate
 from pathfuse.heads.losses import event_distribution_to_hazards, hazards_to_event_distribution, survival_nll
+from pathfuse.settings import GateSchedule, LogitProdSettings
 from pathfuse.training import count_parameters
 
 log = logging.getLogger(__name__)
@@ -232,10 +233,10 @@ def predict_blocks(model: LogitProdGate, ctx: FusionContext, fold: int,
 def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     """Train the gate on one outer fold and predict every block of it."""
     start = time.perf_counter()
-    cfg, alpha = ctx.settings["logitprod"], ctx.settings["survival_alpha"]
+    settings, alpha = ctx.settings.logitprod, ctx.settings.survival_alpha
     survival = ctx.task.kind_strategy.time_to_event  # event distributions over T+1 outcomes, one gate each
-    train_oof = cfg["train_on"] == "oof" and ctx.has_block(fold, "train", True)
-    if cfg["train_on"] == "oof" and not train_oof:
+    train_oof = settings.train_on == "oof" and ctx.has_block(fold, "train", True)
+    if settings.train_on == "oof" and not train_oof:
         log.warning("task %s fold %d: the experts wrote no out-of-fold logits; LogitProd trains on "
                     "their in-sample training logits instead", ctx.task.id, fold)
     train, val = ctx.block(fold, "train", train_oof), ctx.block(fold, "val")
@@ -243,9 +244,9 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     # on unseen samples); otherwise from the rows the gate trains on.
     r_block = ctx.block(fold, "train", True) if ctx.has_block(fold, "train", True) else train
     r_nll = per_sample_nll(gate_inputs(r_block, survival)["log_p"], r_block, survival, alpha)
-    r = correlation_penalty_matrix(r_nll.numpy().astype(np.float64), cfg["corr_shrinkage"])
-    train_problem = gate_problem(train, survival, r, cfg["corr_weight"], alpha)
-    val_problem = gate_problem(val, survival, r, cfg["corr_weight"], alpha)
+    r = correlation_penalty_matrix(r_nll.numpy().astype(np.float64), settings.corr_shrinkage)
+    train_problem = gate_problem(train, survival, r, settings.corr_weight, alpha)
+    val_problem = gate_problem(val, survival, r, settings.corr_weight, alpha)
     # Early stopping: the fused validation NLL (the penalty is a training device, not a score);
     # survival: the validation c-index, as published.
     val_nll = ("nll", "min", lambda params: nll(val_problem, fused_log_q(val_problem, params)))
@@ -256,16 +257,16 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
         rows = {"index": torch.arange(len(val))}
         monitor = (name, mode, lambda params: score(
             output_logits(torch.as_tensor(fused_log_q(val_problem, params)), survival), rows))
-    result = train_gate(train_problem, cfg["by_kind"][ctx.kind], cfg["batch_size"], ctx.seed("logitprod", fold),
-                   cfg["gate_hidden"], monitor, fallback=val_nll)
+    result = train_gate(train_problem, gate_schedule(settings, ctx.kind), settings.batch_size,
+                        ctx.seed("logitprod", fold), settings.gate_hidden, monitor, fallback=val_nll)
     train_seconds = time.perf_counter() - start
 
     n_groups = train_problem.n_groups
-    model = LogitProdGate(len(ctx.encoders), n_groups, cfg["gate_hidden"]).load(result.params).eval()
+    model = LogitProdGate(len(ctx.encoders), n_groups, settings.gate_hidden).load(result.params).eval()
     logits, gates = predict_blocks(model, ctx, fold, survival)
     with torch.no_grad():
         train_in = gate_inputs(train, survival)
-        objective = LogitProdObjective(r, cfg["corr_weight"], survival, alpha)(
+        objective = LogitProdObjective(r, settings.corr_weight, survival, alpha)(
             *model(**train_in), block_targets(train, ctx.task.kind_strategy))
     val_in = gate_inputs(val, survival)
     cost = {
@@ -278,6 +279,15 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
         "kept_first_epoch": result.best_epoch <= 0, **gate_movement(gates[("test", False)], len(ctx.encoders)),
     }
     return FoldOutput(logits=logits, cost=cost, gate_weights=gates)
+
+
+def gate_schedule(settings: LogitProdSettings, kind: str) -> GateSchedule:
+    """The gate's optimiser schedule of task kind ``kind`` (``fusion.logitprod.by_kind.<kind>``)."""
+    schedule = getattr(settings.by_kind, kind, None)
+    if schedule is None:
+        raise KeyError(f"fusion.logitprod.by_kind has no schedule for task kind {kind!r}; "
+                       f"known: {', '.join(type(settings.by_kind).model_fields)}")
+    return schedule
 
 
 def gate_movement(gates: np.ndarray, n_experts: int) -> dict[str, float]:

@@ -59,18 +59,18 @@ def fit_converged(problem: GateProblem, weight_decay: float, max_iter: int = 100
 def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     """Fit the gate of one outer fold for every grid point; keep the best on validation NLL."""
     start = time.perf_counter()
-    cfg, alpha = ctx.settings["logitprod_converged"], ctx.settings["survival_alpha"]
+    settings, alpha = ctx.settings.logitprod_converged, ctx.settings.survival_alpha
     survival = ctx.task.kind_strategy.time_to_event  # event distributions over T+1 outcomes, one gate each
     oof = ctx.has_block(fold, "train", True)
     train, val = ctx.block(fold, "train", oof), ctx.block(fold, "val")
     r_nll = per_sample_nll(gate_inputs(train, survival)["log_p"], train, survival, alpha)
-    r = correlation_penalty_matrix(r_nll.numpy().astype(np.float64), ctx.settings["logitprod"]["corr_shrinkage"])
-    grid = []
-    for corr_weight in cfg["corr_weights"]:
+    r = correlation_penalty_matrix(r_nll.numpy().astype(np.float64), ctx.settings.logitprod.corr_shrinkage)
+    grid: list[dict[str, Any]] = []  # one entry per (corr_weight, weight_decay); "_params" is not recorded
+    for corr_weight in settings.corr_weights:
         train_problem = gate_problem(train, survival, r, corr_weight, alpha)
         val_problem = gate_problem(val, survival, r, corr_weight, alpha)
-        for decay in cfg["weight_decays"]:
-            params, objective, iterations = fit_converged(train_problem, decay, cfg["max_iter"])
+        for decay in settings.weight_decays:
+            params, objective, iterations = fit_converged(train_problem, decay, settings.max_iter)
             grid.append({"corr_weight": corr_weight, "weight_decay": decay, "train_objective": objective,
                          "iterations": iterations, "val_nll": nll(val_problem, fused_log_q(val_problem, params)),
                          "_params": params})

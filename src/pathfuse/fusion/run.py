@@ -38,7 +38,7 @@ def fuse_task(cfg: Config, task: str, seed: int = 0) -> list[Path]:
     docs/architecture.md, with per-fold cost facts in the metadata. ``seed`` > 0 is a replicate
     (``experts.n_seeds``): that seed's experts in, its own fusers' training seeds, its own paths.
     """
-    methods = list(cfg.section("fusion")["methods"])
+    methods = list(cfg.settings.fusion.methods)
     for method in methods:
         FUSERS.get(method)  # an unknown name fails before any work
     outputs = [cfg.layout.fusion_predictions(task, m, seed) for m in methods]
@@ -86,14 +86,14 @@ def _fold_frame(ctx: FusionContext, fold: int, out: FoldOutput) -> pd.DataFrame:
 
 def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], digest: str) -> dict[str, Any]:
     spec = FUSERS.get(method)
-    settings, kind = ctx.settings, ctx.task.kind_strategy
+    kind = ctx.task.kind_strategy
     meta: dict[str, Any] = {
         "task": ctx.task.id, "kind": ctx.kind, "method": method, "family": spec.family,
         "description": spec.description, "encoders": ctx.encoders,
         "classes": ctx.classes if kind.has_classes else None,
         "folds": {str(f): {**ctx.fold_facts(f), **out.cost} for f, out in results.items()},
         "dropped": ctx.dropped, "seed": ctx.cfg.seed, **replicate_payload(ctx.replicate),
-        "settings": _method_settings(settings, method),
+        "settings": _method_settings(ctx.cfg.raw["fusion"], method),
         "digest": digest,
     }
     if kind.time_to_event:
@@ -121,7 +121,12 @@ def _digest(cfg: Config, task: str, method: str, seed: int = 0) -> str:
 
 
 def _method_settings(settings: dict[str, Any], method: str) -> dict[str, Any]:
-    """The settings one method reads: its block (its own, or the one it shares) and the shared keys."""
+    """The settings one method reads: its block (its own, or the one it shares) and the shared keys.
+
+    ``settings`` is the raw ``fusion`` section (the metadata's record, or the job plan's narrowed
+    section for the digest), not the typed model: the dict's key order and lists are what earlier
+    runs recorded and hashed, so records and digests stay byte-identical.
+    """
     block = FUSERS.get(method).settings or method
     return {k: settings[k] for k in (block, "survival_alpha") if k in settings}
 

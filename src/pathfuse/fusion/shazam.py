@@ -197,13 +197,13 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
     """Train Shazam (or an ablation, by ``mixer``) on one outer fold, early stopping on validation,
     and predict every block."""
     start = time.perf_counter()
-    cfg, kind = ctx.settings["shazam"], ctx.task.kind_strategy
+    settings, kind = ctx.settings.shazam, ctx.task.kind_strategy
     feats: TeacherFeatures = ctx.features
     train, val = ctx.block(fold, "train"), ctx.block(fold, "val")
     seed = ctx.seed("shazam", fold)
     torch.manual_seed(seed)
     n_outputs = train.logits.shape[2]
-    distill = cfg["distill_target"] != "none" and cfg["distill_weight"] > 0
+    distill = settings.distill_target != "none" and settings.distill_weight > 0
     slide = feats.is_slide
     target_source = None
     if distill:
@@ -214,21 +214,21 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
     target_dims = None
     if distill:
         target_dims = [e.shape[1] for e in train.embeddings] if target_source == "embedding" else feats.dims
-    model = Shazam(feats.dims, n_outputs, cfg["dim"], cfg["n_layers"], cfg["abmil_hidden"] if slide else None,
-                   cfg["abmil_dropout"], target_dims, train_targets=cfg["distill_target"] == "linear", mixer=mixer)
-    loss = ShazamLoss(n_outputs, cfg["dim"], kind, ctx.settings["survival_alpha"], cfg["distill_weight"],
-                      cfg["huber_delta"])
+    model = Shazam(feats.dims, n_outputs, settings.dim, settings.n_layers, settings.abmil_hidden if slide else None,
+                   settings.abmil_dropout, target_dims, train_targets=settings.distill_target == "linear", mixer=mixer)
+    loss = ShazamLoss(n_outputs, settings.dim, kind, ctx.settings.survival_alpha, settings.distill_weight,
+                      settings.huber_delta)
     if slide:
-        bs, tiles = cfg["bag_batch_size"], cfg["max_tiles"]
+        bs, tiles = settings.bag_batch_size, settings.max_tiles
         train_data = _bag_loader(feats, train, kind, bs, True, seed, tiles, target_source)
         val_data = _bag_loader(feats, val, kind, bs, False, seed, None, target_source)
     else:
-        train_data = _tile_batches(feats, train, kind, cfg["batch_size"], True, seed, distill)
+        train_data = _tile_batches(feats, train, kind, settings.batch_size, True, seed, distill)
         val_data = _tile_batches(feats, val, kind, max(len(val), 1), False, seed, distill)
     train_forward = _mean_tiles_forward if target_source == "mean_tiles" else _default_forward
     monitor, mode, metric_fn = shazam_monitor(ctx, val, fold, lambda out: out[:, :n_outputs])
-    result = fit(model, train_data, val_data, loss, epochs=cfg["max_epochs"], lr=cfg["lr"],
-                 weight_decay=cfg["weight_decay"], patience=cfg["patience"], monitor=monitor, mode=mode,
+    result = fit(model, train_data, val_data, loss, epochs=settings.max_epochs, lr=settings.lr,
+                 weight_decay=settings.weight_decay, patience=settings.patience, monitor=monitor, mode=mode,
                  seed=seed, metric_fn=metric_fn, forward=train_forward, optimizer="adamw", scheduler="none")
     train_seconds = time.perf_counter() - start
 
@@ -236,16 +236,16 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
     for key, block in ctx.blocks[fold].items():
         if key[1]:
             continue  # out-of-fold rows are an expert-level notion; Shazam has one model per fold
-        data = (_bag_loader(feats, block, kind, cfg["bag_batch_size"], False, seed, None, None) if slide
+        data = (_bag_loader(feats, block, kind, settings.bag_batch_size, False, seed, None, None) if slide
                 else _tile_batches(feats, block, kind, 4096, False, seed, False))
         logits[key] = predict(model, data, _logits_forward)[0].numpy()
-    first_val = next(iter(_bag_loader(feats, val, kind, cfg["bag_batch_size"], False, seed, None, None) if slide
+    first_val = next(iter(_bag_loader(feats, val, kind, settings.bag_batch_size, False, seed, None, None) if slide
                           else _tile_batches(feats, val, kind, 256, False, seed, False)))
     cost = {
         "train_seconds": train_seconds, "params": count_parameters(model),
         "flops": forward_flops(model, lambda: _logits_forward(model, first_val), len(first_val["index"])),
         "best_epoch": result.best_epoch, "epochs_run": len(result.curve), "monitor": result.monitor,
-        "best_value": result.best_value, "distill_target": cfg["distill_target"] if distill else "none",
+        "best_value": result.best_value, "distill_target": settings.distill_target if distill else "none",
         "distill_input": target_source, "mixer": mixer,
     }
     return FoldOutput(logits=logits, cost=cost)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pathfuse.heads import HEADS
+from pathfuse.heads.registry import HEADS, HeadRecipe
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -125,12 +125,12 @@ class ABMIL(nn.Module):
 
 
 @HEADS.register("abmil")
-def abmil(in_dim: int, n_outputs: int, **kwargs: object) -> ABMIL:
+def abmil(in_dim: int, n_outputs: int, recipe: HeadRecipe | None = None) -> ABMIL:
     """Gated ABMIL with C class logits (WSI classification, mutation)."""
-    return ABMIL(in_dim, n_outputs, **kwargs)  # type: ignore[arg-type]
+    return ABMIL(in_dim, n_outputs) if recipe is None else ABMIL(in_dim, n_outputs, dropout=recipe.dropout)
 
 
 @HEADS.register("abmil_survival")
-def abmil_survival(in_dim: int, n_outputs: int, **kwargs: object) -> ABMIL:
+def abmil_survival(in_dim: int, n_outputs: int, recipe: HeadRecipe | None = None) -> ABMIL:
     """Gated ABMIL with T hazard logits (discrete-time survival; hazard = sigmoid(logit))."""
-    return ABMIL(in_dim, n_outputs, **kwargs)  # type: ignore[arg-type]
+    return ABMIL(in_dim, n_outputs) if recipe is None else ABMIL(in_dim, n_outputs, dropout=recipe.dropout)

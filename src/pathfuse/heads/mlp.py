@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pathfuse.heads import HEADS
+from pathfuse.heads.registry import HEADS, HeadRecipe
 
 
 class MLPProbe(nn.Module):
@@ -39,6 +39,6 @@ class MLPProbe(nn.Module):
 
 
 @HEADS.register("mlp")
-def mlp(in_dim: int, n_outputs: int, **kwargs: object) -> MLPProbe:
+def mlp(in_dim: int, n_outputs: int, recipe: HeadRecipe | None = None) -> MLPProbe:
     """The tile-task MLP probe."""
-    return MLPProbe(in_dim, n_outputs, **kwargs)  # type: ignore[arg-type]
+    return MLPProbe(in_dim, n_outputs) if recipe is None else MLPProbe(in_dim, n_outputs, dropout=recipe.dropout)

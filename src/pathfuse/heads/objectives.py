@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pathfuse.heads.kind_training import ClassificationTraining, SurvivalTraining
 from pathfuse.kinds import KindTraining, LossFn, MonitorFn, get_kind
 
 
@@ -39,15 +38,7 @@ class Objective:
         return self.rules.loss(alpha, class_weights)
 
 
-def monitor_fn(monitor: str, kind: str | None = None) -> MonitorFn:
-    """Validation metric over samples, for checkpoint choice (reported metrics are per patient).
-
-    With ``kind``, that kind's monitors; without, any built-in monitor (survival's c-index,
-    the classification scores), as the config schema allows them per kind.
-    """
-    if kind is not None:
-        return get_kind(kind).training().monitor(monitor)
-    monitors = {**SurvivalTraining.monitors, **ClassificationTraining.monitors}
-    if monitor not in monitors:
-        raise KeyError(f"unknown validation monitor {monitor!r}; known: loss, {', '.join(monitors)}")
-    return monitors[monitor]
+def monitor_fn(monitor: str, kind: str) -> MonitorFn:
+    """Validation metric over samples, for checkpoint choice (reported metrics are per patient):
+    one of task kind ``kind``'s monitors; KeyError (listing them) for a name the kind lacks."""
+    return get_kind(kind).training().monitor(monitor)

@@ -74,6 +74,30 @@ class TaskKind:
         training_rules: ``"module:Class"`` (or the class) implementing :class:`KindTraining`.
         label: the kind's short name beside its group of tasks in the report's figures
             (empty: the name it is registered under).
+
+    What the experts and each fusion method ask of a kind (a new kind provides these):
+
+    * experts: ``n_outputs``, ``label_columns``; ``training()``'s ``targets``, ``loss`` and
+      ``monitor`` (the names its ``experts.heads.<kind>`` recipe may choose); ``has_classes``
+      (a fold missing a class is refused, predictions record the class names);
+      ``time_to_event`` (bin edges cut on each training split, stored with the predictions).
+    * every method (``pathfuse.fusion.run``/``inputs``): ``has_classes`` and ``time_to_event``
+      for the metadata; time-to-event kinds need the experts' per-fold ``bin_edges`` (the
+      blocks get each sample's bin).
+    * ``best_val_expert`` / ``oracle_expert``: ``metrics`` and ``row_scores`` /
+      ``unit_scores`` (experts are ranked with the evaluation's metrics).
+    * ``mean_logits``: nothing more; ``mean_probs``: ``training()``'s ``log_distribution``
+      and ``output_logits``.
+    * ``shazam`` and ``concat``: ``training()``'s ``block_targets`` and ``loss``;
+      ``early_stopping_score`` (Shazam without one stops on 0.8·balanced accuracy +
+      0.2·weighted F1, i.e. needs the classification metrics; concat stops on the loss).
+      Concat picks the survival ABMIL and epoch budget when ``time_to_event``.
+    * ``logitprod``, ``logitprod_converged`` and ``stacking`` do kind-specific maths: with
+      ``time_to_event`` they fuse event distributions over T+1 outcomes (one gate per
+      outcome) and fit the discrete-time survival likelihood on bins and events; otherwise
+      they fuse softmax distributions over classes and fit the cross-entropy on
+      ``label``. A kind that is neither (e.g. regression) needs its own branch there.
+      LogitProd also stops on ``early_stopping_score`` (else the fused validation NLL).
     """
 
     slide: ClassVar[bool] = True
