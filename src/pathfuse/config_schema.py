@@ -18,6 +18,7 @@ from jsonschema.exceptions import ValidationError
 
 from pathfuse import resources
 from pathfuse.fusion import FUSERS
+from pathfuse.slides import readers
 from pathfuse.settings import RunSettings, Settings
 from pathfuse.settings.retired import retired_key_message
 
@@ -54,6 +55,7 @@ def config_schema() -> dict[str, Any]:
     schema = load_yaml(resources.schema("config"))
     for section in STAGE_SECTIONS:
         schema["properties"][section] = section_schema(section)
+    schema["properties"]["cohorts"]["additionalProperties"]["properties"]["reader"]["enum"] = _reader_names()
     return schema
 
 
@@ -62,12 +64,19 @@ def section_schema(name: str) -> dict[str, Any]:
 
     The packaged ``fusion.methods`` enum documents the built-in methods; validation takes every
     method of :data:`pathfuse.fusion.FUSERS`, so a plug-in method (entry-point group
-    ``pathfuse.fusers``) is accepted without editing the schema, as task kinds are.
+    ``pathfuse.fusers``) is accepted without editing the schema, as task kinds are; likewise
+    ``embedding.reader`` takes every registered slide reader (``pathfuse.readers``).
     """
     schema = load_yaml(resources.schema(f"sections/{name}"))
     if name == "fusion":
         schema["properties"]["methods"]["items"]["enum"] = FUSERS.names()
+    if name == "embedding":
+        schema["properties"]["reader"]["enum"] = _reader_names()
     return schema
+
+
+def _reader_names() -> list[str]:
+    return [readers.AUTO, *readers.names()]
 
 
 def validate(instance: Any, schema: Mapping[str, Any], where: str) -> None:

@@ -11,6 +11,7 @@ import tifffile
 from PIL import Image
 from slide_fixtures import psnr, write_svs
 
+from pathfuse.config import Config, ConfigError
 from pathfuse.slides import readers
 from pathfuse.slides.errors import SlideError
 from pathfuse.slides.reader import SlideReader
@@ -152,3 +153,32 @@ def test_a_toy_reader_plugs_in_through_the_registry(monkeypatch):
     assert isinstance(reader, SlideSource) and reader.read_tile(0, 0, 0, 64, 32).shape == (32, 32, 3)
     overview, scale = read_overview(reader, 4)
     assert overview.shape == (75, 100, 3) and scale == (4.0, 4.0)
+
+
+def test_config_names_a_registered_reader_only(monkeypatch, demo_raw):
+    """The run config and a cohort may name a plug-in reader once it is registered, not before."""
+    monkeypatch.setattr(readers, "_READERS", dict(readers._READERS))
+    raw = {**demo_raw, "embedding": {"reader": "array"}}
+    raw["cohorts"] = {name: {**entry, "reader": "array"} for name, entry in demo_raw["cohorts"].items()}
+    with pytest.raises(ConfigError, match="'array' is not allowed"):
+        Config.from_dict(raw)
+    readers.register("array", ArrayReader)
+    cfg = Config.from_dict(raw)
+    assert cfg.settings.embedding.reader == "array"
+
+
+def test_an_installed_reader_registers_through_its_entry_point(monkeypatch):
+    """A lab's package declares ``[project.entry-points."pathfuse.readers"] name = "module:Class"``."""
+    import importlib
+    from importlib.metadata import EntryPoint
+
+    plugin = EntryPoint(name="lab_reader", value="slides.test_readers:ArrayReader", group="pathfuse.readers")
+    monkeypatch.setattr("importlib.metadata.entry_points",
+                        lambda group: [plugin] if group == "pathfuse.readers" else [])
+    try:
+        reloaded = importlib.reload(readers)
+        assert "lab_reader" in reloaded.names()
+        assert reloaded._READERS["lab_reader"] == "slides.test_readers:ArrayReader"  # imported on first use
+    finally:
+        monkeypatch.undo()
+        importlib.reload(readers)

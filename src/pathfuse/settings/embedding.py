@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pathfuse.settings.base import Number, Settings
 
-Reader = Literal["auto", "openslide", "jpeg"]
+#: A slide reader name: ``auto`` or a registered reader (the schema checks it against the registry).
+Reader = str
 
 
 class ByoTileSource(Settings):

@@ -6,16 +6,20 @@ costs nothing. ``auto`` picks ``jpeg`` for a file the JPEG-native reader qualifi
 (:func:`pathfuse.slides.readers.tiff_layout.read_layout`) and ``openslide`` for every other.
 A new reader implements :class:`~pathfuse.slides.readers.base.SlideSource` (and optionally
 :class:`~pathfuse.slides.readers.base.RawTileSource`) in its own module and is added with
-:func:`register` (and to the schema's enum when the config should name it).
+:func:`register`, or from an installed package through the entry-point group
+``pathfuse.readers`` (``name = "module:Class"``, imported on first use). Config validation
+accepts every registered name (:func:`pathfuse.config_schema.section_schema`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import cast
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, cast
 
-from pathfuse.slides.readers.base import SlideSource
+if TYPE_CHECKING:  # the registry itself stays free of numpy/PIL: config validation reads its names
+    from pathfuse.slides.readers.base import SlideSource
 
 AUTO = "auto"
 _READERS: dict[str, str | type] = {
@@ -45,7 +49,7 @@ def reader_class(name: str) -> type[SlideSource]:
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = _READERS[name] = getattr(importlib.import_module(module), attr)
-    return cast(type[SlideSource], target)
+    return cast("type[SlideSource]", target)
 
 
 def choose_reader(path: str | os.PathLike[str], setting: str) -> str:
@@ -65,3 +69,7 @@ def choose_reader(path: str | os.PathLike[str], setting: str) -> str:
 def open_reader(path: str | os.PathLike[str], setting: str = AUTO) -> SlideSource:
     """A reader for ``path``: the one ``setting`` names, or the best that applies for ``auto``."""
     return reader_class(choose_reader(path, setting))(path)  # type: ignore[call-arg]
+
+
+for _plugin in entry_points(group="pathfuse.readers"):  # a lab's own reader, without forking
+    register(_plugin.name, _plugin.value)
