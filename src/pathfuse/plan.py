@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from pathfuse.encoders.sources import (
 )
 from pathfuse.fusion import FUSERS
 from pathfuse.paths import shard_name
+from pathfuse.reproducibility import json_digest
 from pathfuse.seeds import n_seeds, replicate_payload, replicates
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class JobPlan:
 
 def settings_digest(payload: Mapping[str, Any]) -> str:
     """``v<format>-<sha256 prefix>`` of a JSON-able payload (key order does not matter)."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return f"v{DIGEST_FORMAT}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+    return f"v{DIGEST_FORMAT}-{json_digest(payload, compact=True)[:20]}"
 
 
 def inner_folds_needed(cfg: Config) -> int:

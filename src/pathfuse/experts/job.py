@@ -18,6 +18,7 @@ from pathfuse.data.labels import load_samples
 from pathfuse.data.splits import Fold, make_folds
 from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
 from pathfuse.plan import Planner
+from pathfuse.reproducibility import choose_device
 
 
 @dataclass
@@ -60,9 +61,7 @@ class Job:
         folds = make_folds(cfg, spec, samples)
         if settings["torch_threads"]:
             torch.set_num_threads(int(settings["torch_threads"]))
-        device = settings["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = choose_device(settings["device"], "experts.device", torch.cuda.is_available)
         common = {
             "cfg": cfg,
             "spec": spec,

@@ -7,7 +7,6 @@ marks the slide as done (resume).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from contextlib import closing
@@ -47,12 +46,6 @@ class SlideJob:
     tiles_path: Path
     qc_path: Path
     seed: int
-
-
-def slide_seed(seed: int, cohort: str, slide_id: str) -> int:
-    """A seed for one slide that depends on the run seed and the slide, not on job order."""
-    digest = hashlib.sha256(f"{seed}/tiling/{cohort}/{slide_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def grid_key(settings: TilingSettings, job: SlideJob) -> dict[str, Any]:

@@ -19,11 +19,12 @@ from tqdm import tqdm
 from pathfuse.config import Config
 from pathfuse.io import SchemaError, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import shard_name
+from pathfuse.reproducibility import derive_seed
 from pathfuse.settings import TilingSettings
 from pathfuse.slides.cohort import list_slides, scan_slides, shard_slides
 from pathfuse.slides.errors import CohortError, SlideError
 from pathfuse.slides.mpp import read_mpp_overrides
-from pathfuse.slides.slide_tiles import SlideJob, grid_key, slide_seed, tile_slide
+from pathfuse.slides.slide_tiles import SlideJob, grid_key, tile_slide
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def tile_shard(cfg: Config, cohort: str, shard: int) -> Path:
             override_hint=_override_hint(spec.mpp_overrides, cohort, entry.slide_id),
             tiles_path=cfg.layout.tiles(cohort, entry.slide_id),
             qc_path=cfg.layout.qc(cohort, entry.slide_id),
-            seed=slide_seed(cfg.seed, cohort, entry.slide_id),
+            seed=derive_seed(cfg.seed, "tiling", cohort, entry.slide_id, bits=64),  # tiling's width
         )
         rows.append(_tile_or_record(job, settings, cfg.layout.tile_skipped(cohort)))
     manifest = pd.DataFrame(rows, columns=SHARD_COLUMNS).astype({"n_tiles": "int64"})
