@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pathfuse.plan import settings_digest
-from pathfuse.reproducibility import canonical_json, choose_device, crc32_seed, derive_seed, json_digest
+from pathfuse.reproducibility import canonical_json, choose_device, derive_seed, json_digest
 
 
 def test_training_seeds_are_pinned():
@@ -31,9 +31,10 @@ def test_encoder_and_tiling_seeds_keep_their_width_and_separator():
     assert derive_seed(0, "tiling", "c", "s", bits=64) == 16121179669511708068
 
 
-def test_evaluation_bootstrap_seeds_are_pinned():
-    assert crc32_seed(7, "brca", "bootstrap", 0) == 3254735930
-    assert crc32_seed(2024, "t", "m", "pooled") == 2192069191
+def test_evaluation_bootstrap_seeds_are_the_training_form():
+    # Since the seed functions were unified (before: CRC32-based, other resamples, CIs and p-values).
+    assert derive_seed(7, "brca", "bootstrap", 0) == 1750508012
+    assert derive_seed(2024, "t", "m", "pooled") == 1610936712
 
 
 def test_seed_width_is_checked():

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -46,15 +45,6 @@ def derive_seed(*parts: object, bits: int = 31, separator: str = "/") -> int:
         raise ValueError(f"seed width must be 1 to 256 bits, got {bits}")
     digest = hashlib.sha256(separator.join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[: (bits + 7) // 8], "little") & ((1 << bits) - 1)
-
-
-def crc32_seed(base: int, *parts: object) -> int:
-    """Evaluation's bootstrap seed: ``base · 1000003 + CRC32("|".join(parts))`` modulo 2³².
-
-    Kept only so evaluation's bootstrap resamples stay what they were; :func:`derive_seed` is the
-    seed function for everything new.
-    """
-    return (base * 1_000_003 + zlib.crc32("|".join(map(str, parts)).encode())) % 2**32
 
 
 def canonical_json(payload: Any, *, compact: bool = False) -> str:

@@ -12,7 +12,7 @@ from pathfuse.evaluation import foldstats
 from pathfuse.evaluation.metrics import bootstrap_ci, score
 from pathfuse.evaluation.sources import Loaded
 from pathfuse.evaluation.table import metric_row, undefined_note
-from pathfuse.reproducibility import crc32_seed
+from pathfuse.reproducibility import derive_seed
 
 #: Per source, fold and metric: (observed value, values on the bootstrap resamples).
 Scores = dict[str, dict[int, dict[str, tuple[float, np.ndarray]]]]
@@ -36,7 +36,7 @@ def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[i
         sample = foldstats.fold_sample(task, fold, {n: x.test(fold) for n, x in present.items()},
                                        {n: x.bin_edges for n, x in present.items()}, need_curves="ibs" in metrics)
         draws = foldstats.draw_patients(sample.strata, n_resamples,
-                                        np.random.default_rng(crc32_seed(cfg.seed, task.id, "bootstrap", fold)))
+                                        np.random.default_rng(derive_seed(cfg.seed, task.id, "bootstrap", fold)))
         samples[fold] = sample
         for name in present:
             scores[name][fold] = foldstats.score_fold(task, sample, name, metrics, draws)
@@ -77,7 +77,7 @@ def source_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], met
         pooled = item.test()
         values = score(task, pooled, metrics)
         cis = bootstrap_ci(task, pooled, metrics, n_resamples=int(cfg.section("report")["n_bootstrap"]),
-                           seed=crc32_seed(cfg.seed, task.id, src.method, "pooled"), level=level)
+                           seed=derive_seed(cfg.seed, task.id, src.method, "pooled"), level=level)
         rows += [metric_row(task, src, -1, "test", m, values[m], statistic="pooled", ci=cis[m], n_samples=len(pooled),
                             n_patients=pooled["patient_id"].nunique(),
                             note="pooled over folds: scores of different fold models on one scale") for m in metrics]
