@@ -76,7 +76,7 @@ def tile_slide(job: SlideJob, settings: TilingSettings) -> int:
         tiles, n_grid = locate_tiles(reader.dimensions, plan, tissue, settings, np.random.default_rng(job.seed))
         vendor = reader.vendor
         power = reader.resolution.objective_power
-        facts = {
+        facts: dict[str, Any] = {
             "slide_id": job.slide_id,
             "path": job.path,
             "cohort": job.cohort,

@@ -10,7 +10,9 @@ checking the cohort against the label tables of the tasks that use it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -57,8 +59,8 @@ def tile_shard(cfg: Config, cohort: str, shard: int) -> Path:
                     spec.mpp_overrides, cohort, unknown[:MAX_NAMED])
     n_shards = cfg.n_shards(cohort)
     part = shard_slides(slides, shard, n_shards)
-    rows = [_skipped_row(r.slide_id, r.path, r.cause, r.reason) for r in rejected.itertuples()] if shard == 0 else []
-    for entry in tqdm(part.itertuples(), total=len(part), desc=f"tile {cohort} {shard_name(shard)}"):
+    rows = [_skipped_row(r.slide_id, r.path, r.cause, r.reason) for r in _records(rejected)] if shard == 0 else []
+    for entry in tqdm(_records(part), total=len(part), desc=f"tile {cohort} {shard_name(shard)}"):
         override = overrides.get(entry.slide_id, entry.mpp)
         job = SlideJob(
             cohort=cohort,
@@ -146,6 +148,11 @@ def _reusable_tiles(job: SlideJob, settings: TilingSettings) -> int | None:
         log.info("%s: tiling settings changed since %s was written; tiling again", job.slide_id, job.tiles_path)
         return None
     return n_rows
+
+
+def _records(frame: pd.DataFrame) -> Iterator[Any]:
+    """The frame's rows as named tuples, typed ``Any``: the stubs type every field as any scalar."""
+    return frame.itertuples()
 
 
 def _skipped_row(slide_id: str, path: str, cause: str, reason: str) -> dict[str, object]:
