@@ -19,7 +19,6 @@ from pathfuse.config import Config, ConfigError, validate_config  # noqa: E402
 from pathfuse.paths import REPORT_PLOTS, REPORT_TABLES, shard_index, shard_name  # noqa: E402
 from pathfuse.plan import Planner  # noqa: E402
 
-
 # The demo config only when no --configfile is given: merged under a user's config, its short
 # demo schedules would leak into a real run.
 if not workflow.overwrite_configfiles:
@@ -66,9 +65,9 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         PLAN.report_outputs()["tables"],
-    default_target: True
 
 
 include: "workflow/rules/common.smk"

@@ -187,7 +187,7 @@ def synthetic_slide(path: Path, side: int = 8192) -> Path:
 
 
 def end_to_end(precision: str, channels_last: bool, n_batches: int, workers: list[int]) -> dict[str, Any]:
-    """pathfuse's Embedder on in-memory batches vs the full DataLoader path from the slide."""
+    """Throughput of pathfuse's Embedder on in-memory batches vs the full DataLoader path from the slide."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     loaded = LoadedEncoder(spec=VIT_S, model=build_encoder(VIT_S).eval(), weights_sha256="", weights_source="")
@@ -269,7 +269,8 @@ def summary(result: dict[str, Any]) -> str:
         text += " bf16: " + vit["variants"]["bf16_skipped"] + "."
     if result.get("gpu"):
         models = result["gpu"]["models"]
-        text += " GPU: " + "; ".join(f"{k} {v['tiles_per_s']:.0f} tiles/s, MFU {v['mfu']:.0%}" for k, v in models.items())
+        text += " GPU: " + "; ".join(f"{k} {v['tiles_per_s']:.0f} tiles/s, MFU {v['mfu']:.0%}"
+                                     for k, v in models.items())
     return text
 
 

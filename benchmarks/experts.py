@@ -100,7 +100,8 @@ def make_config(root: Path, epochs: int, inner_folds: int, device: str, n_folds:
         {
             "results_dir": str(root / "results"),
             "seed": 0,
-            "registries": {"tasks": str(registry), "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")},
+            "registries": {"tasks": str(registry),
+                           "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")},
             "encoders": [ENCODER],
             "tasks": ["bench"],
             "cohorts": {COHORT: {"slides": str(root / "none" / "*.tiff"), "n_shards": n_shards}},

@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument("--tiles-per-slide", type=int, default=32)
     parser.add_argument("--shazam-max-epochs", type=int, default=50, help="the low end of the published 50-100")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for both fusers (1 = a Snakemake job's default; robust on a shared machine)")
+                        help="torch threads for both fusers (1 = a Snakemake job's default; robust on a shared "
+                             "machine)")
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--ratios-only", action="store_true", help="recompute both ratios of the saved JSON")
     args = parser.parse_args()

@@ -187,7 +187,8 @@ def main() -> None:
     started = time.perf_counter()
     peak = gemm_peak(cfg["gemm_n"], device, cfg["steps"])
     result: dict[str, Any] = {
-        "dry": args.dry, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "dry": args.dry,
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({platform.machine()})",
         "torch": torch.__version__, "python": platform.python_version(), "batch": cfg["batch"],
         "bf16_gemm_peak_tflops": peak / 1e12, "models": {},
     }

@@ -36,7 +36,7 @@ METHODS = ["logitprod", "shazam", "best_val_expert", "mean_logits", "mean_probs"
 
 def _write(cfg, task: str) -> None:
     strengths = {e: 0.5 + i for i, e in enumerate(synth.ENCODERS)}
-    strengths.update({m: 2.0 for m in METHODS})
+    strengths.update(dict.fromkeys(METHODS, 2.0))
     synth.write_task(cfg, task, strengths)
 
 

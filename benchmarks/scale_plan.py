@@ -1,4 +1,4 @@
-"""Plan the full 22-task benchmark at real cohort sizes and time `snakemake -n`.
+r"""Plan the full 22-task benchmark at real cohort sizes and time `snakemake -n`.
 
 Why: a workflow that plans fine on the demo can still choke a scheduler (or Snakemake itself)
 at real scale — PANDA alone has ~10,600 slides. This script writes slide manifests (PANDA:
@@ -6,7 +6,7 @@ empty slide files for its glob), label tables and split CSVs with the published 
 and the tile-dataset folders, into a temporary folder; points config/lp22.yaml at them through
 a second config file; and runs the dry-run a user would run on a cluster:
 
-    snakemake -n --workflow-profile workflow/profiles/slurm --directory <tmp>/run \\
+    snakemake -n --workflow-profile workflow/profiles/slurm --directory <tmp>/run \
         --configfile config/lp22.yaml <tmp>/overlay.yaml
 
 It reports the planning time, the jobs per rule, and the SLURM submissions after the profile's
@@ -82,8 +82,10 @@ SHARE_OF_CASES_WITH_TWO_SLIDES = 0.1  # TCGA: some patients have several diagnos
 
 
 def slide_table(cohort: str, n_slides: int, rng: np.random.Generator) -> pd.DataFrame:
-    """slide_id, case_id of a cohort: TCGA-like ids, a share of cases with a second slide
-    (PANDA: one biopsy slide per case)."""
+    """A cohort's slide_id and case_id columns.
+
+    TCGA-like ids, with a share of cases that have a second slide (PANDA: one biopsy slide per case).
+    """
     share = 0.0 if cohort == "panda" else SHARE_OF_CASES_WITH_TWO_SLIDES
     n_cases = n_slides - int(n_slides * share / (1 + share))
     cases = [f"{cohort.upper()}-{i:05d}" for i in range(n_cases)]
@@ -218,7 +220,7 @@ def dry_run(root: Path, overlay: Path) -> tuple[float, dict[str, int], str]:
 
 
 def slurm_submissions(counts: dict[str, int]) -> dict[str, int]:
-    """sbatch calls after the profile's grouping (components of one group share a job).
+    """The number of sbatch calls after the profile's grouping (components of one group share a job).
 
     Every grouped rule here forms singleton components (expert) or one component per task
     (fuse -> evaluate), so a group's jobs = ceil(components / group-components).
@@ -245,8 +247,11 @@ def embedding_workload() -> dict[str, int]:
 
 
 def fm_costs(encoders: list[str], n_images: int, n_slide_tiles: int) -> dict[str, dict[str, float]]:
-    """Per FM: parameters, GFLOPs per tile (counted), GPU-hours (computed), CPU core-hours
-    (scaled from the measured ViT-L rate) and float16 feature storage."""
+    """What each foundation model costs at scale.
+
+    Per FM: parameters, GFLOPs per tile (counted), GPU-hours (computed), CPU core-hours (scaled
+    from the measured ViT-L rate) and float16 feature storage.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 

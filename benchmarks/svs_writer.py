@@ -6,8 +6,8 @@ no JFIF/Adobe marker, as Aperio writes them), abbreviated tile streams sharing o
 tag, and an ``Aperio Image Library … |AppMag = 40|MPP = 0.25`` description, so OpenSlide reads
 the file as vendor ``aperio``. Tiles are encoded with Pillow (libjpeg-turbo) and handed to
 tifffile as ready segments of a page tagged zlib, then retagged JPEG: tifffile would ask
-imagecodecs for a JPEG page even when its segments are ready, and the GPU image has none. A few tile looks are encoded once and repeated, so a
-gigapixel-class level takes seconds to write.
+imagecodecs for a JPEG page even when its segments are ready, and the GPU image has none. A few
+tile looks are encoded once and repeated, so a gigapixel-class level takes seconds to write.
 """
 
 from __future__ import annotations

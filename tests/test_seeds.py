@@ -21,8 +21,8 @@ from pathfuse.io import read_parquet
 from pathfuse.paths import Layout
 from pathfuse.plan import Planner
 from pathfuse.report import tables
+from pathfuse.reproducibility import derive_seed
 from pathfuse.seeds import replicate_parts, replicate_payload
-from pathfuse.training import derive_seed
 
 TASKS = ["brca_idc_ilc", "surv_brca", "crc100k"]
 

@@ -8,6 +8,7 @@ a rule and its command always run the same code. Besides the stages: ``check-con
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -31,14 +32,13 @@ def _parse_override(text: str) -> tuple[str, Any]:
     key, value = text.split("=", 1)
     parsed = yaml.safe_load(value)
     if isinstance(parsed, str):  # YAML 1.1 reads "1e-3" as a string; a number is meant
-        try:
+        with contextlib.suppress(ValueError):
             parsed = float(parsed)
-        except ValueError:
-            pass
     return key.strip(), parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``pathfuse <stage>``: one subcommand per stage, its unit of work as options."""
     parser = argparse.ArgumentParser(prog="pathfuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
     for name, spec in STAGES.items():

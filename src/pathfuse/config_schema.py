@@ -18,9 +18,9 @@ from jsonschema.exceptions import ValidationError
 
 from pathfuse import resources
 from pathfuse.fusion import FUSERS
-from pathfuse.slides import readers
 from pathfuse.settings import RunSettings, Settings
 from pathfuse.settings.retired import retired_key_message
+from pathfuse.slides import readers
 
 STAGE_SECTIONS = ("demo", "tiling", "embedding", "experts", "fusion", "report")
 

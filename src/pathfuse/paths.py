@@ -35,50 +35,66 @@ class Layout:
 
     # tiling
     def tiles(self, cohort: str, slide: str) -> Path:
+        """One slide's tiles (its existence marks the slide as tiled)."""
         return self.root / "tiles" / cohort / f"{slide}.parquet"
 
     def tile_shard(self, cohort: str, shard: str) -> Path:
+        """The manifest of one tiling shard (which slides it tiled or skipped)."""
         return self.root / "tiles" / cohort / "_shards" / f"{shard}.parquet"
 
     def tile_index(self, cohort: str) -> Path:
+        """The cohort's tile index: every slide tiled without error, with its tile count and tiles file."""
         return self.root / "tiles" / cohort / "_index.parquet"
 
     def tile_skipped(self, cohort: str) -> Path:
+        """The slides of a cohort that could not be tiled, and why."""
         return self.root / "tiles" / cohort / "_skipped.parquet"
 
     def qc(self, cohort: str, slide: str) -> Path:
+        """The tissue and tile-grid picture of one slide, for a person to check."""
         return self.root / "qc" / cohort / f"{slide}.png"
 
     # embedding
     def features(self, encoder: str, cohort: str, slide: str) -> Path:
+        """One slide's tile embeddings by one encoder."""
         return self.root / "features" / encoder / cohort / f"{slide}.safetensors"
 
     def feature_shard(self, encoder: str, cohort: str, shard: str) -> Path:
+        """The manifest of one embedding shard (which slides it embedded)."""
         return self.root / "features" / encoder / cohort / "_shards" / f"{shard}.parquet"
 
     def tile_features(self, encoder: str, dataset: str) -> Path:
+        """One tile dataset's embeddings by one encoder."""
         return self.root / "features" / encoder / f"{dataset}.safetensors"
 
     def tile_feature_index(self, encoder: str, dataset: str) -> Path:
+        """Which image each row of one tile dataset's embeddings is (and its group)."""
         return self.root / "features" / encoder / f"{dataset}.parquet"
 
     def tile_features_manifest(self, encoder: str) -> Path:
+        """Every tile dataset one encoder embedded, with its provenance."""
         return self.root / "features" / encoder / "_tile_datasets.parquet"
 
     # experts and fusion (seed replicates: experts.n_seeds, docs/methods.md "Seeds")
     def seed_root(self, seed: int | str = 0) -> Path:
-        """Where one training seed's experts and fusers live: ``root`` for seed 0 (the default run's
-        paths), ``root/seeds/seed{s}`` for a replicate. ``seed`` may be the rules' ``"{seed}"``
-        wildcard. Feature paths have no seed: replicates retrain heads on the same embeddings."""
+        """Where one training seed's experts and fusers live.
+
+        ``root`` for seed 0 (the default run's paths), ``root/seeds/seed{s}`` for a replicate.
+        ``seed`` may be the rules' ``"{seed}"`` wildcard. Feature paths have no seed: replicates
+        retrain heads on the same embeddings.
+        """
         return self.root if seed in (0, "0") else self.root / "seeds" / f"seed{seed}"
 
     def expert_dir(self, task: str, encoder: str, seed: int | str = 0) -> Path:
+        """Everything one expert (task × encoder) writes, for one training seed."""
         return self.seed_root(seed) / "experts" / task / encoder
 
     def expert_predictions(self, task: str, encoder: str, seed: int | str = 0) -> Path:
+        """An expert's predictions, every fold."""
         return self.expert_dir(task, encoder, seed) / "predictions.parquet"
 
     def expert_curve(self, task: str, encoder: str, seed: int | str = 0) -> Path:
+        """An expert's loss and metric per epoch and fold."""
         return self.expert_dir(task, encoder, seed) / "training_curve.parquet"
 
     def expert_attention(self, task: str, encoder: str, seed: int | str = 0) -> Path:
@@ -86,16 +102,20 @@ class Layout:
         return self.expert_dir(task, encoder, seed) / "attention.parquet"
 
     def fusion_dir(self, task: str, method: str, seed: int | str = 0) -> Path:
+        """Everything one fusion method writes for a task, for one training seed."""
         return self.seed_root(seed) / "fusion" / task / method
 
     def fusion_predictions(self, task: str, method: str, seed: int | str = 0) -> Path:
+        """A fusion method's predictions, every fold."""
         return self.fusion_dir(task, method, seed) / "predictions.parquet"
 
     # evaluation + report
     def metrics(self, task: str) -> Path:
+        """The long metrics table of one task (docs/architecture.md)."""
         return self.root / "metrics" / f"{task}.parquet"
 
     def table(self, name: str) -> Path:
+        """One of the report's tables (``REPORT_TABLES``), as Parquet."""
         return self.root / "tables" / f"{name}.parquet"
 
     def expert_curves_figure(self, task: str) -> Path:
@@ -107,6 +127,7 @@ class Layout:
         return self.report_dir() / "attention" / f"{task}.png"
 
     def report_dir(self) -> Path:
+        """Where the report's HTML pages and figures go."""
         return self.root / "report"
 
     def report_outputs(self, task_ids: list[str]) -> dict[str, list[Path]]:
@@ -122,4 +143,5 @@ class Layout:
         }
 
     def log(self, rule: str, *parts: str) -> Path:
+        """The log of one job of ``rule`` (named by its wildcards), or the rule's own log."""
         return self.root / "logs" / rule / ("_".join(parts) + ".log" if parts else "run.log")

@@ -37,8 +37,10 @@ def replicates(cfg: Config) -> list[int]:
 
 
 def replicate_parts(seed: int) -> tuple[Any, ...]:
-    """Extra :func:`pathfuse.training.derive_seed` parts of a replicate: none for seed 0 (so its
-    seeds are today's), ``("replicate", s)`` otherwise."""
+    """Extra :func:`pathfuse.reproducibility.derive_seed` parts of a replicate.
+
+    None for seed 0 (so its seeds are today's), ``("replicate", s)`` otherwise.
+    """
     return ("replicate", int(seed)) if seed else ()
 
 

@@ -29,6 +29,7 @@ class Stage:
     optional: tuple[tuple[str, type, Any], ...] = ()
 
     def function(self) -> Callable[..., Any]:
+        """The stage's function, imported when asked for (so a job imports only its own stage)."""
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
 
@@ -60,7 +61,8 @@ STAGES: dict[str, Stage] = {
         "pathfuse.fusion.run:fuse_task", "train every fuser and baseline of one task",
         (("task", str),), (("seed", int, 0),),
     ),
-    "evaluate": Stage("pathfuse.evaluation.run:evaluate_task", "score every prediction file of one task", (("task", str),)),
+    "evaluate": Stage("pathfuse.evaluation.run:evaluate_task", "score every prediction file of one task",
+                      (("task", str),)),
     "report": Stage("pathfuse.report.run:build_report", "write the benchmark tables and plots"),
 }
 

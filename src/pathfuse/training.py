@@ -11,7 +11,6 @@ validation loader only; the test set never enters this module.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -32,16 +31,6 @@ Batch = Mapping[str, Any]
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float]
 ForwardFn = Callable[[nn.Module, Batch], torch.Tensor]
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from the master seed and a unit of work, e.g. (seed, task, fold).
-
-    Uses SHA-256 of the parts' text, so seeds do not depend on job order or Python's hash
-    randomisation.
-    """
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def make_loader(

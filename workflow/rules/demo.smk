@@ -10,12 +10,12 @@ rule demo_data:
         [directory(d) for d in PLAN.demo_outputs()["folders"]],
     log:
         L.log("demo_data"),
+    conda:
+        "../../envs/slides.yaml"
     threads: DEMO.get("workers", 2)
     resources:
         mem_mb=2000,
         runtime=15,
-    conda:
-        "../../envs/slides.yaml"
     params:
         stage="demo-data",
         kwargs={},

@@ -9,13 +9,13 @@ rule embed_slides:
         L.feature_shard("{encoder}", "{cohort}", "{shard}"),
     log:
         L.log("embed_slides", "{encoder}", "{cohort}", "{shard}"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=720,
-    conda:
-        "../../envs/torch.yaml"
     params:
         stage="embed-slides",
         kwargs=lambda w: {"encoder": w.encoder, "cohort": w.cohort, "shard": shard_index(w.shard)},
@@ -33,13 +33,13 @@ rule embed_tiles:
         L.tile_features_manifest("{encoder}"),
     log:
         L.log("embed_tiles", "{encoder}"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=720,
-    conda:
-        "../../envs/torch.yaml"
     params:
         stage="embed-tiles",
         kwargs=lambda w: {"encoder": w.encoder},

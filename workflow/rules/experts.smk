@@ -10,12 +10,12 @@ rule expert:
         attention=L.expert_attention("{task}", "{encoder}"),
     log:
         L.log("expert", "{task}", "{encoder}"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../../envs/torch.yaml"
     params:
         stage="train-experts",
         kwargs=lambda w: {"task": w.task, "encoder": w.encoder},
@@ -33,16 +33,16 @@ rule expert_replicate:
         predictions=L.expert_predictions("{task}", "{encoder}", "{seed}"),
         curve=L.expert_curve("{task}", "{encoder}", "{seed}"),
         attention=L.expert_attention("{task}", "{encoder}", "{seed}"),
-    wildcard_constraints:
-        seed=r"[1-9]\d*",
     log:
         L.log("expert", "{task}", "{encoder}", "seed{seed}"),
+    wildcard_constraints:
+        seed=r"[1-9]\d*",
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../../envs/torch.yaml"
     params:
         stage="train-experts",
         kwargs=lambda w: {"task": w.task, "encoder": w.encoder, "seed": int(w.seed)},

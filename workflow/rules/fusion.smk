@@ -8,12 +8,12 @@ rule fuse:
         [L.fusion_predictions("{task}", m) for m in CFG.fusion_methods],
     log:
         L.log("fuse", "{task}"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../../envs/torch.yaml"
     params:
         stage="fuse",
         kwargs=lambda w: {"task": w.task},
@@ -28,16 +28,16 @@ rule fuse_replicate:
         unpack(lambda w: PLAN.fuse(w.task, int(w.seed)).inputs),
     output:
         [L.fusion_predictions("{task}", m, "{seed}") for m in CFG.fusion_methods],
-    wildcard_constraints:
-        seed=r"[1-9]\d*",
     log:
         L.log("fuse", "{task}", "seed{seed}"),
+    wildcard_constraints:
+        seed=r"[1-9]\d*",
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../../envs/torch.yaml"
     params:
         stage="fuse",
         kwargs=lambda w: {"task": w.task, "seed": int(w.seed)},

@@ -10,12 +10,12 @@ rule evaluate:
         L.metrics("{task}"),
     log:
         L.log("evaluate", "{task}"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
-    conda:
-        "../../envs/report.yaml"
     params:
         stage="evaluate",
         kwargs=lambda w: {"task": w.task},
@@ -59,12 +59,12 @@ rule report:
         ],
     log:
         L.log("report"),
+    conda:
+        "../../envs/report.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/report.yaml"
     params:
         stage="report",
         kwargs={},

@@ -9,12 +9,12 @@ rule tile:
         L.tile_shard("{cohort}", "{shard}"),
     log:
         L.log("tile", "{cohort}", "{shard}"),
+    conda:
+        "../../envs/slides.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
-    conda:
-        "../../envs/slides.yaml"
     params:
         stage="tile",
         kwargs=lambda w: {"cohort": w.cohort, "shard": shard_index(w.shard)},
@@ -31,12 +31,12 @@ rule tile_index:
         skipped=L.tile_skipped("{cohort}"),
     log:
         L.log("tile_index", "{cohort}"),
+    conda:
+        "../../envs/slides.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/slides.yaml"
     params:
         stage="tile-index",
         kwargs=lambda w: {"cohort": w.cohort},

@@ -15,9 +15,9 @@ os.environ.setdefault("OMP_NUM_THREADS", str(snakemake.threads))
 os.environ.setdefault("MKL_NUM_THREADS", str(snakemake.threads))
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
-from pathfuse.stages import run_stage
 from pathfuse.config import Config
 from pathfuse.logs import setup_logging
+from pathfuse.stages import run_stage
 
 setup_logging(snakemake.log[0] if snakemake.log else None)
 run_stage(snakemake.params.stage, Config.from_dict(snakemake.config), dict(snakemake.params.kwargs))

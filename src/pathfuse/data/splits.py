@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config, TaskSpec
-from pathfuse.training import derive_seed
+from pathfuse.reproducibility import derive_seed
 
 log = logging.getLogger(__name__)
 

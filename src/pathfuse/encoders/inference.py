@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pathfuse.encoders.transforms import Normalize
 from pathfuse.encoders.weights import LoadedEncoder
+from pathfuse.reproducibility import choose_device
 from pathfuse.settings import EmbeddingSettings
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,7 @@ def select_runtime(settings: EmbeddingSettings | Mapping[str, Any], preferred_pr
     with AVX-512 BF16/AMX). fp16 autocast is not offered on CPU.
     """
     settings = EmbeddingSettings.coerce(settings)
-    wanted = settings.device
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("embedding.device is 'cuda' but torch sees no GPU; use 'auto' or 'cpu'")
-    device = torch.device("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(choose_device(settings.device, "embedding.device", torch.cuda.is_available))
     if device.type == "cuda":
         precision = preferred_precision if settings.gpu_precision == "auto" else settings.gpu_precision
     else:

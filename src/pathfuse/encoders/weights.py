@@ -28,6 +28,7 @@ from torch import nn
 from pathfuse.config import Config
 from pathfuse.encoders.registry import EncoderModel, EncoderSpec, build_encoder, encoder_spec
 from pathfuse.registry import Registry
+from pathfuse.reproducibility import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,6 @@ class LoadedEncoder:
     weights_source: str
 
 
-def stable_seed(*parts: object) -> int:
-    """A seed from the run seed and a unit of work that does not depend on job order."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def resolve_weights_path(cfg: Config, spec: EncoderSpec) -> Path | None:
     """The weight file of ``spec``: absolute, or relative to ``embedding.weights_dir``."""
     if spec.weights is None:
@@ -72,7 +67,8 @@ def load_encoder(cfg: Config, name: str) -> LoadedEncoder:
     spec = encoder_spec(cfg, name)
     path = resolve_weights_path(cfg, spec)
     if path is None:
-        seed = stable_seed(cfg.seed, "encoder", name)
+        # 63 bits, ":"-joined: the form demo encoders were always seeded with (their embeddings).
+        seed = derive_seed(cfg.seed, "encoder", name, bits=63, separator=":")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_encoder(spec)

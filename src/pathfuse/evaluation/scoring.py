@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,14 +12,10 @@ from pathfuse.evaluation import foldstats
 from pathfuse.evaluation.metrics import bootstrap_ci, score
 from pathfuse.evaluation.sources import Loaded
 from pathfuse.evaluation.table import metric_row, undefined_note
+from pathfuse.reproducibility import derive_seed
 
 #: Per source, fold and metric: (observed value, values on the bootstrap resamples).
 Scores = dict[str, dict[int, dict[str, tuple[float, np.ndarray]]]]
-
-
-def derive_seed(base: int, *parts: object) -> int:
-    """A seed from the run seed and a unit of work, independent of job order."""
-    return (base * 1_000_003 + zlib.crc32("|".join(map(str, parts)).encode())) % 2**32
 
 
 def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[int], metrics: list[str],

@@ -17,9 +17,10 @@ from pathfuse.heads import build_head
 from pathfuse.heads.losses import balanced_class_weights, time_bins
 from pathfuse.heads.objectives import Objective, monitor_fn
 from pathfuse.plan import inner_folds_needed
+from pathfuse.reproducibility import derive_seed
 from pathfuse.seeds import replicate_parts
 from pathfuse.settings import SurvivalHead
-from pathfuse.training import FitResult, count_parameters, derive_seed, fit, make_loader
+from pathfuse.training import FitResult, count_parameters, fit, make_loader
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from pathfuse.data.splits import Fold, make_folds
 from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
 from pathfuse.heads.registry import HeadRecipe
 from pathfuse.plan import Planner
+from pathfuse.reproducibility import choose_device
 from pathfuse.settings import ExpertsSettings
 
 
@@ -62,9 +63,7 @@ class Job:
         folds = make_folds(cfg, spec, samples)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        device: str = settings.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = choose_device(settings.device, "experts.device", torch.cuda.is_available)
         recipe = recipe_of(settings, spec.kind)
         inputs = _input_files(cfg, spec, encoder)
         if spec.is_slide_task:

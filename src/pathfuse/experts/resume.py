@@ -6,8 +6,6 @@ and the fingerprint of everything that determines its result is unchanged.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from typing import Any
 
@@ -18,6 +16,7 @@ from pathfuse.data.splits import Fold
 from pathfuse.experts.job import FoldResult, Job
 from pathfuse.io import SCHEMA_VERSIONS, read_parquet, write_parquet, write_safetensors
 from pathfuse.plan import Planner, inner_folds_needed
+from pathfuse.reproducibility import json_digest
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def fold_fingerprint(job: Job, fold: Fold) -> str:
         "in_dim": job.in_dim,
         "inputs": {str(p): p.stat().st_mtime_ns for p in job.inputs if p.exists()},
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(payload)
 
 
 def finished_fold(job: Job, fold: Fold, fingerprint: str) -> FoldResult | None:

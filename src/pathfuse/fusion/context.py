@@ -10,9 +10,9 @@ from pathfuse.config import Config, TaskSpec
 from pathfuse.fusion import BlockKey
 from pathfuse.fusion.blocks import SPLITS, Block
 from pathfuse.fusion.features import TeacherFeatures, load_teacher_features
+from pathfuse.reproducibility import derive_seed
 from pathfuse.seeds import replicate_parts
 from pathfuse.settings import FusionSettings
-from pathfuse.training import derive_seed
 
 
 class FusionInputError(ValueError):

@@ -7,8 +7,6 @@ settings, seed and expert files (a digest in its metadata says so), and redoes t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.inputs import load_context
 from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
 from pathfuse.plan import Planner
+from pathfuse.reproducibility import json_digest
 from pathfuse.seeds import replicate_payload
 from pathfuse.selection import primary_metric
 
@@ -117,7 +116,7 @@ def _digest(cfg: Config, task: str, method: str, seed: int = 0) -> str:
     payload = {"method": method, "seed": cfg.seed, "experts": experts,
                "settings": _method_settings(Planner(cfg).section("fusion", kind=spec.kind, task=task), method),
                "selection_metric": primary_metric(cfg, spec), **replicate_payload(seed)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(payload)
 
 
 def _method_settings(settings: dict[str, Any], method: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ def get_kind(name: str) -> TaskKind:
 
 
 # Registration happens on import; keep these after KINDS is defined.
-from pathfuse.kinds import classification as classification
-from pathfuse.kinds import survival as survival
+from pathfuse.kinds import classification as classification  # noqa: E402
+from pathfuse.kinds import survival as survival  # noqa: E402
 
 
 def register_plugins() -> None:

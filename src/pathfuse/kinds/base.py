@@ -37,8 +37,10 @@ class KindTraining(Protocol):
     """
 
     def targets(self, samples: pd.DataFrame, edges: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Target arrays aligned with ``samples`` (rows of ``load_samples``); ``edges``: the fold's
-        survival bin edges, for kinds that bin times."""
+        """Target arrays aligned with ``samples`` (rows of ``load_samples``).
+
+        ``edges`` are the fold's survival bin edges, for kinds that bin times.
+        """
 
     def block_targets(self, block: Any) -> dict[str, Any]:
         """Target tensors of a fusion block (:class:`pathfuse.fusion.inputs.Block`)."""

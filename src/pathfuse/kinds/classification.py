@@ -27,9 +27,11 @@ class ClassificationKind(TaskKind):
     training_rules = "pathfuse.heads.kind_training:ClassificationTraining"
 
     def n_outputs(self, task: TaskSpec) -> int:
+        """One logit per class."""
         return len(task.classes)
 
     def label_columns(self, task: TaskSpec) -> list[str]:
+        """The one column that holds the class label."""
         return [str(task.label_column)]
 
     def row_scores(self, logits: np.ndarray) -> np.ndarray:

@@ -35,9 +35,11 @@ class Survival(TaskKind):
     training_rules = "pathfuse.heads.kind_training:SurvivalTraining"
 
     def n_outputs(self, task: TaskSpec) -> int:
+        """One hazard logit per time bin."""
         return task.n_bins
 
     def label_columns(self, task: TaskSpec) -> list[str]:
+        """The follow-up time column and the censorship column."""
         return [str(task.time_column), str(task.censorship_column)]
 
     def row_scores(self, logits: np.ndarray) -> np.ndarray:

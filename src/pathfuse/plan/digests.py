@@ -8,12 +8,13 @@ purpose, the settings that cannot change a job's result; anything that can chang
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pathfuse.reproducibility import json_digest
 
 #: Bumped only when the digest's payload changes shape on purpose (it then reruns every job).
 DIGEST_FORMAT = 1
@@ -45,8 +46,7 @@ class JobPlan:
 
 def settings_digest(payload: Mapping[str, Any]) -> str:
     """``v<format>-<sha256 prefix>`` of a JSON-able payload (key order does not matter)."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return f"v{DIGEST_FORMAT}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+    return f"v{DIGEST_FORMAT}-{json_digest(payload, compact=True)[:20]}"
 
 
 def narrow(data: Any, kind: str | None, task: str | None) -> Any:

@@ -83,14 +83,14 @@ def resolve_mpp(
         f" The file states objective power {power:g}x: set tiling.allow_objective_power: true to "
         f"use mpp ≈ 10/{power:g} = {10 / power:.3g}." if power and not allow_objective_power else ""
     )
-    stored = [v for v in (mpp_x, mpp_y) if v is not None]
-    if stored:
-        if max(stored) > min(stored) * (1 + SQUARE_TOLERANCE):
+    stated = [v for v in (mpp_x, mpp_y) if v is not None]
+    if stated:
+        if max(stated) > min(stated) * (1 + SQUARE_TOLERANCE):
             raise SlideError(
                 "implausible_mpp",
                 f"non-square pixels (mpp-x {mpp_x}, mpp-y {mpp_y} µm/px) are not supported. {fix}.",
             )
-        mpp = sum(stored) / len(stored)
+        mpp = sum(stated) / len(stated)
         if low <= mpp <= high:
             return mpp, source
         if not (allow_objective_power and power):

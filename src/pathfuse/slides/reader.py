@@ -120,26 +120,32 @@ class SlideReader:
 
     @property
     def vendor(self) -> str:
+        """OpenSlide's ``openslide.vendor`` property ("" when absent)."""
         return str(self.slide.properties.get("openslide.vendor", ""))
 
     @property
     def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height) in pixels."""
         return tuple(self.slide.dimensions)  # type: ignore[return-value]
 
     @property
     def level_count(self) -> int:
+        """How many pyramid levels OpenSlide sees."""
         return int(self.slide.level_count)
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """(width, height) of every level, level 0 first."""
         return tuple(self.slide.level_dimensions)
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
+        """Each level's downsample factor relative to level 0."""
         return tuple(float(d) for d in self.slide.level_downsamples)
 
     @property
     def properties(self) -> Mapping[str, str]:
+        """OpenSlide's properties of the file."""
         return self.slide.properties
 
     @property
@@ -153,7 +159,8 @@ class SlideReader:
         """One tile as a writable uint8 array (out_px, out_px, 3).
 
         Args:
-            x, y: level-0 top-left corner.
+            x: level-0 left edge.
+            y: level-0 top edge.
             level: pyramid level to read from.
             read_px: side of the square read at that level.
             out_px: output side. A larger read is first reduced by the power-of-two

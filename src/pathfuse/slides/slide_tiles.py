@@ -7,7 +7,6 @@ marks the slide as done (resume).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from contextlib import closing
@@ -49,12 +48,6 @@ class SlideJob:
     seed: int
 
 
-def slide_seed(seed: int, cohort: str, slide_id: str) -> int:
-    """A seed for one slide that depends on the run seed and the slide, not on job order."""
-    digest = hashlib.sha256(f"{seed}/tiling/{cohort}/{slide_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 def grid_key(settings: TilingSettings, job: SlideJob) -> dict[str, Any]:
     """What a slide's tiles depend on besides the file; stored to decide whether to resume."""
     key = settings.grid_key()
@@ -83,7 +76,7 @@ def tile_slide(job: SlideJob, settings: TilingSettings) -> int:
         tiles, n_grid = locate_tiles(reader.dimensions, plan, tissue, settings, np.random.default_rng(job.seed))
         vendor = reader.vendor
         power = reader.resolution.objective_power
-        facts = {
+        facts: dict[str, Any] = {
             "slide_id": job.slide_id,
             "path": job.path,
             "cohort": job.cohort,

@@ -10,7 +10,9 @@ checking the cohort against the label tables of the tasks that use it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -19,11 +21,12 @@ from tqdm import tqdm
 from pathfuse.config import Config
 from pathfuse.io import SchemaError, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import shard_name
+from pathfuse.reproducibility import derive_seed
 from pathfuse.settings import TilingSettings
 from pathfuse.slides.cohort import list_slides, scan_slides, shard_slides
 from pathfuse.slides.errors import CohortError, SlideError
 from pathfuse.slides.mpp import read_mpp_overrides
-from pathfuse.slides.slide_tiles import SlideJob, grid_key, slide_seed, tile_slide
+from pathfuse.slides.slide_tiles import SlideJob, grid_key, tile_slide
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ def tile_shard(cfg: Config, cohort: str, shard: int) -> Path:
                     spec.mpp_overrides, cohort, unknown[:MAX_NAMED])
     n_shards = cfg.n_shards(cohort)
     part = shard_slides(slides, shard, n_shards)
-    rows = [_skipped_row(r.slide_id, r.path, r.cause, r.reason) for r in rejected.itertuples()] if shard == 0 else []
-    for entry in tqdm(part.itertuples(), total=len(part), desc=f"tile {cohort} {shard_name(shard)}"):
+    rows = [_skipped_row(r.slide_id, r.path, r.cause, r.reason) for r in _records(rejected)] if shard == 0 else []
+    for entry in tqdm(_records(part), total=len(part), desc=f"tile {cohort} {shard_name(shard)}"):
         override = overrides.get(entry.slide_id, entry.mpp)
         job = SlideJob(
             cohort=cohort,
@@ -67,7 +70,7 @@ def tile_shard(cfg: Config, cohort: str, shard: int) -> Path:
             override_hint=_override_hint(spec.mpp_overrides, cohort, entry.slide_id),
             tiles_path=cfg.layout.tiles(cohort, entry.slide_id),
             qc_path=cfg.layout.qc(cohort, entry.slide_id),
-            seed=slide_seed(cfg.seed, cohort, entry.slide_id),
+            seed=derive_seed(cfg.seed, "tiling", cohort, entry.slide_id, bits=64),  # tiling's width
         )
         rows.append(_tile_or_record(job, settings, cfg.layout.tile_skipped(cohort)))
     manifest = pd.DataFrame(rows, columns=SHARD_COLUMNS).astype({"n_tiles": "int64"})
@@ -145,6 +148,11 @@ def _reusable_tiles(job: SlideJob, settings: TilingSettings) -> int | None:
         log.info("%s: tiling settings changed since %s was written; tiling again", job.slide_id, job.tiles_path)
         return None
     return n_rows
+
+
+def _records(frame: pd.DataFrame) -> Iterator[Any]:
+    """The frame's rows as named tuples, typed ``Any``: the stubs type every field as any scalar."""
+    return frame.itertuples()
 
 
 def _skipped_row(slide_id: str, path: str, cause: str, reason: str) -> dict[str, object]:

@@ -33,6 +33,7 @@ class TissueMask:
 
     @property
     def area_mm2(self) -> float:
+        """Tissue area in mm² (mask pixels × their area)."""
         return float(self.mask.sum()) * (self.mpp / 1000.0) ** 2
 
 

@@ -48,19 +48,39 @@ class SlideSource(Protocol):
     path: Path
 
     @property
-    def vendor(self) -> str: ...
+    def vendor(self) -> str:
+        """The scanner format the file is in (e.g. ``aperio``), or "" when unknown."""
+        ...
+
     @property
-    def dimensions(self) -> tuple[int, int]: ...
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height) in pixels."""
+        ...
+
     @property
-    def level_count(self) -> int: ...
+    def level_count(self) -> int:
+        """How many pyramid levels the file has."""
+        ...
+
     @property
-    def level_dimensions(self) -> Sequence[tuple[int, int]]: ...
+    def level_dimensions(self) -> Sequence[tuple[int, int]]:
+        """(width, height) of every level, level 0 first."""
+        ...
+
     @property
-    def level_downsamples(self) -> Sequence[float]: ...
+    def level_downsamples(self) -> Sequence[float]:
+        """Each level's downsample factor relative to level 0."""
+        ...
+
     @property
-    def resolution(self) -> StoredResolution: ...
+    def resolution(self) -> StoredResolution:
+        """What the file states about its resolution (mpp and objective power)."""
+        ...
+
     @property
-    def properties(self) -> Mapping[str, str]: ...
+    def properties(self) -> Mapping[str, str]:
+        """The file's metadata as text key/value pairs (for provenance and error messages)."""
+        ...
 
     def read_tile(self, x: int, y: int, level: int, read_px: int, out_px: int) -> np.ndarray:
         """The square ``read_px`` at ``level`` from level-0 (x, y), as writable uint8 (out_px, out_px, 3)."""
@@ -70,7 +90,9 @@ class SlideSource(Protocol):
         """A region at ``level`` from level-0 (x, y) as uint8 (height, width, 3) on white background."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the file handle (the next read opens it again)."""
+        ...
 
 
 @dataclass(frozen=True)

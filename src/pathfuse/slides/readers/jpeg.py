@@ -61,30 +61,37 @@ class JpegTiffReader:
 
     @property
     def vendor(self) -> str:
+        """The vendor the TIFF layout was recognised as."""
         return self.layout.vendor
 
     @property
     def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height) in pixels."""
         return self.level_dimensions[0]
 
     @property
     def level_count(self) -> int:
+        """How many pyramid levels the TIFF holds."""
         return len(self.layout.levels)
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """(width, height) of every level, level 0 first."""
         return tuple((lv.width, lv.height) for lv in self.layout.levels)
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
+        """Each level's downsample factor relative to level 0."""
         return self.layout.downsamples
 
     @property
     def resolution(self) -> StoredResolution:
+        """The resolution the TIFF tags and description state."""
         return self.layout.resolution
 
     @property
     def properties(self) -> Mapping[str, str]:
+        """The TIFF's metadata as text key/value pairs."""
         return self.layout.properties
 
     def read_tile(self, x: int, y: int, level: int, read_px: int, out_px: int) -> np.ndarray:

@@ -45,10 +45,12 @@ class JpegLevel:
 
     @property
     def columns(self) -> int:
+        """Tiles per row (the last one may be partial)."""
         return -(-self.width // self.tile_width)
 
     @property
     def rows(self) -> int:
+        """Tile rows (the last one may be partial)."""
         return -(-self.height // self.tile_height)
 
 
