@@ -128,20 +128,20 @@ class _Assembler:
 def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _PendingSlide,
                          feats: np.ndarray, ok: np.ndarray, metadata: dict[str, str]) -> dict[str, Any]:
     """Validate one slide's embeddings, apply the tile-error policy, write the file; return its row."""
-    settings = cfg.section("embedding")
+    settings = cfg.settings.embedding
     coords = slide.tiles[["x", "y"]].to_numpy(np.int64)
     where = f"slide {slide.slide_id}"
     check_finite(feats, spec.name, where, "embedding", lambda i: f"tile {i} (x={coords[i, 0]}, y={coords[i, 1]})")
     n_failed = int((~ok).sum())
-    if n_failed and n_failed / len(ok) > settings["max_tile_error_fraction"]:
+    if n_failed and n_failed / len(ok) > settings.max_tile_error_fraction:
         reason = (f"{n_failed}/{len(ok)} tiles unreadable (> embedding.max_tile_error_fraction="
-                  f"{settings['max_tile_error_fraction']})")
+                  f"{settings.max_tile_error_fraction})")
         log.error("slide %s: %s; no features written", slide.slide_id, reason)
         return manifest_row(slide.slide_id, "skipped", reason, 0, spec.dim, "")
     if n_failed:
         log.warning("slide %s: %d of %d tiles unreadable, %s", slide.slide_id, n_failed, len(ok),
-                    "dropped" if settings["on_tile_error"] == "drop" else "zero-filled")
-    keep = ok if settings["on_tile_error"] == "drop" else np.ones_like(ok)
+                    "dropped" if settings.on_tile_error == "drop" else "zero-filled")
+    keep = ok if settings.on_tile_error == "drop" else np.ones_like(ok)
     if not keep.any():
         return manifest_row(slide.slide_id, "skipped", "no readable tiles", 0, spec.dim, "")
     half = feats[keep].astype(np.float16)
@@ -151,9 +151,9 @@ def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _Pe
     first = slide.tiles.iloc[0]
     meta = dict(metadata, slide_id=slide.slide_id, cohort=cohort, mpp=str(float(first["mpp"])),
                 tile_px=str(int(first["tile_px"])), n_tiles_failed=str(n_failed),
-                on_tile_error=str(settings["on_tile_error"]))
+                on_tile_error=str(settings.on_tile_error))
     write_safetensors({"features": half, "coords": coords[keep]}, slide.out, metadata=meta)
-    reason = failure_reason(n_failed, settings["on_tile_error"])
+    reason = failure_reason(n_failed, settings.on_tile_error)
     return manifest_row(slide.slide_id, "ok", reason, int(keep.sum()), half.shape[1], slide.out)
 
 
@@ -174,14 +174,14 @@ def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
     from pathfuse.encoders.transforms import ResizeCrop
     from pathfuse.encoders.weights import load_encoder
 
-    settings = cfg.section("embedding")
+    settings = cfg.settings.embedding
     loaded = load_encoder(cfg, spec.name)
     runtime = select_runtime(settings, spec.precision)
     embedder = Embedder(loaded, runtime)
     reader = reader_setting(cfg, cohort)
-    check_reader_mixing(pending[0].out.parent.glob("*.safetensors"), reader, settings["allow_mixed_readers"])
+    check_reader_mixing(pending[0].out.parent.glob("*.safetensors"), reader, settings.allow_mixed_readers)
     dataset = ShardTiles([p.slide_id for p in pending], [p.path for p in pending], [p.tiles for p in pending],
-                         ResizeCrop.for_encoder(spec), settings["on_tile_error"], reader)
+                         ResizeCrop.for_encoder(spec), settings.on_tile_error, reader)
     metadata = {
         "encoder": spec.name, "weights_sha256": loaded.weights_sha256, "weights_source": loaded.weights_source,
         "code_version": pathfuse.__version__, "schema_version": str(FEATURES_SCHEMA_VERSION),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ class ShardTiles(Dataset):
         return state
 
 
-def tile_batches(dataset: ShardTiles, settings: EmbeddingSettings | Mapping[str, Any], runtime: Any
+def tile_batches(dataset: ShardTiles, settings: EmbeddingSettings, runtime: Any
                  ) -> Iterable[Any]:
     """Batches ``(uint8 images, index, ok)`` for :func:`~pathfuse.encoders.inference.embed_batches`.
 

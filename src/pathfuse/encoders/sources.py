@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from pathfuse.config import Config, ConfigError
+from pathfuse.settings import ByoTileSource
 
 BAG_SUFFIXES = (".h5", ".hdf5")
 FEATURE_KEYS = ("features", "feats")
@@ -38,10 +38,9 @@ def slide_source(cfg: Config, encoder: str, cohort: str) -> Path | None:
     return None
 
 
-def tile_source(cfg: Config, encoder: str, dataset: str) -> dict[str, Any] | None:
-    """The configured feature matrix ``{path, ids}`` for (encoder, dataset), or None."""
-    entry = cfg.settings.embedding.byo.tiles.get(encoder, {}).get(dataset)
-    return entry.model_dump() if entry else None
+def tile_source(cfg: Config, encoder: str, dataset: str) -> ByoTileSource | None:
+    """The configured feature matrix (``path``, ``ids``) for (encoder, dataset), or None."""
+    return cfg.settings.embedding.byo.tiles.get(encoder, {}).get(dataset)
 
 
 def source_key(cfg: Config, encoder: str, cohort: str) -> str:

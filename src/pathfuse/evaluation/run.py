@@ -89,8 +89,8 @@ def evaluate_task(cfg: Config, task: str) -> Path:
         # What one resampled unit is (patient, slide, group or tile), with the tables' note if not patients.
         "patients": (experts[0].meta.get("patients") or {}) if experts else {},
         "n_test_patients": {str(f): len(s.patients) for f, s in samples.items()},
-        "n_bootstrap": int(cfg.section("report")["n_bootstrap"]),
-        "ci_level": float(cfg.section("report")["ci_level"]), "seed": cfg.seed,
+        "n_bootstrap": cfg.settings.report.n_bootstrap,
+        "ci_level": float(cfg.settings.report.ci_level), "seed": cfg.seed,
         "missing": {s.method: str(s.path) for s in missing}, **seeds_meta,
     }
     log.info("task %s: %d metric rows, %d missing cells, best expert %s", task, len(df),

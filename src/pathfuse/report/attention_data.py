@@ -23,7 +23,6 @@ import pandas as pd
 
 from pathfuse.attention import read_attention
 from pathfuse.config import Config, TaskSpec
-from pathfuse.evaluation.sources import fusion_methods
 from pathfuse.io import read_parquet
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ def task_view(cfg: Config, task_id: str, n: int) -> TaskView:
 
 def _gated_rows(cfg: Config, task_id: str) -> tuple[pd.DataFrame | None, str | None]:
     """Test rows of the run's first fusion method that records gate weights (LogitProd), if any."""
-    for method in fusion_methods(cfg):
+    for method in cfg.fusion_methods:
         path = cfg.layout.fusion_predictions(task_id, method)
         if not path.exists():
             continue
