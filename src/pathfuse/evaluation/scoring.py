@@ -50,7 +50,7 @@ def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[i
 
 def source_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], metrics: list[str],
                 samples: Mapping[int, foldstats.FoldSample], scores: Scores) -> list[dict[str, Any]]:
-    """Per-fold, mean-over-folds and (classification, several folds) pooled rows of one source."""
+    """Per-fold, mean-over-folds and (several folds, outputs not tied to per-fold time bins) pooled rows of one source."""
     level = float(cfg.settings.report.ci_level)
     src, own = item.source, scores[item.source.method]
     rows: list[dict[str, Any]] = []
@@ -78,7 +78,8 @@ def source_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], met
                                n_samples=sum(samples[f].n_rows[src.method] for f in folds),
                                n_patients=sum(len(samples[f].patients) for f in folds), n_undefined=stat.n_undefined,
                                status=status, note=note))
-    if task.kind != "survival" and len(folds) > 1 and not absent:
+    # Pooling needs one output scale across folds: not so for kinds whose outputs are per-fold time bins.
+    if not task.kind_strategy.time_to_event and len(folds) > 1 and not absent:
         pooled = item.test()
         values = score(task, pooled, metrics)
         cis = bootstrap_ci(task, pooled, metrics, n_resamples=cfg.settings.report.n_bootstrap,

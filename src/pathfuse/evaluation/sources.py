@@ -51,14 +51,6 @@ class Loaded:
         return (self.bin_edges or {}).get(str(fold))
 
 
-def scored_metrics(task: TaskSpec) -> list[str]:
-    """The task's metrics, plus ``binary_f1`` (the published code's F1) beside macro F1 on binary tasks."""
-    metrics = list(task.metrics)
-    if task.kind != "survival" and len(task.classes) == 2 and "binary_f1" not in metrics:
-        metrics.append("binary_f1")
-    return metrics
-
-
 def expected_sources(cfg: Config, task: TaskSpec, seed: int = 0) -> list[Source]:
     """Every prediction file the task should have (of one training seed): experts first, then fusers."""
     experts = [Source(enc, "expert", enc, cfg.layout.expert_predictions(task.id, enc, seed))

@@ -15,7 +15,8 @@ the loss, the validation monitors — is the kind's :class:`KindTraining`, named
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -68,6 +69,7 @@ class TaskKind:
         target_columns: the sample columns that hold a sample's target (e.g. one label per patient).
         stratify_by: the per-sample or per-unit field whose value stratifies splits and the
             per-fold bootstrap (the class, or the event indicator).
+        undefined_reason: why a metric can have no value on a test set (the metrics table's note).
         default_monitor: the experts' validation monitor when the config names none.
         early_stopping_score: (name, metric → weight) that fusers stop on, scored per patient
             on validation; None: they stop on their validation loss.
@@ -80,6 +82,7 @@ class TaskKind:
     metrics: ClassVar[tuple[str, ...]] = ()
     target_columns: ClassVar[tuple[str, ...]] = ("label",)
     stratify_by: ClassVar[str] = "label"
+    undefined_reason: ClassVar[str] = "too few distinct targets"
     default_monitor: ClassVar[str] = "loss"
     early_stopping_score: ClassVar[tuple[str, Mapping[str, float]] | None] = None
     training_rules: ClassVar[str | type] = ""
@@ -99,6 +102,20 @@ class TaskKind:
     def unit_scores(self, mean_row_scores: np.ndarray) -> np.ndarray:
         """A patient's averaged row scores → what its metrics read (identity unless overridden)."""
         return mean_row_scores
+
+    def scored_metrics(self, task: TaskSpec) -> list[str]:
+        """The metrics the evaluation stage reports for ``task`` (its registry's, unless a kind adds some)."""
+        return list(task.metrics)
+
+    def mean_nll(self, logits: np.ndarray, rows: pd.DataFrame, bin_edges: Sequence[float] | None,
+                 alpha: float) -> float:
+        """Mean per-row validation NLL of ``logits`` [N, K] against the targets of ``rows``.
+
+        It breaks ties when :mod:`pathfuse.selection` ranks experts; NaN (the default, for a
+        kind that defines none) ranks last, so ties then fall to the experts' config order.
+        ``bin_edges``: the fold's bins, for kinds that bin times; ``alpha``: the survival NLL's α.
+        """
+        return math.nan
 
     def training(self) -> KindTraining:
         """The kind's torch side (imported now: only training code asks for it)."""
