@@ -27,11 +27,6 @@ OVERSIZED = {
 }
 #: Cycles known today, each in modules another part of issue 14 is rewriting; they must go.
 KNOWN_CYCLES = {
-    # config imports encoders.sources inside a function; the typed settings (pathfuse.settings) remove it.
-    frozenset({"pathfuse.config", "pathfuse.encoders.sources"}),
-    # gpu_decode needs TileReadError/ShardTiles of slide_tiles, which starts gpu_decode lazily (CUDA only);
-    # the exception and the shard type belong in a module of their own (slide_tiles is being reworked).
-    frozenset({"pathfuse.encoders.gpu_decode", "pathfuse.encoders.slide_tiles"}),
     # The head registry: heads/__init__ imports abmil to register it, abmil imports HEADS; the task-kind
     # strategy (pathfuse.kinds) replaces this registry.
     frozenset({"pathfuse.heads", "pathfuse.heads.abmil"}),

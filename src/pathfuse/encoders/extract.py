@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,11 @@ from pathfuse.encoders.feature_files import (
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.io import read_parquet, write_parquet, write_safetensors
 from pathfuse.paths import shard_name
+from pathfuse.settings import EmbeddingSettings
+
+if TYPE_CHECKING:  # torch modules: imported inside the functions that embed
+    from pathfuse.encoders.inference import Runtime
+    from pathfuse.encoders.slide_tiles import ShardTiles
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +175,7 @@ def check_finite(feats: np.ndarray, encoder: str, unit: str, what: str, describe
 def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
                   pending: list[_PendingSlide]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     from pathfuse.encoders.inference import Embedder, embed_batches, select_runtime
-    from pathfuse.encoders.slide_tiles import ShardTiles, check_reader_mixing, reader_setting, tile_batches
+    from pathfuse.encoders.slide_tiles import ShardTiles, check_reader_mixing, reader_setting
     from pathfuse.encoders.transforms import ResizeCrop
     from pathfuse.encoders.weights import load_encoder
 
@@ -192,7 +197,7 @@ def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
     start = time.perf_counter()
     try:
         with tqdm(total=len(dataset), unit="tile", desc=f"{spec.name}/{cohort}", mininterval=10) as bar:
-            for (index, ok), feats in embed_batches(embedder, tile_batches(dataset, settings, runtime)):
+            for (index, ok), feats in embed_batches(embedder, _tile_batches(dataset, settings, runtime)):
                 assembler.add(index.numpy(), ok.numpy().astype(bool), feats)
                 bar.update(len(index))
     finally:
@@ -203,6 +208,21 @@ def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
     run_meta = {"weights_sha256": loaded.weights_sha256, "device": str(runtime.device),
                 "precision": runtime.precision, "seconds": seconds, "tiles_per_second": len(dataset) / seconds}
     return assembler.rows, run_meta
+
+
+def _tile_batches(dataset: ShardTiles, settings: EmbeddingSettings, runtime: Runtime) -> Iterable[Any]:
+    """Batches ``(uint8 images, index, ok)`` for :func:`~pathfuse.encoders.inference.embed_batches`.
+
+    On a GPU, shards with JPEG-native slides go through :mod:`.gpu_decode` (workers only read
+    bytes; nvJPEG decodes); otherwise the workers decode and the plain loader batches.
+    """
+    from pathfuse.encoders.inference import make_loader  # torch: only a job that embeds loads it
+
+    if runtime.is_cuda and "jpeg" in dataset.reader_names:
+        from pathfuse.encoders.gpu_decode import decoded_batches  # needs CUDA torchvision image ops
+
+        return decoded_batches(dataset, settings, runtime.device)
+    return make_loader(dataset, settings, runtime)
 
 
 def _read_tiles(rec: Any, manifest_path: Path) -> pd.DataFrame:

@@ -21,14 +21,40 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from pathfuse.registry import Registry
+
 if TYPE_CHECKING:
     import pandas as pd
-
-    from pathfuse.config import TaskSpec
 
 #: ``(outputs, batch) -> loss tensor``, and ``(outputs, targets) -> validation score``.
 LossFn = Callable[[Any, Mapping[str, Any]], Any]
 MonitorFn = Callable[[Any, Mapping[str, Any]], float]
+
+
+class TaskFacts(Protocol):
+    """The registry facts of a task that kinds read; :class:`pathfuse.config.TaskSpec` has them.
+
+    A protocol, not the config class: :mod:`pathfuse.config` imports the kinds, so they must
+    not import it back.
+    """
+
+    @property
+    def classes(self) -> tuple[Any, ...]: ...
+
+    @property
+    def label_column(self) -> str | None: ...
+
+    @property
+    def time_column(self) -> str | None: ...
+
+    @property
+    def censorship_column(self) -> str | None: ...
+
+    @property
+    def n_bins(self) -> int: ...
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
 
 
 class KindTraining(Protocol):
@@ -87,11 +113,11 @@ class TaskKind:
     early_stopping_score: ClassVar[tuple[str, Mapping[str, float]] | None] = None
     training_rules: ClassVar[str | type] = ""
 
-    def n_outputs(self, task: TaskSpec) -> int:
+    def n_outputs(self, task: TaskFacts) -> int:
         """Logits per sample for ``task``."""
         raise NotImplementedError
 
-    def label_columns(self, task: TaskSpec) -> list[str]:
+    def label_columns(self, task: TaskFacts) -> list[str]:
         """Columns a task's label table must have besides ``slide_id``."""
         raise NotImplementedError
 
@@ -103,7 +129,7 @@ class TaskKind:
         """A patient's averaged row scores → what its metrics read (identity unless overridden)."""
         return mean_row_scores
 
-    def scored_metrics(self, task: TaskSpec) -> list[str]:
+    def scored_metrics(self, task: TaskFacts) -> list[str]:
         """The metrics the evaluation stage reports for ``task`` (its registry's, unless a kind adds some)."""
         return list(task.metrics)
 
@@ -124,3 +150,12 @@ class TaskKind:
             module, name = rules.split(":")
             rules = getattr(importlib.import_module(module), name)
         return rules()
+
+
+#: Kind name → its class; the built-in kinds register on import of :mod:`pathfuse.kinds`.
+KINDS: Registry[type[TaskKind]] = Registry("task kind")
+
+
+def get_kind(name: str) -> TaskKind:
+    """The strategy of kind ``name``; an unknown name lists the registered ones."""
+    return KINDS.get(name)()

@@ -11,13 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pathfuse.kinds import KINDS
-from pathfuse.kinds.base import TaskKind
+from pathfuse.kinds.base import KINDS, TaskFacts, TaskKind
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from pathfuse.config import TaskSpec
 
 #: The metrics ``pathfuse.evaluation.metrics`` computes from class probabilities (``binary_f1``: binary tasks).
 CLASSIFICATION_METRICS = ("auroc", "balanced_accuracy", "accuracy", "macro_f1", "weighted_f1", "binary_f1")
@@ -30,10 +27,10 @@ class ClassificationKind(TaskKind):
     undefined_reason = "fewer than two classes"
     training_rules = "pathfuse.heads.kind_training:ClassificationTraining"
 
-    def n_outputs(self, task: TaskSpec) -> int:
+    def n_outputs(self, task: TaskFacts) -> int:
         return len(task.classes)
 
-    def label_columns(self, task: TaskSpec) -> list[str]:
+    def label_columns(self, task: TaskFacts) -> list[str]:
         return [str(task.label_column)]
 
     def row_scores(self, logits: np.ndarray) -> np.ndarray:
@@ -41,7 +38,7 @@ class ClassificationKind(TaskKind):
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
-    def scored_metrics(self, task: TaskSpec) -> list[str]:
+    def scored_metrics(self, task: TaskFacts) -> list[str]:
         """The task's metrics, plus ``binary_f1`` (the published code's F1) beside macro F1 on binary tasks."""
         metrics = list(task.metrics)
         if len(task.classes) == 2 and "binary_f1" not in metrics:

@@ -13,13 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pathfuse.kinds import KINDS
-from pathfuse.kinds.base import TaskKind
+from pathfuse.kinds.base import KINDS, TaskFacts, TaskKind
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from pathfuse.config import TaskSpec
 
 SURVIVAL_METRICS = ("c_index", "ibs")
 
@@ -38,10 +35,10 @@ class Survival(TaskKind):
     early_stopping_score = ("c_index", {"c_index": 1.0})
     training_rules = "pathfuse.heads.kind_training:SurvivalTraining"
 
-    def n_outputs(self, task: TaskSpec) -> int:
+    def n_outputs(self, task: TaskFacts) -> int:
         return task.n_bins
 
-    def label_columns(self, task: TaskSpec) -> list[str]:
+    def label_columns(self, task: TaskFacts) -> list[str]:
         return [str(task.time_column), str(task.censorship_column)]
 
     def row_scores(self, logits: np.ndarray) -> np.ndarray:
