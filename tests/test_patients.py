@@ -112,7 +112,7 @@ def test_a_group_stays_on_one_side_of_every_split(tmp_path, task, per_group):
     (fold,) = make_folds(cfg, cfg.task(task), samples)
     sides = [set(group.loc[list(ids)]) for ids in (fold.train, fold.val, fold.test)]
     assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
-    for fit, held in patient_kfold(samples, 5, seed=3):
+    for fit, held in patient_kfold(samples, 5, seed=3, stratify_by="label"):
         assert not set(group.loc[list(fit)]) & set(group.loc[list(held)])
 
 

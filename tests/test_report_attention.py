@@ -109,7 +109,8 @@ def test_picks_are_the_test_samples_where_the_experts_disagree_most(run):
     view = task_view(cfg, "brca_idc_ilc", 3)
     rows = [read_parquet(cfg.layout.expert_predictions("brca_idc_ilc", e), schema="predictions")[0] for e in ENCODERS]
     rows = [r[r["split"] == "test"].sort_values(["fold", "sample_id"]) for r in rows]
-    score = disagreement(np.stack([distributions(np.stack(r["logits"].to_numpy()), False) for r in rows]), False)
+    kind = cfg.task("brca_idc_ilc").kind_strategy
+    score = disagreement(kind, np.stack([distributions(kind, np.stack(r["logits"].to_numpy())) for r in rows]))
     assert [p.disagreement for p in view.picks] == pytest.approx(sorted(score, reverse=True)[:3])
     assert view.gate_method == "logitprod" and all(p.gate is not None for p in view.picks)
     assert all(np.isclose(p.gate.sum(), 1.0, atol=1e-5) for p in view.picks)

@@ -122,17 +122,17 @@ def test_official_and_holdout_tile_splits(tmp_path):
 
 def test_inner_folds_hold_out_every_sample_exactly_once_by_patient():
     samples = samples_of(24, slides_per_patient=2)
-    parts = patient_kfold(samples, 3, seed=1)
+    parts = patient_kfold(samples, 3, seed=1, stratify_by="label")
     held = [set(h) for _, h in parts]
     assert set().union(*held) == set(samples["sample_id"]) and sum(map(len, held)) == len(samples)
     for fit_ids, held_ids in parts:
         assert not patients(samples, fit_ids) & patients(samples, held_ids)
     with pytest.raises(SplitError, match="at least 5 patients"):
-        patient_kfold(samples_of(3), 5, seed=0)
+        patient_kfold(samples_of(3), 5, seed=0, stratify_by="label")
 
 
 def test_carve_keeps_every_class_in_the_rest():
     samples = samples_of(20, n_classes=4)
-    rest, val = carve(samples, list(samples["sample_id"]), 0.5, seed=0)
+    rest, val = carve(samples, list(samples["sample_id"]), 0.5, seed=0, stratify_by="label")
     labels = samples.set_index("sample_id")["label"]
     assert set(labels[list(rest)]) == {0, 1, 2, 3} and len(val) >= 4

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pathfuse import resources
+from pathfuse.bag_folders import shared_slide_ids
 from pathfuse.config_schema import (
     STAGE_SECTIONS,
     ConfigError,
@@ -230,13 +231,12 @@ class Config:
         return max(1, math.ceil(n / self.settings.tiling.shard_size)) if n else 1
 
     def _count_imported(self, cohort: str) -> int:
-        """Slides of a features-only cohort: those with a bag for every encoder (0 if unreadable)."""
-        from pathfuse.encoders import sources
-
+        """Slides of a features-only cohort: those with a bag for every encoder of its tasks (0 if none)."""
         try:
-            return len(sources.coverage(self, cohort, sources.cohort_encoders(self, cohort)).slide_ids)
+            encoders = [e for t in self.tasks if t.cohort == cohort for e in t.encoders]
         except ConfigError:
-            return 0  # the start-up check (pathfuse.plan) reports it by name
+            return 0  # an unknown task: the start-up check (pathfuse.plan) reports it by name
+        return len(shared_slide_ids(self.settings, cohort, encoders))
 
     # -- cross-reference checks (run once at start-up)
     def _check_references(self) -> None:

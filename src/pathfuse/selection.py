@@ -102,24 +102,7 @@ def rank_experts(task: TaskSpec, frames: Mapping[str, pd.DataFrame], order: Sequ
 
 
 def mean_nll(task: TaskSpec, rows: pd.DataFrame, bin_edges: Sequence[float] | None, alpha: float) -> float:
-    """Mean per-row NLL: cross-entropy of the class logits, or the discrete-time survival NLL
-    (the experts' training loss) of the hazard logits under the fold's bins."""
+    """Mean per-row validation NLL under the task's kind (classification: cross-entropy of the
+    class logits; survival: the discrete-time NLL, the experts' training loss, under the fold's bins)."""
     logits = np.stack([np.asarray(v, dtype=np.float64) for v in rows["logits"]])
-    if task.kind != "survival":
-        top = logits.max(axis=1, keepdims=True)
-        log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-        labels = rows["label"].to_numpy(dtype=np.int64)
-        return float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
-    if bin_edges is None:
-        return math.nan
-    edges = np.asarray(bin_edges, dtype=np.float64)
-    # The bin of each time, as pathfuse.heads.losses.assign_bins (left-closed, outer bins open).
-    bins = np.searchsorted(edges[1:-1], rows["time"].to_numpy(dtype=np.float64), side="right")
-    event = rows["event"].to_numpy(dtype=np.float64)
-    log_s = np.cumsum(-np.logaddexp(0.0, logits), axis=1)  # log S_t = Σ_{k≤t} log(1 − h_k)
-    at = np.arange(len(bins))
-    log_s_before = np.where(bins > 0, log_s[at, np.maximum(bins - 1, 0)], 0.0)
-    log_h = -np.logaddexp(0.0, -logits[at, bins])
-    uncensored = -event * (log_s_before + log_h)
-    censored = -(1.0 - event) * log_s[at, bins]
-    return float(np.mean((1.0 - alpha) * (uncensored + censored) + alpha * uncensored))
+    return task.kind_strategy.mean_nll(logits, rows, bin_edges, alpha)

@@ -103,9 +103,7 @@ def _read_label_table(task: TaskSpec) -> pd.DataFrame:
         raise FileNotFoundError(f"task {task.id}: label table {path} not found (task_data.{task.id}.labels)")
     table = pd.read_csv(path, dtype=str, keep_default_na=True)
     table.columns = [c.strip() for c in table.columns]
-    needed = ["slide_id"] + (
-        [task.time_column, task.censorship_column] if task.kind == "survival" else [task.label_column]
-    )
+    needed = ["slide_id", *task.kind_strategy.label_columns(task)]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise LabelError(
@@ -125,22 +123,32 @@ def _read_label_table(task: TaskSpec) -> pd.DataFrame:
 
 
 def _parse_labels(task: TaskSpec, table: pd.DataFrame, drops: _Drops) -> pd.DataFrame:
-    """Add label / time / event columns; bad rows raise or are dropped."""
-    if task.kind == "survival":
-        time = pd.to_numeric(table[task.time_column], errors="coerce")
-        cens = pd.to_numeric(table[task.censorship_column], errors="coerce")
-        drops.bad(
-            f"missing, non-numeric or negative {task.time_column!r}",
-            table.loc[time.isna() | (time < 0), "slide_id"],
-            "Fix the times",
-        )
-        drops.bad(
-            f"{task.censorship_column!r} not 0 or 1 (1 = censored)",
-            table.loc[~cens.isin([0, 1]), "slide_id"],
-            "Fix the censorship values",
-        )
-        table = table.assign(label=-1, time=time.astype(float), event=(1 - cens).astype("Int8"))
-        return table[~(time.isna() | (time < 0) | ~cens.isin([0, 1]))].astype({"event": "int8"})
+    """Add label / time / event columns (time-to-event kinds: times, else classes); bad rows raise or are dropped."""
+    if task.kind_strategy.time_to_event:
+        return _parse_times(task, table, drops)
+    return _parse_classes(task, table, drops)
+
+
+def _parse_times(task: TaskSpec, table: pd.DataFrame, drops: _Drops) -> pd.DataFrame:
+    """Time and event (1 − censorship) per row; ``label`` is −1."""
+    time = pd.to_numeric(table[task.time_column], errors="coerce")
+    cens = pd.to_numeric(table[task.censorship_column], errors="coerce")
+    drops.bad(
+        f"missing, non-numeric or negative {task.time_column!r}",
+        table.loc[time.isna() | (time < 0), "slide_id"],
+        "Fix the times",
+    )
+    drops.bad(
+        f"{task.censorship_column!r} not 0 or 1 (1 = censored)",
+        table.loc[~cens.isin([0, 1]), "slide_id"],
+        "Fix the censorship values",
+    )
+    table = table.assign(label=-1, time=time.astype(float), event=(1 - cens).astype("Int8"))
+    return table[~(time.isna() | (time < 0) | ~cens.isin([0, 1]))].astype({"event": "int8"})
+
+
+def _parse_classes(task: TaskSpec, table: pd.DataFrame, drops: _Drops) -> pd.DataFrame:
+    """The class index per row (the registry's classes); ``time`` NaN and ``event`` −1."""
     index = _class_index(task)
     raw = table[task.label_column]
     drops.bad(f"missing {task.label_column!r} label", table.loc[raw.isna(), "slide_id"], "Fill in the labels")
@@ -201,7 +209,7 @@ def _slide_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd
 
 def _per_patient(task: TaskSpec, table: pd.DataFrame, drops: _Drops) -> pd.DataFrame:
     """One bag per patient: all of its slides; its slides must agree on the label."""
-    keys = ["time", "event"] if task.kind == "survival" else ["label"]
+    keys = list(task.kind_strategy.target_columns)
     disagree = table.groupby("patient_id")[keys].nunique().max(axis=1) > 1
     drops.bad(
         "patient(s) whose slides carry different labels (bag_unit: patient needs one label per patient)",

@@ -67,24 +67,19 @@ def make_folds(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> list[Fold]
     return folds
 
 
-def stratum(samples: pd.DataFrame) -> np.ndarray:
-    """Stratification key per sample: the class, or the event indicator for survival."""
-    return np.where(
-        samples["label"].to_numpy() >= 0, samples["label"].to_numpy(), samples["event"].to_numpy()
-    )
-
-
-def patient_kfold(samples: pd.DataFrame, k: int, seed: int) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+def patient_kfold(samples: pd.DataFrame, k: int, seed: int,
+                  stratify_by: str) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """k patient-level stratified partitions of ``samples``: [(fit ids, held-out ids)].
 
     Used for the generated outer folds and for the inner folds that give out-of-fold
     predictions; every sample is held out exactly once and never trains the model that
-    predicts it.
+    predicts it. ``stratify_by``: the sample column of the strata (the task kind's
+    ``stratify_by``: the class, or the event indicator).
     """
     patients = samples.groupby("patient_id", sort=True).first()
     if len(patients) < k:
         raise SplitError(f"{k}-fold split needs at least {k} patients, got {len(patients)}")
-    strata = stratum(patients)
+    strata = patients[stratify_by].to_numpy()
     rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
     dealt = 0
@@ -98,12 +93,12 @@ def patient_kfold(samples: pd.DataFrame, k: int, seed: int) -> list[tuple[tuple[
 
 
 def carve(
-    samples: pd.DataFrame, ids: Sequence[str], fraction: float, seed: int
+    samples: pd.DataFrame, ids: Sequence[str], fraction: float, seed: int, stratify_by: str
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Split ``ids`` into (rest, carved) by patient, stratified by class/event where possible."""
+    """Split ``ids`` into (rest, carved) by patient, stratified by ``stratify_by`` (class/event) where possible."""
     part = samples[samples["sample_id"].isin(list(ids))]
     patients = part.groupby("patient_id", sort=True).first()
-    strata = stratum(patients)
+    strata = patients[stratify_by].to_numpy()
     rng = np.random.default_rng(seed)
     n_carve = max(1, round(fraction * len(patients)))
     if len(patients) < 2:
@@ -199,7 +194,8 @@ def _with_validation(
         val = set()
     if not val:
         seed = derive_seed(cfg.seed, task.id, "carve_val", k)
-        rest, val_ids = carve(samples, sorted(train), float(cfg.settings.experts.val_fraction), seed)
+        rest, val_ids = carve(samples, sorted(train), float(cfg.settings.experts.val_fraction), seed,
+                              task.kind_strategy.stratify_by)
         train, val, carved = set(rest), set(val_ids), True
     return Fold(
         index=k,
@@ -214,7 +210,8 @@ def _with_validation(
 def _kfold(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> list[Fold]:
     seed = derive_seed(cfg.seed, task.id, "kfold")
     try:
-        partitions = patient_kfold(samples, task.n_folds if task.split.get("n_folds") else 5, seed)
+        partitions = patient_kfold(samples, task.n_folds if task.split.get("n_folds") else 5, seed,
+                                   task.kind_strategy.stratify_by)
     except SplitError as err:
         raise SplitError(f"task {task.id}: {err}") from None
     return [
@@ -240,9 +237,8 @@ def _official_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> Fold:
 
 def _holdout_fold(cfg: Config, task: TaskSpec, samples: pd.DataFrame, k: int) -> Fold:
     fraction = float(task.split.get("test_fraction", 0.2))
-    rest, test = carve(
-        samples, list(samples["sample_id"]), fraction, derive_seed(cfg.seed, task.id, "holdout", k)
-    )
+    rest, test = carve(samples, list(samples["sample_id"]), fraction, derive_seed(cfg.seed, task.id, "holdout", k),
+                       task.kind_strategy.stratify_by)
     return _with_validation(
         cfg, task, samples, k, {"train": set(rest), "test": set(test)}, "holdout"
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pathfuse.bag_folders import bag_files
 from pathfuse.config import Config, ConfigError
 from pathfuse.doctor.rows import FAIL, OK, PENDING, Row, pending
 from pathfuse.encoders import sources
@@ -52,7 +53,7 @@ def _byo_row(cfg: Config, encoder: str, cohort: str, deep: bool) -> Row:
     target = f"{cohort}/{encoder} (byo)"
     try:
         folder = sources.check_folder(cfg, encoder, cohort)
-        bags = list(sources.bag_files(folder).values())
+        bags = list(bag_files(folder).values())
         dim = int(cfg.encoder_entry(encoder)["dim"])
         for bag in _sample(bags) if deep else bags[:1]:
             sources.check_dim(folder, encoder, cohort, dim, bag)

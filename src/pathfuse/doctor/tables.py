@@ -43,8 +43,7 @@ def check_task_tables(cfg: Config, *, deep: bool) -> list[Row]:
 def _parse_row(task: TaskSpec, paths: list[Path], cohort_slides: set[str] | None) -> Row:
     labels = pd.read_csv(paths[0], dtype=str)
     labels.columns = [c.strip() for c in labels.columns]
-    needed = ["slide_id"] + ([task.time_column, task.censorship_column] if task.kind == "survival"
-                             else [task.label_column])
+    needed = ["slide_id", *task.kind_strategy.label_columns(task)]
     lacking = [c for c in needed if c not in labels.columns]
     if lacking:
         return Row(CHECK, task.id, FAIL, f"{paths[0]} lacks column(s) {lacking}; it has {list(labels.columns)}",

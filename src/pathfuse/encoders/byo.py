@@ -51,7 +51,7 @@ def import_slide_features(cfg: Config, encoder: str, cohort: str, shard: int) ->
     """Import the HDF5 bags of one shard as stage-1 slide features; return the shard manifest."""
     spec = encoder_spec(cfg, encoder)
     folder = sources.check_folder(cfg, encoder, cohort)
-    policy = cfg.section("embedding")["byo"]["nan_policy"]
+    policy = cfg.settings.embedding.byo.nan_policy
     rows = []
     for slide_id, source in tqdm(sources.shard_bags(cfg, encoder, cohort, shard).items(), desc=f"import {encoder}",
                                  unit="slide"):
@@ -118,11 +118,11 @@ def import_tile_features(cfg: Config, encoder: str, dataset: str) -> Path:
     """Import a tile dataset's feature matrix for ``encoder``; return the index Parquet path."""
     spec = encoder_spec(cfg, encoder)
     source = _require(sources.tile_source(cfg, encoder, dataset), f"embedding.byo.tiles.{encoder}.{dataset}", encoder)
-    path = Path(source["path"])
-    policy = cfg.section("embedding")["byo"]["nan_policy"]
+    path = Path(source.path)
+    policy = cfg.settings.embedding.byo.nan_policy
     table = list_samples(cfg, dataset).reset_index(drop=True)
     where = f"encoder {spec.name!r}, dataset {dataset} ({path})"
-    matrix, ids = read_matrix(path, source.get("ids"))
+    matrix, ids = read_matrix(path, source.ids)
     _check_matrix(matrix, spec, where)
     matrix = align_rows(matrix, ids, table["sample_id"].tolist(), where)
     train = (table["split"] == "train").to_numpy()

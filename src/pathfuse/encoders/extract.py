@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,11 @@ from pathfuse.encoders.feature_files import (
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.io import read_parquet, write_parquet, write_safetensors
 from pathfuse.paths import shard_name
+from pathfuse.settings import EmbeddingSettings
+
+if TYPE_CHECKING:  # torch modules: imported inside the functions that embed
+    from pathfuse.encoders.inference import Runtime
+    from pathfuse.encoders.slide_tiles import ShardTiles
 
 log = logging.getLogger(__name__)
 
@@ -128,20 +133,20 @@ class _Assembler:
 def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _PendingSlide,
                          feats: np.ndarray, ok: np.ndarray, metadata: dict[str, str]) -> dict[str, Any]:
     """Validate one slide's embeddings, apply the tile-error policy, write the file; return its row."""
-    settings = cfg.section("embedding")
+    settings = cfg.settings.embedding
     coords = slide.tiles[["x", "y"]].to_numpy(np.int64)
     where = f"slide {slide.slide_id}"
     check_finite(feats, spec.name, where, "embedding", lambda i: f"tile {i} (x={coords[i, 0]}, y={coords[i, 1]})")
     n_failed = int((~ok).sum())
-    if n_failed and n_failed / len(ok) > settings["max_tile_error_fraction"]:
+    if n_failed and n_failed / len(ok) > settings.max_tile_error_fraction:
         reason = (f"{n_failed}/{len(ok)} tiles unreadable (> embedding.max_tile_error_fraction="
-                  f"{settings['max_tile_error_fraction']})")
+                  f"{settings.max_tile_error_fraction})")
         log.error("slide %s: %s; no features written", slide.slide_id, reason)
         return manifest_row(slide.slide_id, "skipped", reason, 0, spec.dim, "")
     if n_failed:
         log.warning("slide %s: %d of %d tiles unreadable, %s", slide.slide_id, n_failed, len(ok),
-                    "dropped" if settings["on_tile_error"] == "drop" else "zero-filled")
-    keep = ok if settings["on_tile_error"] == "drop" else np.ones_like(ok)
+                    "dropped" if settings.on_tile_error == "drop" else "zero-filled")
+    keep = ok if settings.on_tile_error == "drop" else np.ones_like(ok)
     if not keep.any():
         return manifest_row(slide.slide_id, "skipped", "no readable tiles", 0, spec.dim, "")
     half = feats[keep].astype(np.float16)
@@ -151,9 +156,9 @@ def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _Pe
     first = slide.tiles.iloc[0]
     meta = dict(metadata, slide_id=slide.slide_id, cohort=cohort, mpp=str(float(first["mpp"])),
                 tile_px=str(int(first["tile_px"])), n_tiles_failed=str(n_failed),
-                on_tile_error=str(settings["on_tile_error"]))
+                on_tile_error=str(settings.on_tile_error))
     write_safetensors({"features": half, "coords": coords[keep]}, slide.out, metadata=meta)
-    reason = failure_reason(n_failed, settings["on_tile_error"])
+    reason = failure_reason(n_failed, settings.on_tile_error)
     return manifest_row(slide.slide_id, "ok", reason, int(keep.sum()), half.shape[1], slide.out)
 
 
@@ -170,18 +175,18 @@ def check_finite(feats: np.ndarray, encoder: str, unit: str, what: str, describe
 def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
                   pending: list[_PendingSlide]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     from pathfuse.encoders.inference import Embedder, embed_batches, select_runtime
-    from pathfuse.encoders.slide_tiles import ShardTiles, check_reader_mixing, reader_setting, tile_batches
+    from pathfuse.encoders.slide_tiles import ShardTiles, check_reader_mixing, reader_setting
     from pathfuse.encoders.transforms import ResizeCrop
     from pathfuse.encoders.weights import load_encoder
 
-    settings = cfg.section("embedding")
+    settings = cfg.settings.embedding
     loaded = load_encoder(cfg, spec.name)
     runtime = select_runtime(settings, spec.precision)
     embedder = Embedder(loaded, runtime)
     reader = reader_setting(cfg, cohort)
-    check_reader_mixing(pending[0].out.parent.glob("*.safetensors"), reader, settings["allow_mixed_readers"])
+    check_reader_mixing(pending[0].out.parent.glob("*.safetensors"), reader, settings.allow_mixed_readers)
     dataset = ShardTiles([p.slide_id for p in pending], [p.path for p in pending], [p.tiles for p in pending],
-                         ResizeCrop.for_encoder(spec), settings["on_tile_error"], reader)
+                         ResizeCrop.for_encoder(spec), settings.on_tile_error, reader)
     metadata = {
         "encoder": spec.name, "weights_sha256": loaded.weights_sha256, "weights_source": loaded.weights_source,
         "code_version": pathfuse.__version__, "schema_version": str(FEATURES_SCHEMA_VERSION),
@@ -192,7 +197,7 @@ def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
     start = time.perf_counter()
     try:
         with tqdm(total=len(dataset), unit="tile", desc=f"{spec.name}/{cohort}", mininterval=10) as bar:
-            for (index, ok), feats in embed_batches(embedder, tile_batches(dataset, settings, runtime)):
+            for (index, ok), feats in embed_batches(embedder, _tile_batches(dataset, settings, runtime)):
                 assembler.add(index.numpy(), ok.numpy().astype(bool), feats)
                 bar.update(len(index))
     finally:
@@ -203,6 +208,21 @@ def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
     run_meta = {"weights_sha256": loaded.weights_sha256, "device": str(runtime.device),
                 "precision": runtime.precision, "seconds": seconds, "tiles_per_second": len(dataset) / seconds}
     return assembler.rows, run_meta
+
+
+def _tile_batches(dataset: ShardTiles, settings: EmbeddingSettings, runtime: Runtime) -> Iterable[Any]:
+    """Batches ``(uint8 images, index, ok)`` for :func:`~pathfuse.encoders.inference.embed_batches`.
+
+    On a GPU, shards with JPEG-native slides go through :mod:`.gpu_decode` (workers only read
+    bytes; nvJPEG decodes); otherwise the workers decode and the plain loader batches.
+    """
+    from pathfuse.encoders.inference import make_loader  # torch: only a job that embeds loads it
+
+    if runtime.is_cuda and "jpeg" in dataset.reader_names:
+        from pathfuse.encoders.gpu_decode import decoded_batches  # needs CUDA torchvision image ops
+
+        return decoded_batches(dataset, settings, runtime.device)
+    return make_loader(dataset, settings, runtime)
 
 
 def _read_tiles(rec: Any, manifest_path: Path) -> pd.DataFrame:

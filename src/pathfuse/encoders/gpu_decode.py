@@ -18,7 +18,7 @@ This path needs CUDA torchvision image ops and runs only on a GPU; the CPU path 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,13 +44,12 @@ def collate_raw(items: Sequence[tuple[Any, int, bool]]) -> tuple[list[Any], torc
     return list(payloads), torch.tensor(index, dtype=torch.int64), torch.tensor(ok, dtype=torch.bool)
 
 
-def decoded_batches(dataset: ShardTiles, settings: EmbeddingSettings | Mapping[str, Any], device: torch.device
+def decoded_batches(dataset: ShardTiles, settings: EmbeddingSettings, device: torch.device
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(uint8 images on device, index, ok)`` per batch, decoding JPEG-native tiles with nvJPEG."""
     from pathfuse.encoders.inference import worker_count
     from pathfuse.encoders.slide_tiles import TileReadError
 
-    settings = EmbeddingSettings.coerce(settings)
     dataset.raw = True
     workers = worker_count(settings)
     loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=False, num_workers=workers,

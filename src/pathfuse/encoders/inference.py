@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +47,13 @@ class Runtime:
         return self.device.type == "cuda"
 
 
-def select_runtime(settings: EmbeddingSettings | Mapping[str, Any], preferred_precision: str) -> Runtime:
+def select_runtime(settings: EmbeddingSettings, preferred_precision: str) -> Runtime:
     """Resolve ``device: auto`` and the precision for this device.
 
     GPU: the registry's precision unless ``gpu_precision`` overrides it. CPU: ``cpu_precision``
     (fp32 by default, so CPU runs are bitwise reproducible; bf16 roughly doubles speed on CPUs
     with AVX-512 BF16/AMX). fp16 autocast is not offered on CPU.
     """
-    settings = EmbeddingSettings.coerce(settings)
     device = torch.device(choose_device(settings.device, "embedding.device", torch.cuda.is_available))
     if device.type == "cuda":
         precision = preferred_precision if settings.gpu_precision == "auto" else settings.gpu_precision
@@ -78,17 +77,15 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def worker_count(settings: EmbeddingSettings | Mapping[str, Any]) -> int:
+def worker_count(settings: EmbeddingSettings) -> int:
     """``num_workers`` from config, or one fewer than the CPUs this job may use (at most 8)."""
-    settings = EmbeddingSettings.coerce(settings)
     if settings.num_workers is not None:
         return settings.num_workers
     return min(8, max(1, len(os.sched_getaffinity(0)) - 1))
 
 
-def make_loader(dataset: Dataset, settings: EmbeddingSettings | Mapping[str, Any], runtime: Runtime) -> DataLoader:
+def make_loader(dataset: Dataset, settings: EmbeddingSettings, runtime: Runtime) -> DataLoader:
     """An in-order DataLoader of uint8 batches (pinned when the model is on a GPU)."""
-    settings = EmbeddingSettings.coerce(settings)
     workers = worker_count(settings)
     return DataLoader(
         dataset,

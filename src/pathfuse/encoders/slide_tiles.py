@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from torch.utils.data import Dataset
 
 from pathfuse.config import Config
 from pathfuse.encoders.transforms import ResizeCrop
-from pathfuse.settings import EmbeddingSettings
 from pathfuse.slides.readers import choose_reader, reader_class
 from pathfuse.slides.readers.base import RawRegion, RawTileSource
 
@@ -165,18 +164,3 @@ class ShardTiles(Dataset):
         state["_readers"] = OrderedDict()  # handles never travel to worker processes
         return state
 
-
-def tile_batches(dataset: ShardTiles, settings: EmbeddingSettings | Mapping[str, Any], runtime: Any
-                 ) -> Iterable[Any]:
-    """Batches ``(uint8 images, index, ok)`` for :func:`~pathfuse.encoders.inference.embed_batches`.
-
-    On a GPU, shards with JPEG-native slides go through :mod:`.gpu_decode` (workers only read
-    bytes; nvJPEG decodes); otherwise the workers decode and the plain loader batches.
-    """
-    from pathfuse.encoders.inference import make_loader
-
-    if runtime.is_cuda and "jpeg" in dataset.reader_names:
-        from pathfuse.encoders.gpu_decode import decoded_batches
-
-        return decoded_batches(dataset, settings, runtime.device)
-    return make_loader(dataset, settings, runtime)

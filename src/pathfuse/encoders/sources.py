@@ -16,32 +16,24 @@ each imported shard.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import Any
 
+from pathfuse import bag_folders
+from pathfuse.bag_folders import bag_files
 from pathfuse.config import Config, ConfigError
+from pathfuse.settings import ByoTileSource
 
-BAG_SUFFIXES = (".h5", ".hdf5")
 FEATURE_KEYS = ("features", "feats")
 
 
 def slide_source(cfg: Config, encoder: str, cohort: str) -> Path | None:
     """The HDF5 bag folder of (encoder, cohort), or None (then stage 1 computes the features)."""
-    folder = cfg.settings.embedding.byo.slides.get(encoder, {}).get(cohort)
-    if folder:
-        return Path(folder)
-    entry = cfg.settings.cohorts.get(cohort)
-    trident = entry.trident if entry else None
-    if trident and encoder in trident.models:
-        return Path(trident.root) / f"features_{trident.models[encoder]}"
-    return None
+    return bag_folders.slide_source(cfg.settings, encoder, cohort)
 
 
-def tile_source(cfg: Config, encoder: str, dataset: str) -> dict[str, Any] | None:
-    """The configured feature matrix ``{path, ids}`` for (encoder, dataset), or None."""
-    entry = cfg.settings.embedding.byo.tiles.get(encoder, {}).get(dataset)
-    return entry.model_dump() if entry else None
+def tile_source(cfg: Config, encoder: str, dataset: str) -> ByoTileSource | None:
+    """The configured feature matrix (``path``, ``ids``) for (encoder, dataset), or None."""
+    return cfg.settings.embedding.byo.tiles.get(encoder, {}).get(dataset)
 
 
 def source_key(cfg: Config, encoder: str, cohort: str) -> str:
@@ -78,19 +70,6 @@ def is_features_only(cfg: Config, cohort: str) -> bool:
     """A cohort without slide files: its features are imported for every encoder."""
     entry = cfg.settings.cohorts.get(cohort)
     return entry is None or (not entry.slides and not entry.manifest)
-
-
-@cache
-def _bag_files(folder: str) -> dict[str, Path]:
-    path = Path(folder)
-    if not path.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(path.iterdir()) if p.suffix in BAG_SUFFIXES and p.is_file()}
-
-
-def bag_files(folder: Path) -> dict[str, Path]:
-    """Slide id → bag file of a folder (sorted by id; cached per process)."""
-    return dict(_bag_files(str(folder)))
 
 
 @dataclass(frozen=True)

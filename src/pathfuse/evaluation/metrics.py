@@ -42,11 +42,10 @@ from pathfuse.config import TaskSpec
 from pathfuse.evaluation.classification import CLASSIFICATION_KERNELS, auroc_arrays
 from pathfuse.evaluation.survival import SURVIVAL_KERNELS, c_index_arrays
 from pathfuse.evaluation.units import BinEdges, UndefinedMetric, Units, aggregate
+from pathfuse.kinds.classification import CLASSIFICATION_METRICS
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION_METRICS = ("auroc", "balanced_accuracy", "accuracy", "macro_f1", "weighted_f1", "binary_f1")
-SURVIVAL_METRICS = ("c_index", "ibs")
 #: Direction of each metric, for ranking and "best expert" choices.
 HIGHER_IS_BETTER: dict[str, bool] = {
     **{m: True for m in CLASSIFICATION_METRICS},
@@ -127,7 +126,7 @@ def auroc(labels: np.ndarray, probs: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- aggregation
 def _check_metrics(task: TaskSpec, metrics: Sequence[str] | None) -> list[str]:
     metrics = list(metrics or task.metrics)
-    allowed = SURVIVAL_METRICS if task.kind == "survival" else CLASSIFICATION_METRICS
+    allowed = task.kind_strategy.metrics
     bad = [m for m in metrics if m not in allowed]
     if bad:
         raise ValueError(f"task {task.id} ({task.kind}): unknown metric(s) {bad}; allowed: {list(allowed)}")

@@ -22,7 +22,7 @@ def choose_reference(cfg: Config, task: TaskSpec, experts: list[Loaded], folds: 
     Only experts with validation and test rows in the fold are eligible. Returns the choice
     (None where no expert is eligible), the ``val`` rows and the rankings (for the metadata).
     """
-    alpha = float(cfg.section("fusion").get("survival_alpha", 0.4))
+    alpha = float(cfg.settings.fusion.survival_alpha)
     chosen: dict[int, str | None] = {}
     rows: list[dict[str, Any]] = []
     rankings: dict[str, Any] = {}
@@ -57,7 +57,7 @@ def delta_rows(cfg: Config, task: TaskSpec, loaded: list[Loaded], missing: list[
                chosen: Mapping[int, str | None], metric: str, scores: Scores,
                samples: Mapping[int, foldstats.FoldSample]) -> list[dict[str, Any]]:
     """Each method minus the fold's reference expert, per fold and as the mean over folds (paired bootstrap)."""
-    level, delta = float(cfg.section("report")["ci_level"]), DELTA_PREFIX + metric
+    level, delta = float(cfg.settings.report.ci_level), DELTA_PREFIX + metric
     folds, reference = sorted(chosen), describe_reference(chosen)
     rows = [r for s in missing for r in missing_rows(task, s, folds, delta, f"no prediction file {s.path}", reference)]
     if any(name is None for name in chosen.values()):

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from pathfuse.config import Config
 from pathfuse.evaluation.reference import choose_reference, delta_rows, describe_reference
 from pathfuse.evaluation.scoring import score_folds, source_rows
-from pathfuse.evaluation.sources import Loaded, expected_folds, expected_sources, load_source, scored_metrics
+from pathfuse.evaluation.sources import Loaded, expected_folds, expected_sources, load_source
 from pathfuse.evaluation.table import metrics_frame, missing_rows
 from pathfuse.io import write_parquet
 from pathfuse.seeds import n_seeds, replicates, seed_gain_rows
@@ -55,7 +55,7 @@ def evaluate_task(cfg: Config, task: str) -> Path:
     """
     spec = cfg.task(task)
     metric = primary_metric(cfg, spec)
-    metrics = scored_metrics(spec)
+    metrics = spec.kind_strategy.scored_metrics(spec)
     loaded, missing = [], []
     for source in expected_sources(cfg, spec):
         item = load_source(source, spec)
@@ -89,8 +89,8 @@ def evaluate_task(cfg: Config, task: str) -> Path:
         # What one resampled unit is (patient, slide, group or tile), with the tables' note if not patients.
         "patients": (experts[0].meta.get("patients") or {}) if experts else {},
         "n_test_patients": {str(f): len(s.patients) for f, s in samples.items()},
-        "n_bootstrap": int(cfg.section("report")["n_bootstrap"]),
-        "ci_level": float(cfg.section("report")["ci_level"]), "seed": cfg.seed,
+        "n_bootstrap": cfg.settings.report.n_bootstrap,
+        "ci_level": float(cfg.settings.report.ci_level), "seed": cfg.seed,
         "missing": {s.method: str(s.path) for s in missing}, **seeds_meta,
     }
     log.info("task %s: %d metric rows, %d missing cells, best expert %s", task, len(df),

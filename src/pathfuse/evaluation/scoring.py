@@ -26,7 +26,7 @@ def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[i
     seed replicate needs: its spread is reported beside the CI, not bootstrapped).
     """
     if n_resamples is None:
-        n_resamples = int(cfg.section("report")["n_bootstrap"])
+        n_resamples = cfg.settings.report.n_bootstrap
     samples: dict[int, foldstats.FoldSample] = {}
     scores: Scores = {x.source.method: {} for x in loaded}
     for fold in folds:
@@ -45,8 +45,8 @@ def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[i
 
 def source_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], metrics: list[str],
                 samples: Mapping[int, foldstats.FoldSample], scores: Scores) -> list[dict[str, Any]]:
-    """Per-fold, mean-over-folds and (classification, several folds) pooled rows of one source."""
-    level = float(cfg.section("report")["ci_level"])
+    """Per-fold, mean-over-folds and (several folds, outputs not tied to per-fold time bins) pooled rows of one source."""
+    level = float(cfg.settings.report.ci_level)
     src, own = item.source, scores[item.source.method]
     rows: list[dict[str, Any]] = []
     absent = [f for f in folds if f not in own]
@@ -73,10 +73,11 @@ def source_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], met
                                n_samples=sum(samples[f].n_rows[src.method] for f in folds),
                                n_patients=sum(len(samples[f].patients) for f in folds), n_undefined=stat.n_undefined,
                                status=status, note=note))
-    if task.kind != "survival" and len(folds) > 1 and not absent:
+    # Pooling needs one output scale across folds: not so for kinds whose outputs are per-fold time bins.
+    if not task.kind_strategy.time_to_event and len(folds) > 1 and not absent:
         pooled = item.test()
         values = score(task, pooled, metrics)
-        cis = bootstrap_ci(task, pooled, metrics, n_resamples=int(cfg.section("report")["n_bootstrap"]),
+        cis = bootstrap_ci(task, pooled, metrics, n_resamples=cfg.settings.report.n_bootstrap,
                            seed=derive_seed(cfg.seed, task.id, src.method, "pooled"), level=level)
         rows += [metric_row(task, src, -1, "test", m, values[m], statistic="pooled", ci=cis[m], n_samples=len(pooled),
                             n_patients=pooled["patient_id"].nunique(),

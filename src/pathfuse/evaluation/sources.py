@@ -51,25 +51,12 @@ class Loaded:
         return (self.bin_edges or {}).get(str(fold))
 
 
-def fusion_methods(cfg: Config) -> list[str]:
-    """Fusion methods of the run (``fusion.methods``; none when the key is absent)."""
-    return list(cfg.section("fusion").get("methods", []))
-
-
-def scored_metrics(task: TaskSpec) -> list[str]:
-    """The task's metrics, plus ``binary_f1`` (the published code's F1) beside macro F1 on binary tasks."""
-    metrics = list(task.metrics)
-    if task.kind != "survival" and len(task.classes) == 2 and "binary_f1" not in metrics:
-        metrics.append("binary_f1")
-    return metrics
-
-
 def expected_sources(cfg: Config, task: TaskSpec, seed: int = 0) -> list[Source]:
     """Every prediction file the task should have (of one training seed): experts first, then fusers."""
     experts = [Source(enc, "expert", enc, cfg.layout.expert_predictions(task.id, enc, seed))
                for enc in task.encoders]
     fusers = [Source(m, None, None, cfg.layout.fusion_predictions(task.id, m, seed))
-              for m in fusion_methods(cfg)]
+              for m in cfg.fusion_methods]
     return experts + fusers
 
 

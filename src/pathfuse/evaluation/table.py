@@ -39,7 +39,7 @@ def missing_rows(task: TaskSpec, source: Source, folds: list[int], metric: str, 
 
 def undefined_note(task: TaskSpec, metric: str, folds: list[int]) -> str:
     """Why a metric has no value on the named folds' test sets."""
-    why = "no event or no admissible pair" if task.kind == "survival" else "fewer than two classes"
+    why = task.kind_strategy.undefined_reason
     return f"{metric} undefined on the test set of fold(s) {folds} ({why}); left out of the mean"
 
 

@@ -1,9 +1,9 @@
 """Prediction rows reduced to scoring units: one per patient (slide tasks) or per tile.
 
-Slide-task metrics are per patient: rows are first averaged per patient (class probabilities =
-mean of the rows' softmax; hazards = mean of the rows' sigmoid), because a patient with three
-slides must not count three times. Tile tasks are scored per tile; their ``patient_id`` only ties
-tiles together in the bootstrap (:mod:`pathfuse.evaluation.metrics`).
+Slide-task metrics are per patient: the kind's row scores are first averaged per patient (class
+probabilities = mean of the rows' softmax; hazards = mean of the rows' sigmoid), because a
+patient with three slides must not count three times. Tile tasks are scored per tile; their
+``patient_id`` only ties tiles together in the bootstrap (:mod:`pathfuse.evaluation.metrics`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import TaskSpec
+from pathfuse.kinds import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,10 @@ def aggregate(
     code_of = {p: i for i, p in enumerate(order)}
     codes = np.array([code_of[p] for p in patient_ids])
     logits = _stack_logits(preds)
-    if task.kind == "survival":
-        return _aggregate_survival(task, preds, codes, len(order), logits, bin_edges, need_curves)
-    probs = _softmax(logits)
+    kind = task.kind_strategy
+    if kind.time_to_event:
+        return _aggregate_times(kind, preds, codes, len(order), logits, bin_edges, need_curves)
+    probs = kind.row_scores(logits)
     labels = preds["label"].to_numpy(dtype=np.int64)
     # Slide tasks: one unit per patient (and label). Tile tasks are scored per tile, as published;
     # their patient (group) only ties tiles together in the bootstrap.
@@ -101,12 +103,12 @@ def aggregate(
         patient=unit_p,
         n_patients=len(order),
         label=np.array([labels[rows[0]] for rows in grouped.values()]),
-        probs=np.stack([probs[rows].mean(axis=0) for rows in grouped.values()]),
+        probs=kind.unit_scores(np.stack([probs[rows].mean(axis=0) for rows in grouped.values()])),
     )
 
 
-def _aggregate_survival(
-    task: TaskSpec,
+def _aggregate_times(
+    kind: TaskKind,
     preds: pd.DataFrame,
     codes: np.ndarray,
     n_patients: int,
@@ -116,9 +118,8 @@ def _aggregate_survival(
 ) -> Units:
     rows_of = pd.Series(np.arange(len(codes))).groupby(codes, sort=True).indices
     unit_p = np.array(sorted(rows_of))
-    hazards = 1.0 / (1.0 + np.exp(-logits))
-    mean_h = np.stack([hazards[rows_of[p]].mean(axis=0) for p in unit_p])
-    risk = -np.cumprod(1.0 - mean_h, axis=1).sum(axis=1)
+    hazards = kind.row_scores(logits)
+    risk = kind.unit_scores(np.stack([hazards[rows_of[p]].mean(axis=0) for p in unit_p]))
     time = preds["time"].to_numpy(dtype=np.float64)
     event = preds["event"].to_numpy(dtype=np.int64)
     first = np.array([rows_of[p][0] for p in unit_p])
@@ -159,9 +160,4 @@ def _curve(hazards: np.ndarray, edges: np.ndarray, grid: np.ndarray) -> np.ndarr
 def _time_grid(time: np.ndarray, event: np.ndarray) -> np.ndarray:
     """Evaluation times of the IBS: observed event times below the largest observed time."""
     return np.unique(time[(event == 1) & (time < time.max())])
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 

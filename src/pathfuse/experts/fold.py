@@ -52,7 +52,8 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
     inner_seconds = 0.0
     n_inner = inner_folds_needed(job.cfg)
     partitions = (
-        patient_kfold(train, n_inner, derive_seed(job.cfg.seed, job.spec.id, "inner", fold.index))
+        patient_kfold(train, n_inner, derive_seed(job.cfg.seed, job.spec.id, "inner", fold.index),
+                      job.spec.kind_strategy.stratify_by)
         if n_inner
         else []
     )

@@ -11,20 +11,9 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from pathfuse.kinds.base import KindTraining, LossFn, MonitorFn, TaskKind
-from pathfuse.registry import Registry
-
-KINDS: Registry[type[TaskKind]] = Registry("task kind")
-
-
-def get_kind(name: str) -> TaskKind:
-    """The strategy of kind ``name``; an unknown name lists the registered ones."""
-    return KINDS.get(name)()
-
-
-# Registration happens on import; keep these after KINDS is defined.
-from pathfuse.kinds import classification as classification  # noqa: E402
-from pathfuse.kinds import survival as survival  # noqa: E402
+from pathfuse.kinds import classification as classification  # registers the built-in kinds
+from pathfuse.kinds import survival as survival
+from pathfuse.kinds.base import KINDS, KindTraining, LossFn, MonitorFn, TaskFacts, TaskKind, get_kind
 
 
 def register_plugins() -> None:
@@ -35,4 +24,4 @@ def register_plugins() -> None:
 
 register_plugins()
 
-__all__ = ["KINDS", "KindTraining", "LossFn", "MonitorFn", "TaskKind", "get_kind", "register_plugins"]
+__all__ = ["KINDS", "KindTraining", "LossFn", "MonitorFn", "TaskFacts", "TaskKind", "get_kind", "register_plugins"]

@@ -15,19 +15,46 @@ the loss, the validation monitors — is the kind's :class:`KindTraining`, named
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from pathfuse.registry import Registry
+
 if TYPE_CHECKING:
     import pandas as pd
-
-    from pathfuse.config import TaskSpec
 
 #: ``(outputs, batch) -> loss tensor``, and ``(outputs, targets) -> validation score``.
 LossFn = Callable[[Any, Mapping[str, Any]], Any]
 MonitorFn = Callable[[Any, Mapping[str, Any]], float]
+
+
+class TaskFacts(Protocol):
+    """The registry facts of a task that kinds read; :class:`pathfuse.config.TaskSpec` has them.
+
+    A protocol, not the config class: :mod:`pathfuse.config` imports the kinds, so they must
+    not import it back.
+    """
+
+    @property
+    def classes(self) -> tuple[Any, ...]: ...
+
+    @property
+    def label_column(self) -> str | None: ...
+
+    @property
+    def time_column(self) -> str | None: ...
+
+    @property
+    def censorship_column(self) -> str | None: ...
+
+    @property
+    def n_bins(self) -> int: ...
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
 
 
 class KindTraining(Protocol):
@@ -70,6 +97,7 @@ class TaskKind:
         target_columns: the sample columns that hold a sample's target (e.g. one label per patient).
         stratify_by: the per-sample or per-unit field whose value stratifies splits and the
             per-fold bootstrap (the class, or the event indicator).
+        undefined_reason: why a metric can have no value on a test set (the metrics table's note).
         default_monitor: the experts' validation monitor when the config names none.
         early_stopping_score: (name, metric → weight) that fusers stop on, scored per patient
             on validation; None: they stop on their validation loss.
@@ -108,16 +136,17 @@ class TaskKind:
     metrics: ClassVar[tuple[str, ...]] = ()
     target_columns: ClassVar[tuple[str, ...]] = ("label",)
     stratify_by: ClassVar[str] = "label"
+    undefined_reason: ClassVar[str] = "too few distinct targets"
     default_monitor: ClassVar[str] = "loss"
     early_stopping_score: ClassVar[tuple[str, Mapping[str, float]] | None] = None
     training_rules: ClassVar[str | type] = ""
     label: ClassVar[str] = ""
 
-    def n_outputs(self, task: TaskSpec) -> int:
+    def n_outputs(self, task: TaskFacts) -> int:
         """Logits per sample for ``task``."""
         raise NotImplementedError
 
-    def label_columns(self, task: TaskSpec) -> list[str]:
+    def label_columns(self, task: TaskFacts) -> list[str]:
         """Columns a task's label table must have besides ``slide_id``."""
         raise NotImplementedError
 
@@ -129,6 +158,20 @@ class TaskKind:
         """A patient's averaged row scores → what its metrics read (identity unless overridden)."""
         return mean_row_scores
 
+    def scored_metrics(self, task: TaskFacts) -> list[str]:
+        """The metrics the evaluation stage reports for ``task`` (its registry's, unless a kind adds some)."""
+        return list(task.metrics)
+
+    def mean_nll(self, logits: np.ndarray, rows: pd.DataFrame, bin_edges: Sequence[float] | None,
+                 alpha: float) -> float:
+        """Mean per-row validation NLL of ``logits`` [N, K] against the targets of ``rows``.
+
+        It breaks ties when :mod:`pathfuse.selection` ranks experts; NaN (the default, for a
+        kind that defines none) ranks last, so ties then fall to the experts' config order.
+        ``bin_edges``: the fold's bins, for kinds that bin times; ``alpha``: the survival NLL's α.
+        """
+        return math.nan
+
     def training(self) -> KindTraining:
         """The kind's torch side (imported now: only training code asks for it)."""
         rules = self.training_rules
@@ -136,3 +179,12 @@ class TaskKind:
             module, name = rules.split(":")
             rules = getattr(importlib.import_module(module), name)
         return rules()
+
+
+#: Kind name → its class; the built-in kinds register on import of :mod:`pathfuse.kinds`.
+KINDS: Registry[type[TaskKind]] = Registry("task kind")
+
+
+def get_kind(name: str) -> TaskKind:
+    """The strategy of kind ``name``; an unknown name lists the registered ones."""
+    return KINDS.get(name)()

@@ -193,7 +193,7 @@ class Planner:
         groups = [spec.groups] if spec.groups else []
         source = tile_source(self.cfg, encoder, dataset)
         if source is not None:
-            return sorted({str(source["path"]), *groups})
+            return sorted({str(source.path), *groups})
         return sorted({spec.path, *groups})
 
     @cache  # noqa: B019 - one Planner per run config; each dataset is listed once, not once per encoder

@@ -23,8 +23,8 @@ import pandas as pd
 
 from pathfuse.attention import read_attention
 from pathfuse.config import Config, TaskSpec
-from pathfuse.evaluation.sources import fusion_methods
 from pathfuse.io import read_parquet
+from pathfuse.kinds import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -55,32 +55,26 @@ class TaskView:
     notes: list[str] = field(default_factory=list)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def distributions(kind: TaskKind, logits: np.ndarray) -> np.ndarray:
+    """The kind's row scores of ``logits`` [..., K]: class probabilities, or for time-to-event
+    kinds the survival curves S(t) over the time bins (from the per-bin hazards)."""
+    scores = kind.row_scores(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape)
+    return np.cumprod(1.0 - scores, axis=-1) if kind.time_to_event else scores
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
-def distributions(logits: np.ndarray, survival: bool) -> np.ndarray:
-    """Class probabilities, or survival curves S(t) over the time bins (survival hazard logits)."""
-    return np.cumprod(1.0 - _sigmoid(logits), axis=-1) if survival else _softmax(logits)
-
-
-def disagreement(dists: np.ndarray, survival: bool) -> np.ndarray:
-    """[N] mean over expert pairs of the distance between their distributions ``dists`` [M, N, K]."""
+def disagreement(kind: TaskKind, dists: np.ndarray) -> np.ndarray:
+    """[N] mean over expert pairs of the distance between their distributions ``dists`` [M, N, K]:
+    total variation of class distributions, mean absolute gap of survival curves."""
     pairs = list(combinations(range(len(dists)), 2))
     if not pairs:
         return np.zeros(dists.shape[1])
-    gap = [np.abs(dists[i] - dists[j]).mean(-1) if survival else 0.5 * np.abs(dists[i] - dists[j]).sum(-1)
+    gap = [np.abs(dists[i] - dists[j]).mean(-1) if kind.time_to_event else 0.5 * np.abs(dists[i] - dists[j]).sum(-1)
            for i, j in pairs]
     return np.mean(gap, axis=0)
 
 
-def _describe(dist: np.ndarray, survival: bool, classes: list[str]) -> str:
-    if survival:
+def _describe(kind: TaskKind, dist: np.ndarray, classes: list[str]) -> str:
+    if kind.time_to_event:
         return f"risk {1.0 - dist[-1]:.2f}"  # P(event by the last bin's end)
     k = int(np.argmax(dist))
     return f"{classes[k]} {dist[k]:.2f}"
@@ -96,8 +90,8 @@ def _test_rows(path: Path) -> tuple[pd.DataFrame, dict]:
 def task_view(cfg: Config, task_id: str, n: int) -> TaskView:
     """Pick the ``n`` test samples of ``task_id`` where its experts disagree most (module docstring)."""
     task = cfg.task(task_id)
-    survival = task.kind == "survival"
-    classes = list(task.display_classes) if not survival else []
+    kind = task.kind_strategy
+    classes = list(task.display_classes) if kind.has_classes else []
     view = TaskView(task, [], [], None)
     rows = {}
     for encoder in task.encoders:
@@ -113,32 +107,31 @@ def task_view(cfg: Config, task_id: str, n: int) -> TaskView:
     if not keys:
         view.notes.append("the experts share no test sample")
         return view
-    dists = np.stack([distributions(np.stack(rows[e].loc[keys, "logits"].to_numpy()), survival)
+    dists = np.stack([distributions(kind, np.stack(rows[e].loc[keys, "logits"].to_numpy()))
                       for e in view.encoders])
-    score = disagreement(dists, survival)
+    score = disagreement(kind, dists)
     order = sorted(range(len(keys)), key=lambda i: (-score[i], str(keys[i][1])))[:n]
     gated, view.gate_method = _gated_rows(cfg, task_id)
     first = rows[view.encoders[0]]
     for i in order:
         fold, sample = keys[i]
         truth_row = first.loc[(fold, sample)]
-        truth = (f"time {truth_row['time']:.3g}, {'event' if truth_row['event'] == 1 else 'censored'}" if survival
-                 else classes[int(truth_row["label"])])
+        truth = (f"time {truth_row['time']:.3g}, {'event' if truth_row['event'] == 1 else 'censored'}"
+                 if kind.time_to_event else classes[int(truth_row["label"])])
         fused_text, gate = None, None
         if gated is not None and (fold, sample) in gated.index:
             row = gated.loc[(fold, sample)]
-            fused_text = _describe(distributions(np.asarray(row["logits"], dtype=np.float64), survival), survival,
-                                   classes)
+            fused_text = _describe(kind, distributions(kind, np.asarray(row["logits"], dtype=np.float64)), classes)
             gate = np.asarray(row["gate_weights"], dtype=np.float64).reshape(-1, len(view.encoders)).mean(0)
         view.picks.append(Pick(int(fold), str(sample), truth, float(score[i]),
-                               {e: _describe(dists[m, i], survival, classes) for m, e in enumerate(view.encoders)},
+                               {e: _describe(kind, dists[m, i], classes) for m, e in enumerate(view.encoders)},
                                fused_text, gate))
     return view
 
 
 def _gated_rows(cfg: Config, task_id: str) -> tuple[pd.DataFrame | None, str | None]:
     """Test rows of the run's first fusion method that records gate weights (LogitProd), if any."""
-    for method in fusion_methods(cfg):
+    for method in cfg.fusion_methods:
         path = cfg.layout.fusion_predictions(task_id, method)
         if not path.exists():
             continue

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config
-from pathfuse.evaluation.sources import fusion_methods
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import REPORT_TABLES as TABLES
 from pathfuse.report import attention, curves, fusion_plots, fusion_tables, markdown, plots, tables
@@ -37,7 +36,7 @@ def report_outputs(cfg: Config) -> dict[str, list[Path]]:
 def method_order(cfg: Config) -> list[str]:
     """Experts in encoder order (run-wide, then task-specific ones), then fusion methods."""
     encoders = list(dict.fromkeys([*cfg.encoder_ids, *(e for t in cfg.tasks for e in t.encoders)]))
-    return encoders + fusion_methods(cfg)
+    return encoders + cfg.fusion_methods
 
 
 def expected_cells(cfg: Config) -> pd.DataFrame:
@@ -47,7 +46,7 @@ def expected_cells(cfg: Config) -> pd.DataFrame:
         rows += [{"task": task.id, "kind": task.kind, "method": e, "family": "expert", "encoder": e}
                  for e in task.encoders]
         rows += [{"task": task.id, "kind": task.kind, "method": m, "family": None, "encoder": None}
-                 for m in fusion_methods(cfg)]
+                 for m in cfg.fusion_methods]
     return pd.DataFrame(rows, columns=["task", "kind", "method", "family", "encoder"])
 
 
@@ -116,7 +115,7 @@ def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     for task in cfg.tasks:
         inner = _inner_expert_seconds(cfg, task.id, task.encoders)
         rows = []
-        for method in fusion_methods(cfg):
+        for method in cfg.fusion_methods:
             path = cfg.layout.fusion_predictions(task.id, method)
             if not path.exists():
                 continue
@@ -222,7 +221,7 @@ def build_report(cfg: Config) -> list[Path]:
     Returns:
         Every path written (tables, their copies, PNG and SVG plots).
     """
-    rcfg = cfg.section("report")
+    settings = cfg.settings.report
     task_order, order = cfg.task_ids, method_order(cfg)
     primary = {t: primary_metric(cfg, cfg.task(t)) for t in task_order}
     metrics, metric_metas = load_metrics(cfg)
@@ -234,21 +233,21 @@ def build_report(cfg: Config) -> list[Path]:
     order = sorted(order, key=lambda m: tables.FAMILY_ORDER.index(family_of.get(m, "unknown")))
 
     bench = tables.order_rows(tables.benchmark_table(metrics), task_order, order, extra=["metric"])
-    ranks = tables.order_rows(tables.ranks_table(bench, metrics, expected, primary, rcfg["rank_statistic"],
-                                                 rcfg["rank_families"], float(rcfg["ci_level"])), task_order, order)
+    ranks = tables.order_rows(tables.ranks_table(bench, metrics, expected, primary, settings.rank_statistic,
+                                                 settings.rank_families, float(settings.ci_level)), task_order, order)
     summary = tables.summary_table(ranks)
     missing = tables.missing_cells(ranks)
     cost_records, gate_records = fusion_records(cfg)
     cost_records["family"] = cost_records["method"].map(family_of).fillna(cost_records["family"])
-    cost = fusion_tables.cost_table(cost_records, expected[expected["family"] != "expert"], rcfg["cost_reference"])
+    cost = fusion_tables.cost_table(cost_records, expected[expected["family"] != "expert"], settings.cost_reference)
     gates = tables.order_rows(_complete_gates(cfg, gate_records).assign(family="fuser"), task_order, order,
                               extra=["expert"]).drop(columns="family")
     frames = {"benchmark": bench, "ranks": ranks, "summary": summary, "cost": cost, "gate_weights": gates}
 
     meta = {
         "tasks": task_order, "methods": order, "primary_metric": primary,
-        "rank_statistic": rcfg["rank_statistic"], "rank_families": rcfg["rank_families"],
-        "ci_level": rcfg["ci_level"], "n_bootstrap": rcfg["n_bootstrap"], "cost_reference": rcfg["cost_reference"],
+        "rank_statistic": settings.rank_statistic, "rank_families": list(settings.rank_families),
+        "ci_level": settings.ci_level, "n_bootstrap": settings.n_bootstrap, "cost_reference": settings.cost_reference,
         "missing_cells": len(missing), "expected_cells": len(ranks),
         "best_expert": ranks.drop_duplicates("task").set_index("task")["reference"].to_dict(),
         "task_facts": task_facts(metric_metas), "resampling_unit": resampling_units(metric_metas),
@@ -263,10 +262,10 @@ def build_report(cfg: Config) -> list[Path]:
         written.append(_write_text(docs[name].html, html_path))
     stem = cfg.layout.report_dir()
     figures: list[Figure] = [
-        (plots.heatmap, (ranks, task_order, order, stem / "heatmap", rcfg["rank_families"])),
+        (plots.heatmap, (ranks, task_order, order, stem / "heatmap", settings.rank_families)),
         (plots.gains, (ranks, task_order, order, stem / "gains")),
         (fusion_plots.gate_weights, (gates, task_order, stem / "gate_weights")),
-        (fusion_plots.cost, (cost, summary, rcfg["cost_reference"], stem / "cost")),
+        (fusion_plots.cost, (cost, summary, settings.cost_reference, stem / "cost")),
         *((_task_figures, (cfg, task)) for task in task_order),
     ]
     written += draw(figures, job_threads())

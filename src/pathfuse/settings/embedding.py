@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pathfuse.settings.base import Number, Settings
 
@@ -45,12 +44,3 @@ class EmbeddingSettings(Settings):
     on_tile_error: Literal["drop", "zero", "fail"]
     max_tile_error_fraction: Number
     byo: ByoSettings
-
-    @classmethod
-    def coerce(cls, settings: EmbeddingSettings | Mapping[str, Any]) -> EmbeddingSettings:
-        """The typed settings, also from a filled ``cfg.section("embedding")`` dict.
-
-        A bridge for callers that still pass the legacy dict (pathfuse.encoders.extract); it goes
-        once they read ``cfg.settings.embedding``.
-        """
-        return settings if isinstance(settings, cls) else cls.model_validate(settings)
