@@ -176,11 +176,9 @@ class LogitProdGate(nn.Module):
 class LogitProdObjective:
     """The training objective in torch: task NLL of the fused distribution + λ·mean over samples and gates of wᵀRw.
 
-    The survival NLL is taken on the hazards converted from the fused distribution, so its
-    gradient flows through both conversions.
-
-    It is the reference the NumPy trainer is tested against, and what the metadata reports as
-    the training objective reached.
+    The survival NLL is taken on the hazards converted from the fused distribution, so its gradient
+    flows through both conversions. It is the reference the NumPy trainer is tested against, and
+    what the metadata reports as the training objective reached.
     """
 
     def __init__(self, r: np.ndarray, corr_weight: float, survival: bool, alpha: float) -> None:
@@ -291,11 +289,10 @@ def gate_schedule(settings: LogitProdSettings, kind: str) -> GateSchedule:
 
 
 def gate_movement(gates: np.ndarray, n_experts: int) -> dict[str, float]:
-    """How far the gate left its uniform start on some rows.
+    """How far the gate left its uniform start on some rows, over samples and gates.
 
-    Mean KL(w ‖ uniform) (nats; 0 = the uniform product of experts, log M = one-hot) and mean
-    largest weight (1/M … 1), over samples and gates. A gate that never moved makes LogitProd the
-    mean-logits baseline, whatever its name.
+    Mean KL(w ‖ uniform) in nats (0 = the uniform product of experts, log M = one-hot) and mean largest
+    weight (1/M … 1). A gate that never moved makes LogitProd the mean-logits baseline, whatever its name.
     """
     w = np.asarray(gates, dtype=np.float64).reshape(len(gates), -1, n_experts)
     kl = (np.where(w > 0, w * np.log(np.clip(w, 1e-300, None) * n_experts), 0.0)).sum(-1)
