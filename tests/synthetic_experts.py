@@ -290,6 +290,6 @@ def one_thread():
 
 
 def feature_paths(root: Path, slides: list[str]) -> dict[str, Path]:
-    """slide → features file written by :func:`write_slides` under ``root/results``."""
+    """Each slide's features file, as :func:`write_slides` writes it under ``root/results``."""
     layout = Layout(root / "results")
     return {s: layout.features(ENCODER, COHORT, s) for s in slides}

@@ -30,7 +30,7 @@ def modules() -> dict[str, Path]:
 
 
 def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
-    """pathfuse modules a file imports anywhere (top level or inside functions).
+    """The pathfuse modules a file imports anywhere (top level or inside functions).
 
     ``from pathfuse.x import y`` counts as an import of ``pathfuse.x.y`` when that is a module
     (a submodule), else of ``pathfuse.x``. A package's ``__init__`` is not added for a

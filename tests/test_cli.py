@@ -32,7 +32,9 @@ def test_cli_requires_the_unit_of_work():
         build_parser().parse_args(["tile", "--cohort", "demo"])  # --shard missing
     args = build_parser().parse_args(["tile", "--cohort", "demo", "--shard", "1", "--set", "tiling.tile_px=128"])
     assert args.shard == 1 and args.overrides == [("tiling.tile_px", 128)]
-    args = build_parser().parse_args(["fuse", "--task", "t", "--set", "fusion.lr=1e-3", "--set", "tiling.on_slide_error=skip"])
+    args = build_parser().parse_args(
+        ["fuse", "--task", "t", "--set", "fusion.lr=1e-3", "--set", "tiling.on_slide_error=skip"]
+    )
     assert args.overrides == [("fusion.lr", 0.001), ("tiling.on_slide_error", "skip")]
 
 

@@ -148,7 +148,8 @@ def test_splits_are_per_patient_and_cover_every_class(demo):
                 assert split["train"] | split["val"] | split["test"] == cases, path
                 assert sum(len(s) for s in split.values()) == len(cases), f"{path}: a case in two splits"
             for labels in split_labels(out, folder):
-                assert set(labels[sorted(split["train"])]) == set(labels), f"{path}: {labels.name} class missing in train"
+                in_train = set(labels[sorted(split["train"])])
+                assert in_train == set(labels), f"{path}: {labels.name} class missing in train"
             tested += sorted(split["test"])
         if len(files) > 1:  # k-fold: disjoint test sets covering every case of a non-singleton stratum
             assert len(tested) == len(set(tested)), f"{folder}: a case in two test sets"
@@ -256,7 +257,8 @@ def test_fold_counts_follow_the_tasks_the_run_config_gives_data_for(tmp_path):
     import yaml
 
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw["registries"] = {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")}
+    resources = REPO / "src" / "pathfuse" / "resources"
+    raw["registries"] = {"tasks": str(resources / "tasks.yaml"), "encoders": str(resources / "encoders.yaml")}
     raw["tasks"] = ["mut_tp53", "brca_idc_ilc"]
     raw["task_data"] = {t: raw["task_data"][t] for t in raw["tasks"]}
     folds = task_facts(Config.from_dict(raw)).folds
@@ -265,8 +267,10 @@ def test_fold_counts_follow_the_tasks_the_run_config_gives_data_for(tmp_path):
 
 
 def test_a_new_registry_task_gets_demo_data_from_its_kind(tmp_path):
-    """The demo's tasks come from the registry (its lp22 tasks, and the run's): a task the design
-    does not list gets labels, splits or a tile dataset by its kind's default design."""
+    """The demo's tasks come from the registry (its lp22 tasks, and the run's).
+
+    A task the design does not list gets labels, splits or a tile dataset by its kind's default design.
+    """
     registry = load_yaml(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml")
     registry["new_grade"] = dict(registry["brca_idc_ilc"], classes=["low", "mid", "high"], label_column="grade")
     registry["new_surv"] = dict(registry["surv_brca"], time_column="months", censorship_column="censored")

@@ -179,8 +179,10 @@ def _located(module: str) -> tuple[Path, str]:
 
 @cache
 def provided_by(name: str) -> frozenset[str]:
-    """A distribution and everything it requires, per this venv's metadata (conda-forge
-    packages carry the same run requirements)."""
+    """A distribution and everything it requires, per this venv's metadata.
+
+    conda-forge packages carry the same run requirements, so the venv stands in for the envs.
+    """
     seen, todo = set(), [canonicalize_name(name)]
     while todo:
         current = todo.pop()
@@ -261,13 +263,15 @@ def test_every_env_is_used():
 
 
 def test_each_env_has_what_its_rules_import():
-    """The code a rule runs (its stage function, transitively, plus the shim) must find every
-    third-party import in the rule's env, directly or as a dependency of what is listed."""
+    """The code a rule runs (its stage function, transitively, plus the shim) finds its imports in the rule's env.
+
+    Every third-party import must be listed there, directly or as a dependency of what is listed.
+    """
     from pathfuse.cli import STAGES
 
     to_distribution = metadata.packages_distributions()
     problems = []
-    for name, (path, text) in workflow_rules().items():
+    for name, (_path, text) in workflow_rules().items():
         stage, env = stage_param(text), rule_env(name)
         if not has_action(text) or env is None or stage is None:
             continue

@@ -142,7 +142,8 @@ def test_attention_is_recorded_for_every_test_tile_of_every_fold(binary_run):
     preds, _ = read_parquet(path, schema="predictions")
     tests = preds[preds["split"] == "test"]
     attention = read_attention(cfg.layout.expert_attention("tbin", ENCODER))
-    assert set(zip(attention["fold"], attention["sample_id"])) == set(zip(tests["fold"], tests["sample_id"]))
+    attended = set(zip(attention["fold"], attention["sample_id"], strict=True))
+    assert attended == set(zip(tests["fold"], tests["sample_id"], strict=True))
     sums = attention.groupby(["fold", "sample_id"])["attention"].sum()
     assert np.allclose(sums, 1.0, atol=1e-4)  # the softmax the prediction pooled with, no padding
     assert (attention.groupby(["fold", "sample_id"])["tile"].min() == 0).all()

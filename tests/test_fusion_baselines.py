@@ -56,8 +56,8 @@ def test_averages_for_classification_and_survival(tmp_path):
         cfg, task = _write(tmp_path / kind, kind)
         ctx = load_context(cfg, task)
         z = torch.as_tensor(ctx.block(0, "test").logits)
-        np.testing.assert_allclose(FUSERS.get("mean_logits").fit_fold(ctx, 0).logits[("test", False)], z.mean(1).numpy(),
-                                   rtol=1e-6)
+        fused = FUSERS.get("mean_logits").fit_fold(ctx, 0).logits[("test", False)]
+        np.testing.assert_allclose(fused, z.mean(1).numpy(), rtol=1e-6)
         fused = torch.as_tensor(FUSERS.get("mean_probs").fit_fold(ctx, 0).logits[("test", False)])
         want = expert_log_distributions(z, kind == "survival").exp().mean(1)
         got = hazards_to_event_distribution(fused) if kind == "survival" else torch.softmax(fused, -1)

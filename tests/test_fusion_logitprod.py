@@ -103,8 +103,10 @@ def test_survival_gates_receive_gradients_from_the_survival_loss():
 
 @pytest.mark.parametrize(("survival", "hidden"), [(False, 0), (True, 0), (False, 6), (True, 6)])
 def test_numpy_trainer_matches_autograd_on_the_torch_objective(survival, hidden):
-    """The trainer's closed-form loss and gradient equal autograd's through the torch objective
-    (for survival: through the distribution → hazards conversion and the shared survival NLL)."""
+    """The trainer's closed-form loss and gradient equal autograd's through the torch objective.
+
+    For survival, autograd goes through the distribution → hazards conversion and the shared survival NLL.
+    """
     torch.manual_seed(0)
     n, m = 20, 3
     log_p = expert_log_distributions(torch.randn(n, m, 4) * 2, survival).double()
@@ -135,8 +137,8 @@ def test_numpy_trainer_matches_autograd_on_the_torch_objective(survival, hidden)
 def test_guarantee_one_clear_best_expert(tmp_path):
     """End to end: the objective at convergence ≤ best expert's training NLL; most weight on it."""
     task = TASK_OF_KIND["wsi_classification"]
-    cfg = write_synthetic_task(tmp_path, SyntheticTask(task=task, n_samples=60, n_folds=2, quality=(0.0, 1.5, 0.0, 0.0)),
-                               _converged("wsi_classification"), with_features=False)
+    synthetic = SyntheticTask(task=task, n_samples=60, n_folds=2, quality=(0.0, 1.5, 0.0, 0.0))
+    cfg = write_synthetic_task(tmp_path, synthetic, _converged("wsi_classification"), with_features=False)
     ctx = load_context(cfg, task)
     for fold in ctx.folds:
         out = FUSERS.get("logitprod").fit_fold(ctx, fold)

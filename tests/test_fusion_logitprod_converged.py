@@ -16,8 +16,10 @@ from pathfuse.plan import inner_folds_needed
 
 
 def _tile_like_problem(n: int = 600, n_experts: int = 6, n_classes: int = 8, seed: int = 0) -> GateProblem:
-    """Out-of-fold logits shaped like a real 8-class tile task: 6 experts of very different quality,
-    some over-confident, correlated through a shared noise term."""
+    """Out-of-fold logits shaped like a real 8-class tile task.
+
+    6 experts of very different quality, some over-confident, correlated through a shared noise term.
+    """
     rng = np.random.default_rng(seed)
     y = rng.integers(0, n_classes, n)
     shared = rng.normal(size=(n, n_classes))

@@ -66,7 +66,8 @@ def test_every_method_writes_the_predictions_contract(fused):
         assert {len(v) for v in df["logits"]} == {n_out}
         assert np.isfinite(np.stack(df["logits"])).all()
         for facts in meta["folds"].values():
-            assert {"train_seconds", "params", "flops", "best_epoch", "carve_val", "n_train", "n_val", "n_test"} <= set(facts)
+            expected = {"train_seconds", "params", "flops", "best_epoch", "carve_val", "n_train", "n_val", "n_test"}
+            assert expected <= set(facts)
             assert facts["train_seconds"] >= 0
         # the experts' test samples, exactly
         want = expert[expert["split"] == "test"].set_index(["fold", "sample_id"]).index.sort_values()
@@ -120,7 +121,9 @@ def test_deterministic(tmp_path):
     """Two runs from the same seed give bit-identical predictions (slide kinds: see the next test)."""
     first, second = (_logits(_run(tmp_path / name, "tile_classification")[1]) for name in ("a", "b"))
     for method in METHODS:
-        np.testing.assert_array_equal(np.stack(first[method]["logits"]), np.stack(second[method]["logits"]), err_msg=method)
+        np.testing.assert_array_equal(
+            np.stack(first[method]["logits"]), np.stack(second[method]["logits"]), err_msg=method
+        )
 
 
 def _corrupt_test_targets(cfg, task_id: str) -> None:

@@ -30,7 +30,7 @@ def test_reader_refuses_other_schema_and_version(tmp_path):
         read_parquet(path, schema="tiles")
     foreign = tmp_path / "plain.parquet"
     pq.write_table(pa.table({"x": [1]}), foreign)
-    with pytest.raises(SchemaError, match="plain.parquet"):
+    with pytest.raises(SchemaError, match=r"plain\.parquet"):
         read_parquet(foreign, schema="tiles")
 
 

@@ -38,7 +38,7 @@ def test_schema_kind_enum_is_the_registry():
 
 
 def test_built_in_kinds_answer_what_the_old_branches_did():
-    assert BUILT_IN == {"wsi_classification", "mutation", "survival", "tile_classification"}
+    assert {"wsi_classification", "mutation", "survival", "tile_classification"} == BUILT_IN
     assert set(SLIDE_KINDS) == {"wsi_classification", "mutation", "survival"}
     survival, tiles = get_kind("survival"), get_kind("tile_classification")
     assert survival.metrics == ("c_index", "ibs") and tiles.metrics == metrics.CLASSIFICATION_METRICS
@@ -60,7 +60,7 @@ def test_row_and_unit_scores_are_those_metrics_computes():
 
 
 def test_config_stays_torch_free():
-    """config (Snakefile start-up, the slides env) imports the kinds; their torch side loads lazily."""
+    """The config module (Snakefile start-up, the slides env) imports the kinds; their torch side loads lazily."""
     code = "import sys, pathfuse.config; assert 'torch' not in sys.modules and 'pathfuse.heads' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 

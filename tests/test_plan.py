@@ -85,7 +85,8 @@ def test_inputs_are_the_files_each_job_reads(demo_raw):
     plan = Planner(Config.from_dict(demo_raw))
     expert = plan.expert("brca_idc_ilc", "demo_vit_a").inputs
     assert expert["labels"] == ["results/demo/labels/brca_idc_ilc.csv"]
-    assert expert["splits"] == [f"results/demo/splits/brca_idc_ilc/splits_{k}.csv" for k in range(2)]  # the demo config: 2 folds
+    # The demo config has 2 folds.
+    assert expert["splits"] == [f"results/demo/splits/brca_idc_ilc/splits_{k}.csv" for k in range(2)]
     assert "results/tiles/demo/_skipped.parquet" in expert["features"]
     demo = plan.demo_outputs()
     assert set(expert["labels"] + expert["splits"]) <= set(demo["files"])
@@ -118,7 +119,8 @@ def _byo_config(tmp_path: Path, folders: dict[str, Path], dims: dict[str, int], 
     (tmp_path / "encoders.yaml").write_text(yaml.safe_dump(registry))
     return Config.from_dict({
         "results_dir": str(tmp_path / "results"), "encoders": list(dims), "tasks": ["brca_idc_ilc"],
-        "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": str(tmp_path / "encoders.yaml")},
+        "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"),
+                       "encoders": str(tmp_path / "encoders.yaml")},
         "cohorts": {"c": cohort or {}},
         "task_data": {"brca_idc_ilc": _task_data(tmp_path)},
         "embedding": {"byo": {"slides": {e: {"c": str(f)} for e, f in folders.items()}}},

@@ -43,7 +43,8 @@ ENTRY = {
 def _write_weights(path) -> dict[str, torch.Tensor]:
     """A checkpoint in timm's own key naming (what a model publisher ships), seeded random values."""
     torch.manual_seed(1234)
-    state = {k: v.contiguous() for k, v in build_encoder(EncoderSpec.from_entry(NAME, ENTRY)).trunk.state_dict().items()}
+    trunk = build_encoder(EncoderSpec.from_entry(NAME, ENTRY)).trunk
+    state = {k: v.contiguous() for k, v in trunk.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return state

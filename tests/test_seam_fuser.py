@@ -81,14 +81,17 @@ def test_a_toy_method_is_fused_and_scored_like_the_built_ins(toy_method, tmp_pat
     paths = fuse_task(cfg, TASK)
     assert [p.parent.name for p in paths] == [toy_method, "mean_logits"]
     fused, meta = read_parquet(paths[0], schema="predictions")
-    assert meta["method"] == toy_method and meta["family"] == "baseline" and meta["encoders"] == list(cfg.task(TASK).encoders)
+    assert meta["method"] == toy_method and meta["family"] == "baseline"
+    assert meta["encoders"] == list(cfg.task(TASK).encoders)
 
     experts = [read_parquet(cfg.layout.expert_predictions(TASK, enc), schema="predictions")[0]
                for enc in cfg.task(TASK).encoders]
     keys = ["fold", "split", "oof", "sample_id"]
     test = fused[fused["split"] == "test"].sort_values(keys)
-    want = sum(w * log_softmax(np.stack(e[e["split"] == "test"].sort_values(keys)["logits"]).astype(np.float64), axis=-1)
-               for w, e in zip(WEIGHTS, experts, strict=True))
+    want = sum(
+        w * log_softmax(np.stack(e[e["split"] == "test"].sort_values(keys)["logits"]).astype(np.float64), axis=-1)
+        for w, e in zip(WEIGHTS, experts, strict=True)
+    )
     np.testing.assert_allclose(np.stack(test["logits"]), want, rtol=1e-5, atol=1e-5)
 
     scores, _ = read_parquet(evaluate_task(cfg, TASK), schema="metrics")
@@ -136,4 +139,5 @@ def test_an_installed_entry_point_registers_and_validates(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-fusers\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[pathfuse.fusers]\ntoy_pick_first = toy_fusers:PICK_FIRST\n")
     env_path = f"{tmp_path}:{':'.join(p for p in sys.path if p)}"
-    subprocess.run([sys.executable, "-c", textwrap.dedent(CHECK)], check=True, env={**os.environ, "PYTHONPATH": env_path})
+    env = {**os.environ, "PYTHONPATH": env_path}
+    subprocess.run([sys.executable, "-c", textwrap.dedent(CHECK)], check=True, env=env)

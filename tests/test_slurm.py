@@ -43,8 +43,10 @@ def run_cluster(workdir: Path, *command: str) -> subprocess.CompletedProcess:
 
 
 def processes_matching(needle: str) -> list[str]:
-    """Command lines of running processes that contain ``needle`` (seen from outside the
-    cluster's namespaces; the daemons carry their scratch config path on the command line)."""
+    """Command lines of running processes that contain ``needle``.
+
+    Seen from outside the cluster's namespaces; the daemons carry their scratch config path on the command line.
+    """
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -58,8 +60,10 @@ def processes_matching(needle: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, object]:
-    """The reduced demo through SLURM and, at the same time, the same workflow and profile with
-    the local executor (it uses the cores the SLURM run leaves idle while it polls)."""
+    """The reduced demo through SLURM and, at the same time, the same workflow and profile with the local executor.
+
+    The local run uses the cores the SLURM run leaves idle while it polls.
+    """
     work = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "PYTHON": sys.executable}
     with open(work / "local.log", "w") as local_log:

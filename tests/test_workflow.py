@@ -70,7 +70,9 @@ def test_report_html_builds(resumed_run):
     assert out.returncode == 0, out.stderr[-3000:]
     html = (resumed_run.results / "report.html").read_text(errors="replace")
     assert "benchmark" in html.lower() and len(html) > 10_000
-    for text in ("heatmap.png", "gains.png", "summary.html", "Gain over the best single expert", "Expert training curves"):
+    for text in (
+        "heatmap.png", "gains.png", "summary.html", "Gain over the best single expert", "Expert training curves"
+    ):
         assert text in html, text
 
 

@@ -89,10 +89,12 @@ class Config:
     # -- basics
     @property
     def seed(self) -> int:
+        """The run's master seed; every job derives its own seeds from it."""
         return self.settings.seed
 
     @cached_property
     def layout(self) -> Layout:
+        """Where every output of the run lives, under ``results_dir``."""
         return Layout(Path(self.settings.results_dir))
 
     @cached_property
@@ -116,6 +118,7 @@ class Config:
 
     @cached_property
     def task_registry(self) -> dict[str, dict[str, Any]]:
+        """The task registry, validated once; plug-in task kinds count as known kinds."""
         path = self.registry_path("tasks")
         reg = load_yaml(path)
         schema = load_yaml(resources.schema("tasks"))
@@ -125,6 +128,7 @@ class Config:
 
     @cached_property
     def encoder_registry(self) -> dict[str, dict[str, Any]]:
+        """The encoder registry, validated once."""
         path = self.registry_path("encoders")
         reg = load_yaml(path)
         validate(reg, load_yaml(resources.schema("encoders")), f"encoder registry {path}")
@@ -145,6 +149,7 @@ class Config:
 
     @property
     def encoder_ids(self) -> list[str]:
+        """The run's encoders (``encoders``), in config order; tasks may use a subset."""
         return list(self.settings.encoders)
 
     def encoder_entry(self, name: str) -> dict[str, Any]:
@@ -191,6 +196,7 @@ class Config:
 
     @cached_property
     def tasks(self) -> list[TaskSpec]:
+        """The merged specs of this run's tasks, in :attr:`task_ids` order."""
         return [self.task(t) for t in self.task_ids]
 
     @cached_property
@@ -203,6 +209,7 @@ class Config:
         return sorted({t.dataset for t in self.tasks if not t.is_slide_task and t.dataset and encoder in t.encoders})
 
     def cohort(self, name: str) -> CohortSpec:
+        """Where cohort ``name``'s slides are (``cohorts.<name>``); a missing entry says how to add it."""
         entry = self.settings.cohorts.get(name)
         if entry is None:
             raise ConfigError(
@@ -213,6 +220,7 @@ class Config:
                           n_shards=entry.n_shards, trident=entry.trident)
 
     def tile_dataset(self, name: str) -> TileDatasetSpec:
+        """Where tile dataset ``name`` is (``tile_datasets.<name>``); a missing entry says how to add it."""
         entry = self.settings.tile_datasets.get(name)
         if entry is None:
             raise ConfigError(
@@ -244,9 +252,11 @@ class Config:
         for task_id in self.task_ids:
             if task_id not in self.task_registry:
                 problems.append(f"tasks: {task_id!r} is not in the task registry; known: {sorted(self.task_registry)}")
-        for name in {e for t in self.task_ids if t in self.task_registry for e in self.task(t).encoders} | set(self.encoder_ids):
+        task_encoders = {e for t in self.task_ids if t in self.task_registry for e in self.task(t).encoders}
+        for name in task_encoders | set(self.encoder_ids):
             if name not in self.encoder_registry:
-                problems.append(f"encoders: {name!r} is not in the encoder registry; known: {sorted(self.encoder_registry)}")
+                known = sorted(self.encoder_registry)
+                problems.append(f"encoders: {name!r} is not in the encoder registry; known: {known}")
         for task_id in self.settings.task_data:
             if task_id not in self.task_registry:
                 problems.append(f"task_data.{task_id}: not a task of the registry")

@@ -88,13 +88,18 @@ def validate(instance: Any, schema: Mapping[str, Any], where: str) -> None:
 
 
 def _describe(err: ValidationError) -> str:
-    """One line per problem (several for an object with several unknown keys): a renamed or
-    removed key says what to write instead (pathfuse.settings.retired)."""
+    """One line per problem (several for an object with several unknown keys).
+
+    A renamed or removed key says what to write instead (pathfuse.settings.retired).
+    """
     key = ".".join(str(p) for p in err.path) or "<top level>"
+    # jsonschema types these as "maybe unset / a boolean schema"; the keywords read here live in object schemas.
+    schema = err.schema if isinstance(err.schema, Mapping) else {}
     if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
-        fixes = {name: retired_key_message([*err.path, name], err.instance[name]) for name in extra}
+        allowed = sorted(schema.get("properties", {}))
+        instance = err.instance if isinstance(err.instance, dict) else {}
+        extra = sorted(set(instance) - set(allowed))
+        fixes = {name: retired_key_message([*err.path, name], instance[name]) for name in extra}
         lines = [fix for fix in fixes.values() if fix]
         unknown = [name for name, fix in fixes.items() if not fix]
         if unknown:
@@ -104,8 +109,8 @@ def _describe(err: ValidationError) -> str:
         return f"{key}: {err.instance!r} is not allowed; allowed: {err.validator_value}"
     if err.validator == "oneOf" and isinstance(err.instance, dict):
         return f"{key}: {err.message} (see the schema's description for the accepted forms)"
-    allowed = err.schema.get("description")
-    hint = f" ({allowed})" if allowed else ""
+    description = schema.get("description")
+    hint = f" ({description})" if description else ""
     return f"{key}: {err.instance!r} is not allowed: {err.message}{hint}"
 
 
@@ -125,11 +130,16 @@ def fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
 
 
 def section_settings(model: type[SectionT], **values: Any) -> SectionT:
-    """One stage section's typed settings: ``values`` over its schema defaults, validated like a run
-    config. For code without a run config (tests, benchmarks): the schema stays the one source
-    of defaults."""
+    """One stage section's typed settings: ``values`` over its schema defaults, validated like a run config.
+
+    For code without a run config (tests, benchmarks): the schema stays the one source of defaults.
+    """
     name = next(
-        (field for field, info in RunSettings.model_fields.items() if info.annotation is model and field in STAGE_SECTIONS),
+        (
+            field
+            for field, info in RunSettings.model_fields.items()
+            if info.annotation is model and field in STAGE_SECTIONS
+        ),
         None,
     )
     if name is None:

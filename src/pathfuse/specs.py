@@ -49,10 +49,12 @@ class TaskSpec:
 
     @property
     def n_folds(self) -> int:
+        """Outer folds of the task's split (``split.n_folds``; 1 when the split gives none)."""
         return int(self.split.get("n_folds", 1))
 
     @property
     def display_classes(self) -> list[str]:
+        """Class names for tables and plots: ``class_names`` when given, else the class values as text."""
         return list(self.class_names) if self.class_names else [str(c) for c in self.classes]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,13 +85,14 @@ class FitResult:
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Batch],
     forward: ForwardFn = default_forward,
     device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Outputs of ``model`` on every batch (concatenated, on CPU) and the batches' targets."""
     model.eval()
-    outputs, targets = [], {}
+    outputs: list[torch.Tensor] = []
+    targets: dict[str, list[torch.Tensor]] = {}
     for batch in loader:
         batch = to_device(batch, device)
         outputs.append(forward(model, batch).float().cpu())
@@ -103,8 +104,8 @@ def predict(
 
 def fit(
     model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
     loss_fn: LossFn,
     *,
     epochs: int,
@@ -127,10 +128,12 @@ def fit(
 
     Args:
         model: any module; called through ``forward(model, batch)``.
-        train_loader, val_loader: loaders of dict batches (module docstring).
+        train_loader: dict batches to train on (module docstring), e.g. a DataLoader.
+        val_loader: dict batches for checkpoint choice and early stopping (never the test set).
         loss_fn: ``(outputs, batch) -> scalar``; also gives the validation loss.
         epochs: maximum epochs.
-        lr, weight_decay: optimiser settings.
+        lr: the optimiser's (initial) learning rate; the scheduler anneals it.
+        weight_decay: L2 penalty (``adam``) or decoupled decay (``adamw``).
         patience: stop after this many epochs without improvement (None: run all epochs and
             still return the best state).
         monitor: ``"loss"`` (validation loss) or a metric name computed by ``metric_fn``.
@@ -144,6 +147,8 @@ def fit(
             for bit without its ~1.8 s ``torch._dynamo`` import).
         scheduler: ``cosine_restarts`` (CosineAnnealingWarmRestarts, T0=``t0``,
             Tmult=``t_mult``, stepped per epoch, as the expert recipes) or ``none``.
+        t0: epochs of the first cosine cycle (``cosine_restarts``).
+        t_mult: growth factor of each following cycle's length (``cosine_restarts``).
         device: where to train.
         grad_clip: max gradient norm, or None.
     """
@@ -160,6 +165,7 @@ def fit(
     sign = 1.0 if mode == "min" else -1.0
     best = _Best(sign)
     best_loss = _Best(1.0)
+    metric = None if monitor == "loss" else metric_fn  # not None otherwise (checked above)
     rows, start, stale = [], time.perf_counter(), 0
     for epoch in range(epochs):
         train_loss = _train_epoch(model, train_loader, loss_fn, opt, forward, device, grad_clip)
@@ -167,7 +173,7 @@ def fit(
         if sched is not None:
             sched.step()
         val_out, val_targets, val_loss = _evaluate(model, val_loader, loss_fn, forward, device)
-        value = val_loss if monitor == "loss" else float(metric_fn(val_out, val_targets))
+        value = val_loss if metric is None else float(metric(val_out, val_targets))
         improved = best.offer(value, epoch, model)
         best_loss.offer(val_loss, epoch, model)
         stale = 0 if improved else stale + 1
@@ -220,7 +226,7 @@ class _Best:
 
 def _train_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Batch],
     loss_fn: LossFn,
     opt: Adam,
     forward: ForwardFn,
@@ -246,13 +252,15 @@ def _train_epoch(
 @torch.no_grad()
 def _evaluate(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Batch],
     loss_fn: LossFn,
     forward: ForwardFn,
     device: str | torch.device,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
     model.eval()
-    outputs, targets, total, count = [], {}, 0.0, 0
+    outputs: list[torch.Tensor] = []
+    targets: dict[str, list[torch.Tensor]] = {}
+    total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
         out = forward(model, batch)

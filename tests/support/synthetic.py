@@ -106,7 +106,8 @@ def write_synthetic_task(root: Path, spec: SyntheticTask, fusion: dict[str, Any]
                 idx = parts[split]
                 strength = q * (0.8 if oof else 1.0)
                 if survival:
-                    logits = strength * risk[idx, None] + np.linspace(-2.0, 0.0, n_out) + 0.5 * rng.normal(size=(len(idx), n_out))
+                    logits = (strength * risk[idx, None] + np.linspace(-2.0, 0.0, n_out)
+                              + 0.5 * rng.normal(size=(len(idx), n_out)))
                 else:
                     logits = 3.0 * strength * np.eye(n_out)[label[idx]] + rng.normal(size=(len(idx), n_out))
                 emb = (latent[idx] @ rng.normal(size=(latent_dim, spec.embed_dim)) * q
@@ -138,7 +139,8 @@ def write_synthetic_task(root: Path, spec: SyntheticTask, fusion: dict[str, Any]
 def _config(root: Path, spec: SyntheticTask, fusion: dict[str, Any]) -> Config:
     registry = root / "encoders.yaml"
     registry.parent.mkdir(parents=True, exist_ok=True)
-    registry.write_text(yaml.safe_dump({e: {"kind": "byo", "dim": d} for e, d in zip(spec.encoders, spec.feature_dims, strict=True)}))
+    entries = {e: {"kind": "byo", "dim": d} for e, d in zip(spec.encoders, spec.feature_dims, strict=True)}
+    registry.write_text(yaml.safe_dump(entries))
     kind = load_yaml(resources.registry("tasks"))[spec.task]["kind"]
     if kind == "tile_classification":
         data = {"dataset": DATASET}
@@ -167,7 +169,9 @@ def _folds(rng: np.random.Generator, n: int, n_folds: int) -> list[dict[str, np.
     return out
 
 
-def _teacher_feature(rng: np.random.Generator, latent: np.ndarray, strength: float, projection: np.ndarray) -> np.ndarray:
+def _teacher_feature(
+    rng: np.random.Generator, latent: np.ndarray, strength: float, projection: np.ndarray
+) -> np.ndarray:
     return (strength * latent @ projection + rng.normal(size=(len(latent), projection.shape[1]))).astype(np.float16)
 
 

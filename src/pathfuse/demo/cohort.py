@@ -43,6 +43,7 @@ class DemoSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> DemoSettings:
+        """The run's ``demo`` section (defaults filled by the schema), one field per setting."""
         section = cfg.section("demo")
         return cls(**{key: section[key] for key in cls.__dataclass_fields__})
 
@@ -75,7 +76,7 @@ def make_cohort(seed: int, settings: DemoSettings) -> pd.DataFrame:
         steps = srng.integers(-1, 2, size=2) * 256  # sizes vary, never below the schema's 1024
         sizes.append((max(1024, settings.slide_width_px + int(steps[0])),
                       max(1024, settings.slide_height_px + int(steps[1]))))
-    slides["look"] = looks
+    slides["look"] = pd.Series(looks, index=slides.index, dtype=object)
     slides["width"], slides["height"] = zip(*sizes, strict=True)
     n_slides = len(slides)
     slides["aperio"] = [int((i + 1) * settings.aperio_fraction) > int(i * settings.aperio_fraction)
@@ -121,8 +122,9 @@ def make_labels(seed: int, cases: pd.DataFrame, designs: Mapping[str, Design], t
         elif isinstance(design, MutationColumn):
             positives = max(2, round(design.prevalence * len(cases)))
             column = str(task.label_column)
+            proportions = (1 - positives / len(cases), positives / len(cases))
             shared.setdefault(design.table, {"case_id": cases["case_id"]})[column] = _rank_classes(
-                _score(seed, cases, design.weights, noise, column), (1 - positives / len(cases), positives / len(cases)))
+                _score(seed, cases, design.weights, noise, column), proportions)
         elif isinstance(design, SurvivalTimes):
             tables[task_id] = _survival(seed, cases, design.weights, noise, task_id.removeprefix("surv_"), task)
     for task_id, design in designs.items():  # after their sources

@@ -53,8 +53,10 @@ class RankedClasses:
 
 @dataclass(frozen=True)
 class CoarserClasses:
-    """A label table of its own whose classes group another task's (``source``) classes:
-    ``mapping[i]`` is the class index of the source's class ``i`` (BRACS 7 → 3)."""
+    """A label table of its own whose classes group another task's (``source``) classes.
+
+    ``mapping[i]`` is the class index of the source's class ``i`` (BRACS 7 → 3).
+    """
 
     source: str
     mapping: tuple[int, ...]
@@ -62,8 +64,10 @@ class CoarserClasses:
 
 @dataclass(frozen=True)
 class MutationColumn:
-    """One 0/1 column (the task's label column) of a label table shared by the tasks on one
-    cohort (``table``); the split CSVs are shared too and stratify by its first column."""
+    """One 0/1 column (the task's label column) of a label table shared by the tasks on one cohort (``table``).
+
+    The split CSVs are shared too and stratify by the table's first column.
+    """
 
     weights: Weights
     prevalence: float
@@ -132,8 +136,10 @@ def default_design(task: TaskSpec) -> Design | None:
 
 
 def demo_designs(tasks: Iterable[TaskSpec]) -> dict[str, Design]:
-    """The design of each task the demo makes data for: those of :data:`DESIGNS` first, in its
-    order (the manifest's), then the others in the order given; tasks without one are left out."""
+    """The design of each task the demo makes data for; tasks without one are left out.
+
+    Those of :data:`DESIGNS` come first, in its order (the manifest's), then the others in the order given.
+    """
     by_id = {task.id: task for task in tasks}
     ordered = [t for t in DESIGNS if t in by_id] + [t for t in by_id if t not in DESIGNS]
     designs = {t: DESIGNS.get(t) or default_design(by_id[t]) for t in ordered}

@@ -116,11 +116,13 @@ def _single_blas_thread() -> None:
     threadpool_limits(1)
 
 
-def _run_all(jobs: list[SlideJob | TileJob], workers: int) -> list[tuple[SlideJob | TileJob, list[Path], np.ndarray | None]]:
+def _run_all(
+    jobs: list[SlideJob | TileJob], workers: int
+) -> list[tuple[SlideJob | TileJob, list[Path], np.ndarray | None]]:
     """Run jobs in ``workers`` forked processes (each job seeds itself: order does not matter)."""
     from threadpoolctl import threadpool_limits
 
-    progress = {"total": len(jobs), "desc": "demo data", "unit": "job"}
+    progress: dict[str, Any] = {"total": len(jobs), "desc": "demo data", "unit": "job"}
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         with threadpool_limits(1):
             return [_run_job(job) for job in tqdm(jobs, **progress)]
@@ -156,10 +158,12 @@ def generate_demo(cfg: Config) -> Path:
     slides = make_cohort(cfg.seed, settings)
     cases = slides.drop_duplicates("case_id").reset_index(drop=True)
     written = _write_tables(cfg.seed, out, slides, cases, demo, settings.label_noise)
+    slide_rows = zip(slides["slide_id"], slides["width"], slides["height"], slides["aperio"], slides["look"],
+                     strict=True)
     jobs: list[SlideJob | TileJob] = [
-        SlideJob(cfg.seed, row.slide_id, out / "slides" / f"{row.slide_id}.tiff", row.width, row.height,
-                 settings.mpp, settings.jpeg_quality, bool(row.aperio), row.look)
-        for row in slides.itertuples()
+        SlideJob(cfg.seed, slide_id, out / "slides" / f"{slide_id}.tiff", width, height,
+                 settings.mpp, settings.jpeg_quality, bool(aperio), look)
+        for slide_id, width, height, aperio, look in slide_rows
     ]
     tile_datasets = [d for d in demo.designs.values() if isinstance(d, TileDatasetPlan)]
     tile_classes = {t: [str(c) for c in demo.classes[t]] for t in demo.classes}
@@ -167,7 +171,7 @@ def generate_demo(cfg: Config) -> Path:
     pcam: dict[str, list[tuple[int, np.ndarray]]] = {}
     for job, paths, images in _run_all(jobs, settings.workers):
         written += paths
-        if images is not None:
+        if isinstance(job, TileJob) and images is not None:  # only HDF5 tile jobs return their images
             pcam.setdefault(job.split, []).append((job.class_index, images))
     for split, parts in sorted(pcam.items()):
         written += write_pcam(out / "tiles", cfg.seed, split, parts)
@@ -220,8 +224,10 @@ def _write_tables(seed: int, out: Path, slides: pd.DataFrame, cases: pd.DataFram
 
 
 def demo_tasks(cfg: Config) -> list[TaskSpec]:
-    """The tasks the demo makes data for: the registry's benchmark tasks (``lp22``), then any
-    other task the run names, so that a new registry entry gets demo data by being run."""
+    """The tasks the demo makes data for: the registry's benchmark tasks (``lp22``), then the run's others.
+
+    So a new registry entry gets demo data by being run.
+    """
     ids = [task_id for task_id, entry in cfg.task_registry.items() if entry.get("lp22")]
     return [cfg.task(t) for t in [*ids, *(t for t in cfg.task_ids if t not in ids)]]
 

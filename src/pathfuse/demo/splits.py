@@ -11,8 +11,10 @@ from pathfuse.demo.tiles import seeded_rng
 from pathfuse.io import atomic_path
 
 
-def make_splits(seed: int, key: str, cases: list[str], strata: np.ndarray, n_folds: int,
-                coverage: list[np.ndarray], val_fraction: float = 0.2, attempts: int = 200) -> list[dict[str, list[str]]]:
+def make_splits(
+    seed: int, key: str, cases: list[str], strata: np.ndarray, n_folds: int, coverage: list[np.ndarray],
+    val_fraction: float = 0.2, attempts: int = 200,
+) -> list[dict[str, list[str]]]:
     """Patient-level, stratified train/val/test splits, one dict per fold.
 
     ``n_folds`` > 1: stratified k-fold test sets (each case in exactly one test set); 1: a
@@ -23,7 +25,7 @@ def make_splits(seed: int, key: str, cases: list[str], strata: np.ndarray, n_fol
     """
     rng = seeded_rng(seed, "splits", key)
     strata = np.asarray(strata)
-    best: tuple[int, list[dict[str, list[str]]]] | None = None
+    best: tuple[int, list[dict[str, list[int]]]] | None = None  # (problems, folds of case indices)
     for _ in range(attempts):
         folds = _draw_folds(rng, strata, n_folds, val_fraction)
         problems = _coverage_problems(folds, coverage)
@@ -35,7 +37,9 @@ def make_splits(seed: int, key: str, cases: list[str], strata: np.ndarray, n_fol
     return [{part: sorted(cases[i] for i in members) for part, members in fold.items()} for fold in best[1]]
 
 
-def _draw_folds(rng: np.random.Generator, strata: np.ndarray, n_folds: int, val_fraction: float) -> list[dict[str, list[int]]]:
+def _draw_folds(
+    rng: np.random.Generator, strata: np.ndarray, n_folds: int, val_fraction: float
+) -> list[dict[str, list[int]]]:
     n = len(strata)
     order = np.lexsort((rng.random(n), strata))  # cases grouped by stratum, random within
     values, counts = np.unique(strata, return_counts=True)

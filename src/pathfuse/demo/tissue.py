@@ -144,7 +144,9 @@ class _Nuclei:
         size = 1.0 + kind.pleomorphism * rng.uniform(-1.0, 1.0, n_cells).astype(np.float32)
         # Axes stay under 0.35 cell so that a nucleus jittered inside its cell is never clipped.
         long_ax = np.minimum(0.3 * size * (1.0 + kind.elongation * rng.random(n_cells, dtype=np.float32)), 0.35)
-        short_ax = np.minimum(0.3 * size * (1.0 - 0.5 * kind.elongation * rng.random(n_cells, dtype=np.float32)), long_ax)
+        short_ax = np.minimum(
+            0.3 * size * (1.0 - 0.5 * kind.elongation * rng.random(n_cells, dtype=np.float32)), long_ax
+        )
         angle = rng.uniform(0.0, np.pi, n_cells).astype(np.float32)
         self.centre_y = rng.uniform(0.35, 0.65, n_cells).astype(np.float32)
         self.centre_x = rng.uniform(0.35, 0.65, n_cells).astype(np.float32)
@@ -201,7 +203,9 @@ def render_tissue(rng: np.random.Generator, height: int, width: int, um_per_px: 
     presence = float(np.clip(0.4 * math.exp(0.35 * look.density), 0.06, 0.95))
     darkening = math.exp(DENSITY_DARKENING * look.density)
     populations = {
-        "normal": _Nuclei(rng, shape, um_per_px, _NucleusKind(2.6 * scale, presence, 1.25 * darkening, 0.6, 0.12), max_warp),
+        "normal": _Nuclei(
+            rng, shape, um_per_px, _NucleusKind(2.6 * scale, presence, 1.25 * darkening, 0.6, 0.12), max_warp
+        ),
         "tumour": _Nuclei(rng, shape, um_per_px, _NucleusKind(4.2 * scale, 0.9, 1.7, 0.35, 0.3), max_warp),
         "lymphocyte": _Nuclei(rng, shape, um_per_px, _NucleusKind(2.0, 0.85, 2.0, 0.1, 0.08), max_warp),
     }

@@ -72,7 +72,7 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
         "train_seconds": result.seconds,
         "inner_seconds": inner_seconds,
         "params": count_parameters(model),
-        "flops": int(model.flops(round(job.bag_tiles(train)))) if hasattr(model, "flops") else None,
+        "flops": int(flops(round(job.bag_tiles(train)))) if (flops := getattr(model, "flops", None)) else None,
         "best_epoch": result.best_epoch,
         "monitor": result.monitor,
         "best_value": result.best_value,
@@ -92,8 +92,11 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
 
 
 def check_fold(job: Job, fold: Fold, train: pd.DataFrame) -> np.ndarray | None:
-    """Refuse folds a head cannot learn from; return the time-bin edges of the training split
-    (time-to-event kinds; None for the others)."""
+    """Refuse folds a head cannot learn from; return the time-bin edges of the training split.
+
+    A fold without events (time-to-event kinds) or without some class cannot train a head, and would
+    otherwise fail late or silently. Returns the bin edges for time-to-event kinds, None for the others.
+    """
     spec, kind = job.spec, job.spec.kind_strategy
     where = f"task {spec.id}, encoder {job.encoder}, fold {fold.index}"
     if kind.time_to_event:

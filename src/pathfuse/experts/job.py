@@ -57,6 +57,17 @@ class Job:
 
     @classmethod
     def create(cls, cfg: Config, task: str, encoder: str, replicate: int = 0) -> Job:
+        """Load everything a job needs once, so that every fold of it reads the same inputs.
+
+        Args:
+            cfg: The run's configuration.
+            task: The task's id.
+            encoder: The encoder whose features the expert reads.
+            replicate: The training seed's index (0: the default run's seeds and paths).
+
+        Returns:
+            The job, with its samples, folds, feature access and device chosen.
+        """
         spec = cfg.task(task)
         settings = cfg.settings.experts
         samples = load_samples(cfg, spec, encoder)
@@ -91,15 +102,19 @@ class Job:
     # -- paths
     @property
     def out_dir(self) -> Path:
+        """The job's output folder in the run's layout (one per task, encoder and replicate)."""
         return self.cfg.layout.expert_dir(self.spec.id, self.encoder, self.replicate)
 
     def partial_path(self, k: int) -> Path:
+        """Fold ``k``'s prediction rows, kept until the job ends so that a rerun can resume."""
         return self.out_dir / f".fold{k}.partial.parquet"
 
     def partial_attention_path(self, k: int) -> Path:
+        """Fold ``k``'s test attention, kept next to its prediction rows for a resume."""
         return self.out_dir / f".fold{k}.attention.partial.parquet"
 
     def weights_path(self, k: int) -> Path:
+        """Fold ``k``'s outer model weights (a finished fold has them; a resume checks them)."""
         return self.out_dir / f"fold{k}.safetensors"
 
 
@@ -116,8 +131,10 @@ class _Features(NamedTuple):
 def _bag_features(
     cfg: Config, spec: TaskSpec, encoder: str, samples: pd.DataFrame, max_tiles: int | None
 ) -> _Features:
-    """Slide tasks: each sample's bag of tile features from the cohort's store (training bags
-    subsampled to ``max_tiles``)."""
+    """Slide tasks: each sample's bag of tile features from the cohort's store.
+
+    Training bags are subsampled to ``max_tiles`` (memory and time per step); evaluation bags are whole.
+    """
     store = BagStore(cohort_feature_paths(cfg, encoder, spec.cohort or "")[0])
 
     def bag_dataset(df: pd.DataFrame, targets: dict[str, np.ndarray], train: bool, seed: int) -> Dataset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 
@@ -21,9 +22,9 @@ def prediction_frame(
     oof: bool,
     sample_ids: Sequence[str],
     patient_ids: Sequence[str],
-    labels: Sequence[int],
-    times: Sequence[float],
-    events: Sequence[int],
+    labels: npt.ArrayLike,
+    times: npt.ArrayLike,
+    events: npt.ArrayLike,
     logits: np.ndarray,
     embeddings: np.ndarray | None = None,
     gate_weights: np.ndarray | None = None,
@@ -68,8 +69,10 @@ def predict_rows(
     logits, embeddings = [], []
     for batch in loader:
         inputs = to_device(batch["inputs"], job.device)
-        if hasattr(model, "logits_and_embedding"):
-            out, emb = model.logits_and_embedding(**inputs)
+        # Heads with an embedding (attention MIL) expose it; the others give logits only.
+        logits_and_embedding = getattr(model, "logits_and_embedding", None)
+        if logits_and_embedding is not None:
+            out, emb = logits_and_embedding(**inputs)
             embeddings.append(emb.float().cpu().numpy())
         else:
             out = model(**inputs)
@@ -90,15 +93,18 @@ def predict_rows(
 
 @torch.no_grad()
 def attention_rows(job: Job, model: torch.nn.Module, test: pd.DataFrame, fold: int) -> pd.DataFrame:
-    """Each test tile's attention under the outer model (slide tasks; one bag at a time, no
-    padding, so the values are exactly the softmax the prediction used)."""
-    if job.store is None or not hasattr(model, "pool"):
+    """Each test tile's attention under the outer model (slide tasks).
+
+    One bag at a time, without padding, so the values are exactly the softmax the prediction used.
+    """
+    pool = getattr(model, "pool", None)
+    if job.store is None or pool is None:
         return empty_frame()
     model.eval()
     frames = []
     for sample_id, slide_ids in zip(test["sample_id"], test["slide_ids"], strict=True):
         bag = job.store.get(list(slide_ids)).to(job.device)
-        attention = model.pool(bag)[1][0].float().cpu().numpy()
+        attention = pool(bag)[1][0].float().cpu().numpy()
         lengths = [job.store.shape(s)[0] for s in slide_ids]
         coords = [job.store.coords(s) for s in slide_ids]
         frames.append(attention_frame(fold, sample_id, list(slide_ids), lengths, coords, attention))

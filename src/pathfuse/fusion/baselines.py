@@ -49,8 +49,10 @@ def _map_blocks(ctx: FusionContext, fold: int, combine: Any, extra: dict[str, An
 
 # ----------------------------------------------------------------------------- expert choice
 def rank_experts(ctx: FusionContext, fold: int, split: str) -> list[dict[str, Any]]:
-    """Each expert's score on one split of a fold, best first, by :func:`pathfuse.selection.rank_experts`
-    — the rule the evaluation's reference uses too, so ``best_val_expert`` is that reference."""
+    """Each expert's score on one split of a fold, best first, by :func:`pathfuse.selection.rank_experts`.
+
+    The evaluation's reference uses the same rule, so ``best_val_expert`` is that reference.
+    """
     block = ctx.block(fold, split)
     frames = {}
     for m, enc in enumerate(ctx.encoders):

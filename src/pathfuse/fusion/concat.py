@@ -10,6 +10,7 @@ the bar any feature-level fuser has to clear.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from pathfuse.kinds import TaskKind
 from pathfuse.training import count_parameters, fit, make_loader, predict
 
 
-def _forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+def _forward(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     inputs = batch["inputs"]
     if "masks" in inputs:
         return model(inputs["features"][0], inputs["masks"][0])

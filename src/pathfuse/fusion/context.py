@@ -41,10 +41,12 @@ class FusionContext:
 
     @property
     def kind(self) -> str:
+        """The task's kind name (what the fusers branch on through the kind registry)."""
         return self.task.kind
 
     @property
     def folds(self) -> list[int]:
+        """The outer folds that have expert rows, in order (a fuser runs once per fold)."""
         return sorted(self.blocks)
 
     @property
@@ -63,6 +65,7 @@ class FusionContext:
             ) from None
 
     def has_block(self, fold: int, split: str, oof: bool = False) -> bool:
+        """Whether the block exists and has rows (optional blocks, e.g. out-of-fold, may lack them)."""
         return (split, oof) in self.blocks.get(fold, {}) and len(self.blocks[fold][(split, oof)]) > 0
 
     def fold_bin_edges(self, fold: int) -> list[float] | None:
@@ -76,7 +79,7 @@ class FusionContext:
     def fold_facts(self, fold: int) -> dict[str, Any]:
         """The experts' per-fold facts to copy into the fusers' metadata (carve_val, sizes)."""
         facts = dict(self.expert_meta.get("folds", {}).get(str(fold), {}))
-        out = {"carve_val": bool(facts.get("carve_val", False))}
+        out: dict[str, Any] = {"carve_val": bool(facts.get("carve_val", False))}
         for split in SPLITS:
             out[f"n_{split}"] = len(self.blocks[fold].get((split, False), ())) if fold in self.blocks else 0
         return out

@@ -14,8 +14,9 @@ their features, through the same sample tables the experts used
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,7 @@ class TeacherFeatures:
 
     @property
     def is_slide(self) -> bool:
+        """Whether the features are slide bags (stores) rather than tile rows."""
         return self.stores is not None
 
     def tile_matrix(self, block: Block) -> list[torch.Tensor]:
@@ -115,7 +117,7 @@ def load_teacher_features(cfg: Config, task: TaskSpec, encoders: list[str]) -> T
         stores.append(store)
         slide_ids.append(mapping)
     check_same_tiles(encoders, stores, slide_ids)
-    cache = {} if total_bytes <= CACHE_LIMIT_BYTES else None
+    cache: dict[tuple[int, str], torch.Tensor] | None = {} if total_bytes <= CACHE_LIMIT_BYTES else None
     return TeacherFeatures(encoders=encoders, dims=dims, stores=stores, slide_ids=slide_ids, cache=cache)
 
 
@@ -131,9 +133,10 @@ def check_same_tiles(encoders: Sequence[str], stores: Sequence[BagStore],
     absent, differ = [], []
     for slide in slides:
         coords = [store.coords(slide) for store in stores]
-        if any(c is None for c in coords):
+        present = [c for c in coords if c is not None]
+        if len(present) < len(coords):
             absent.append(f"{slide} ({', '.join(e for e, c in zip(encoders, coords, strict=True) if c is None)})")
-        elif any(not np.array_equal(coords[0], c) for c in coords[1:]):
+        elif any(not np.array_equal(present[0], c) for c in present[1:]):
             differ.append(slide)
     if absent:
         raise FeatureError(f"{len(absent)} slide(s) have bags without tile coordinates, e.g. {absent[:10]}: Shazam "
@@ -161,7 +164,7 @@ class MultiBagDataset(Dataset):
     """
 
     def __init__(
-        self, features: TeacherFeatures, sample_ids: Sequence[str], targets: Mapping[str, np.ndarray],
+        self, features: TeacherFeatures, sample_ids: Iterable[str], targets: Mapping[str, np.ndarray],
         extras: Mapping[str, Sequence[torch.Tensor]] | None = None, max_tiles: int | None = None, seed: int = 0,
         concatenate: bool = False,
     ) -> None:
@@ -192,23 +195,23 @@ class MultiBagDataset(Dataset):
         return item
 
 
-def collate_multibags(items: list[dict[str, object]]) -> dict[str, object]:
+def collate_multibags(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Pad each encoder's bags to the longest in the batch; ``masks`` mark real tiles."""
-    n_enc = len(items[0]["bags"])  # type: ignore[arg-type]
+    n_enc = len(items[0]["bags"])
     bags, masks = [], []
     for m in range(n_enc):
-        parts = [it["bags"][m] for it in items]  # type: ignore[index]
+        parts = [it["bags"][m] for it in items]
         lengths = torch.tensor([len(p) for p in parts])
         padded = torch.zeros(len(parts), int(lengths.max()), parts[0].shape[1])
         for row, part in enumerate(parts):
             padded[row, : len(part)] = part
         bags.append(padded)
         masks.append(torch.arange(padded.shape[1])[None, :] < lengths[:, None])
-    inputs: dict[str, object] = {"features": bags, "masks": masks}
-    for name in items[0]["extras"]:  # type: ignore[union-attr]
-        inputs[name] = [torch.stack([it["extras"][name][m] for it in items])  # type: ignore[index]
-                        for m in range(len(items[0]["extras"][name]))]  # type: ignore[index]
-    batch: dict[str, object] = {"inputs": inputs}
+    inputs: dict[str, Any] = {"features": bags, "masks": masks}
+    for name in items[0]["extras"]:
+        inputs[name] = [torch.stack([it["extras"][name][m] for it in items])
+                        for m in range(len(items[0]["extras"][name]))]
+    batch: dict[str, Any] = {"inputs": inputs}
     for key in items[0]:
         if key not in ("bags", "extras"):
             batch[key] = torch.as_tensor(np.asarray([it[key] for it in items]))

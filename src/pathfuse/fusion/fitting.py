@@ -84,6 +84,9 @@ def scored_monitor(
     the test set, so "best on validation" means the same thing as the reported numbers.
 
     Args:
+        ctx: the task's fusion inputs (its kind and the fold's survival bin edges).
+        val: the fold's validation block; a batch's ``index`` targets select its rows.
+        fold: the outer fold, written into the scored rows and used for the bin edges.
         name: the monitor's name in the training curve.
         weights: metric → weight, e.g. ``{"balanced_accuracy": 0.8, "weighted_f1": 0.2}``.
         to_logits: turns model outputs into contract logits (e.g. drops extra columns).
@@ -106,8 +109,10 @@ SHAZAM_SCORE = ("0.8*bal_acc+0.2*w_f1", {"balanced_accuracy": 0.8, "weighted_f1"
 
 def shazam_monitor(ctx: FusionContext, val: Block, fold: int,
                    to_logits: Callable[[torch.Tensor], torch.Tensor] = lambda out: out) -> Monitor:
-    """Shazam's model choice: the kind's early-stopping score (survival: c-index), else
-    0.8·balanced accuracy + 0.2·weighted F1."""
+    """Shazam's model choice: the kind's early-stopping score (survival: c-index).
+
+    Kinds without one use the published score, 0.8·balanced accuracy + 0.2·weighted F1.
+    """
     name, weights = ctx.task.kind_strategy.early_stopping_score or SHAZAM_SCORE
     return scored_monitor(ctx, val, fold, name, weights, to_logits)
 

@@ -63,8 +63,10 @@ class GateProblem:
     def build(cls, features: np.ndarray, log_p: np.ndarray, r: np.ndarray, corr_weight: float, *,
               label: np.ndarray | None = None, bins: np.ndarray | None = None, event: np.ndarray | None = None,
               alpha: float = 0.4) -> GateProblem:
-        """Gate features [N, 3M+2], log-distributions [N, M, K], and classification ``label``
-        or survival ``bins`` and ``event`` → a problem."""
+        """Gate features [N, 3M+2], log-distributions [N, M, K] and targets → a problem.
+
+        The targets are a classification ``label`` or survival ``bins`` and ``event``.
+        """
         n, _, k = log_p.shape
         feats = np.hstack([np.asarray(features, dtype=np.float64), np.ones((n, 1))])
         log_p_t = np.ascontiguousarray(np.asarray(log_p, dtype=np.float64).transpose(0, 2, 1))
@@ -106,6 +108,7 @@ class GateParams:
         return cls([rng.uniform(-bound, bound, (n_in + 1, hidden)), np.zeros((hidden + 1, n_out))])
 
     def copy(self) -> GateParams:
+        """An independent copy (training updates the layers in place; the best state must not move)."""
         return GateParams([layer.copy() for layer in self.layers])
 
 
@@ -224,6 +227,9 @@ def train(
         schedule: ``lr``, ``weight_decay``, ``max_epochs``, ``patience`` (stop after this many
             epochs without strict improvement; the first best state is kept), as
             ``fusion.logitprod.by_kind.<kind>`` gives them.
+        batch_size: rows per Adam step (minibatches of a fresh shuffle each epoch).
+        seed: seeds the initial weights and the shuffles.
+        hidden: width of the gate's hidden layer; 0 = a linear gate.
         monitor: (name, "min" | "max", params → value on the VALIDATION rows).
         fallback: the monitor that chooses the state if ``monitor`` is undefined (NaN) at every
             epoch, e.g. a c-index on a validation split without events (as

@@ -177,7 +177,9 @@ def _align(
 
 
 def _stack(values: pd.Series, enc: str, task_id: str) -> np.ndarray:
+    if not len(values):
+        return np.zeros((0, 0), np.float32)
     try:
-        return np.stack([np.asarray(v, dtype=np.float32) for v in values]) if len(values) else np.zeros((0, 0), np.float32)
+        return np.stack([np.asarray(v, dtype=np.float32) for v in values])
     except ValueError as err:
         raise FusionInputError(f"task {task_id}, expert {enc}: rows with different vector lengths ({err})") from None

@@ -159,10 +159,8 @@ class LogitProdGate(nn.Module):
     def forward(self, features: torch.Tensor, log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Renormalised fused log-distribution [N, K'] and the weights [N, G, M]."""
         w = self.weights(features)
-        if self.n_groups == 1:  # one weight vector for every outcome: [N,1,M] @ [N,M,K]
-            fused = torch.bmm(w, log_p).squeeze(1)
-        else:  # outcome k weighted by gate k
-            fused = (w.transpose(1, 2) * log_p).sum(1)
+        # One gate: one weight vector for every outcome, [N,1,M] @ [N,M,K]; else outcome k weighted by gate k.
+        fused = torch.bmm(w, log_p).squeeze(1) if self.n_groups == 1 else (w.transpose(1, 2) * log_p).sum(1)
         return torch.log_softmax(fused, dim=-1), w
 
     def load(self, params: GateParams) -> LogitProdGate:
@@ -176,12 +174,11 @@ class LogitProdGate(nn.Module):
 
 
 class LogitProdObjective:
-    """The training objective in torch: task NLL of the fused distribution + λ·mean over samples
-    and gates of wᵀRw. The survival NLL is taken on the hazards converted from the fused
-    distribution, so its gradient flows through both conversions.
+    """The training objective in torch: task NLL of the fused distribution + λ·mean over samples and gates of wᵀRw.
 
-    It is the reference the NumPy trainer is tested against, and what the metadata reports as
-    the training objective reached.
+    The survival NLL is taken on the hazards converted from the fused distribution, so its gradient
+    flows through both conversions. It is the reference the NumPy trainer is tested against, and
+    what the metadata reports as the training objective reached.
     """
 
     def __init__(self, r: np.ndarray, corr_weight: float, survival: bool, alpha: float) -> None:
@@ -189,15 +186,17 @@ class LogitProdObjective:
         self.corr_weight, self.survival, self.alpha = corr_weight, survival, alpha
 
     def nll(self, log_q: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The task NLL of the fused log-distribution (survival: on its hazards, as the experts train)."""
         if self.survival:
             return survival_nll(output_logits(log_q, True), targets["bin"], targets["event"], self.alpha)
         return F.nll_loss(log_q, targets["label"])
 
     def penalty(self, w: torch.Tensor) -> torch.Tensor:
-        """mean over samples and gates of wᵀRw, for weights [N, G, M]."""
+        """Mean over samples and gates of wᵀRw, for weights [N, G, M]."""
         return ((w @ self.r) * w).sum(-1).mean()
 
     def __call__(self, log_q: torch.Tensor, w: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The objective of one pass: the gate's output ``log_q`` and weights ``w`` against ``targets``."""
         return self.nll(log_q, targets) + self.corr_weight * self.penalty(w)
 
 
@@ -211,11 +210,10 @@ def gate_inputs(block: Block, survival: bool) -> dict[str, torch.Tensor]:
 def gate_problem(block: Block, survival: bool, r: np.ndarray, corr_weight: float, alpha: float) -> GateProblem:
     """A block's rows as the NumPy trainer's problem."""
     inputs = gate_inputs(block, survival)
-    common = {"features": inputs["features"].numpy(), "log_p": inputs["log_p"].numpy(), "r": r,
-              "corr_weight": corr_weight}
+    features, log_p = inputs["features"].numpy(), inputs["log_p"].numpy()
     if survival:
-        return GateProblem.build(**common, bins=block.bin_index, event=block.event, alpha=alpha)
-    return GateProblem.build(**common, label=block.label)
+        return GateProblem.build(features, log_p, r, corr_weight, bins=block.bin_index, event=block.event, alpha=alpha)
+    return GateProblem.build(features, log_p, r, corr_weight, label=block.label)
 
 
 def predict_blocks(model: LogitProdGate, ctx: FusionContext, fold: int,
@@ -265,9 +263,9 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
     model = LogitProdGate(len(ctx.encoders), n_groups, settings.gate_hidden).load(result.params).eval()
     logits, gates = predict_blocks(model, ctx, fold, survival)
     with torch.no_grad():
-        train_in = gate_inputs(train, survival)
+        train_log_q, train_w = model(**gate_inputs(train, survival))
         objective = LogitProdObjective(r, settings.corr_weight, survival, alpha)(
-            *model(**train_in), block_targets(train, ctx.task.kind_strategy))
+            train_log_q, train_w, block_targets(train, ctx.task.kind_strategy))
     val_in = gate_inputs(val, survival)
     cost = {
         "train_seconds": train_seconds, "params": count_parameters(model),
@@ -291,9 +289,11 @@ def gate_schedule(settings: LogitProdSettings, kind: str) -> GateSchedule:
 
 
 def gate_movement(gates: np.ndarray, n_experts: int) -> dict[str, float]:
-    """How far the gate left its uniform start on some rows: mean KL(w ‖ uniform) (nats; 0 = the
-    uniform product of experts, log M = one-hot) and mean largest weight (1/M … 1), over samples
-    and gates. A gate that never moved makes LogitProd the mean-logits baseline, whatever its name."""
+    """How far the gate left its uniform start on some rows, over samples and gates.
+
+    Mean KL(w ‖ uniform) in nats (0 = the uniform product of experts, log M = one-hot) and mean largest
+    weight (1/M … 1). A gate that never moved makes LogitProd the mean-logits baseline, whatever its name.
+    """
     w = np.asarray(gates, dtype=np.float64).reshape(len(gates), -1, n_experts)
     kl = (np.where(w > 0, w * np.log(np.clip(w, 1e-300, None) * n_experts), 0.0)).sum(-1)
     return {"gate_kl_from_uniform": float(kl.mean()) if len(w) else float("nan"),

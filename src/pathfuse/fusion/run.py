@@ -99,9 +99,11 @@ def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], d
         meta["n_bins"] = ctx.expert_meta.get("n_bins", ctx.task.n_bins)
         meta["bin_edges"] = {str(f): e for f, e in (ctx.bin_edges or {}).items()}
     if method == "logitprod":
-        n_groups = (ctx.task.n_bins + 1) if kind.time_to_event else 1  # LogitProd: one gate per survival outcome
+        # LogitProd: one gate per survival outcome, else one gate.
+        n_groups = (ctx.task.n_bins + 1) if kind.time_to_event else 1
+        groups = "survival outcomes (bins 0..T-1, then survived)" if kind.time_to_event else "one"
         meta["gate_layout"] = {"n_groups": n_groups, "n_experts": len(ctx.encoders), "order": "group-major",
-                               "groups": "survival outcomes (bins 0..T-1, then survived)" if kind.time_to_event else "one"}
+                               "groups": groups}
     return meta
 
 

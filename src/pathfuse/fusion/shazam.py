@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -58,6 +59,7 @@ class AttentionBlock(nn.Module):
         self.scale = 1.0 / math.sqrt(dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Mix the teacher tokens [B, N, D] with each other; the output has the same shape."""
         scores = self.query(tokens) @ self.key(tokens).transpose(1, 2) * self.scale
         return self.norm(tokens + self.out(torch.softmax(scores, dim=-1) @ self.value(tokens)))
 
@@ -110,8 +112,8 @@ class Shazam(nn.Module):
     def fuse(self, features: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """T_final [B, D] from the teachers' tiles [B, D_i] or bags [B, n, D_i] (+ masks)."""
         if self.pools is not None:
-            masks = masks or [None] * len(features)
-            features = [pool(x, mask)[0] for pool, x, mask in zip(self.pools, features, masks, strict=True)]
+            pool_masks: Sequence[torch.Tensor | None] = masks or [None] * len(features)
+            features = [pool(x, mask)[0] for pool, x, mask in zip(self.pools, features, pool_masks, strict=True)]
         tokens = torch.stack([proj(x) for proj, x in zip(self.projections, features, strict=True)], dim=1)
         if self.mixer == "sum":
             return tokens.sum(dim=1)
@@ -123,6 +125,7 @@ class Shazam(nn.Module):
 
     def teacher_weights(self, tokens: torch.Tensor) -> torch.Tensor:
         """MoE mixer: each sample's softmax weights [B, N] over its N teacher tokens [B, N, D]."""
+        assert self.gate is not None, "teacher weights come from the moe mixer's gate"
         return torch.softmax(self.gate(tokens.flatten(1)), dim=-1)
 
     def forward(
@@ -145,7 +148,8 @@ class ShazamLoss:
         self.task = task_loss(kind, alpha)
         self.n_outputs, self.dim, self.weight, self.delta = n_outputs, dim, weight, delta
 
-    def __call__(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    def __call__(self, outputs: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The loss of packed ``outputs`` (:meth:`Shazam.forward`); plain logits get the task loss only."""
         logits = outputs[:, : self.n_outputs]
         loss = self.task(logits, batch)
         if outputs.shape[1] == self.n_outputs or self.weight == 0:
@@ -180,22 +184,25 @@ def _bag_loader(feats: TeacherFeatures, block: Block, kind: TaskKind, batch_size
     return make_loader(dataset, batch_size, shuffle=shuffle, seed=seed, collate_fn=collate_multibags)
 
 
-def _mean_tiles_forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+def _mean_tiles_forward(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     """Slide tasks without expert embeddings: each teacher's target input is its mean tile."""
     inputs = batch["inputs"]
-    means = [(x * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True) for x, m in zip(inputs["features"], inputs["masks"], strict=True)]
+    means = [(x * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
+             for x, m in zip(inputs["features"], inputs["masks"], strict=True)]
     return model(features=inputs["features"], masks=inputs["masks"], target_inputs=means)
 
 
-def _logits_forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+def _logits_forward(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     inputs = batch["inputs"]
     return model(features=inputs["features"], masks=inputs.get("masks"))
 
 
 # ----------------------------------------------------------------------------- fit one fold
 def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOutput:
-    """Train Shazam (or an ablation, by ``mixer``) on one outer fold, early stopping on validation,
-    and predict every block."""
+    """Train Shazam (or an ablation, by ``mixer``) on one outer fold and predict every block.
+
+    Training stops early on the validation block; the test block only gets predictions.
+    """
     start = time.perf_counter()
     settings, kind = ctx.settings.shazam, ctx.task.kind_strategy
     feats: TeacherFeatures = ctx.features
@@ -207,13 +214,18 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
     slide = feats.is_slide
     target_source = None
     if distill:
-        target_source = "embedding" if slide and _uses_expert_embeddings(ctx, fold) else ("mean_tiles" if slide else "tile")
+        target_source = ("embedding" if slide and _uses_expert_embeddings(ctx, fold)
+                         else "mean_tiles" if slide else "tile")
         if target_source == "mean_tiles":
             log.warning("task %s fold %d: the experts recorded no slide embeddings; Shazam distils toward "
                         "each teacher's mean tile feature instead", ctx.task.id, fold)
     target_dims = None
     if distill:
-        target_dims = [e.shape[1] for e in train.embeddings] if target_source == "embedding" else feats.dims
+        if target_source == "embedding":
+            assert train.embeddings is not None  # _uses_expert_embeddings checked every in-fold block
+            target_dims = [e.shape[1] for e in train.embeddings]
+        else:
+            target_dims = feats.dims
     model = Shazam(feats.dims, n_outputs, settings.dim, settings.n_layers, settings.abmil_hidden if slide else None,
                    settings.abmil_dropout, target_dims, train_targets=settings.distill_target == "linear", mixer=mixer)
     loss = ShazamLoss(n_outputs, settings.dim, kind, ctx.settings.survival_alpha, settings.distill_weight,
@@ -251,5 +263,5 @@ def fit_fold(ctx: FusionContext, fold: int, mixer: str = "attention") -> FoldOut
     return FoldOutput(logits=logits, cost=cost)
 
 
-def _default_forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+def _default_forward(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     return model(**batch["inputs"])

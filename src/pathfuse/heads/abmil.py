@@ -110,6 +110,7 @@ class ABMIL(nn.Module):
         return self.pool(features, mask)[0]
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, n_outputs] of the bags ``features`` (shapes and ``mask`` as in :class:`GatedAttentionPool`)."""
         return self.classifier(self.embed(features, mask))
 
     def logits_and_embedding(

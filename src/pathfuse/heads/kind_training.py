@@ -56,21 +56,27 @@ class ClassificationTraining:
     monitors: Mapping[str, MonitorFn] = {"auroc": auroc_monitor, "balanced_accuracy": balanced_accuracy_monitor}
 
     def targets(self, samples: pd.DataFrame, edges: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Class indices of ``samples`` (``edges`` is unused: classes need no bins)."""
         return {"label": samples["label"].to_numpy(np.int64)}
 
     def block_targets(self, block: Any) -> dict[str, torch.Tensor]:
+        """A fusion block's class indices, as the loss reads them."""
         return {"label": torch.as_tensor(block.label, dtype=torch.long)}
 
     def loss(self, alpha: float = 0.4, class_weights: torch.Tensor | None = None) -> LossFn:
+        """Cross-entropy, weighted per class when given (``alpha`` belongs to survival, unused here)."""
         return lambda out, batch: cross_entropy(out, batch["label"], class_weights)
 
     def monitor(self, name: str) -> MonitorFn:
+        """The classification monitor called ``name``; KeyError (listing the known ones) otherwise."""
         return _lookup(self.monitors, name)
 
     def log_distribution(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class logits → log class probabilities (log-softmax)."""
         return F.log_softmax(logits, dim=-1)
 
     def output_logits(self, log_q: torch.Tensor) -> torch.Tensor:
+        """Log class probabilities are valid logits already (softmax gives them back)."""
         return log_q
 
 
@@ -80,6 +86,10 @@ class SurvivalTraining:
     monitors: Mapping[str, MonitorFn] = {"c_index": c_index_monitor}
 
     def targets(self, samples: pd.DataFrame, edges: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Each sample's time bin under the fold's ``edges``, its event flag and its raw time.
+
+        The raw time travels along because the validation c-index ranks times, not bins.
+        """
         if edges is None:
             raise ValueError("survival targets need the fold's time-bin edges")
         return {
@@ -89,17 +99,22 @@ class SurvivalTraining:
         }
 
     def block_targets(self, block: Any) -> dict[str, torch.Tensor]:
+        """A fusion block's time bins and event flags, as the survival NLL reads them."""
         return {"bin": torch.as_tensor(block.bin_index, dtype=torch.long),
                 "event": torch.as_tensor(block.event, dtype=torch.float32)}
 
     def loss(self, alpha: float = 0.4, class_weights: torch.Tensor | None = None) -> LossFn:
+        """The discrete-time NLL, ``alpha`` weighting the extra uncensored term (no class weights here)."""
         return lambda out, batch: survival_nll(out, batch["bin"], batch["event"], alpha)
 
     def monitor(self, name: str) -> MonitorFn:
+        """The survival monitor called ``name``; KeyError (listing the known ones) otherwise."""
         return _lookup(self.monitors, name)
 
     def log_distribution(self, logits: torch.Tensor) -> torch.Tensor:
+        """Hazard logits [..., T] → the log event distribution over T+1 outcomes (bins, survived)."""
         return hazards_to_event_distribution(logits, log=True)
 
     def output_logits(self, log_q: torch.Tensor) -> torch.Tensor:
+        """A log event distribution over T+1 outcomes → hazard logits [..., T]."""
         return event_distribution_to_hazards(log_q, log=True)

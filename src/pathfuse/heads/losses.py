@@ -46,7 +46,7 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def log_survival(hazard_logits: torch.Tensor) -> torch.Tensor:
-    """log S_t for t = 0..T-1 from hazard logits [B, T] (log prob. of surviving past bin t)."""
+    """Log survival log S_t for t = 0..T-1 from hazard logits [B, T] (log prob. of surviving past bin t)."""
     return torch.cumsum(F.logsigmoid(-hazard_logits), dim=-1)
 
 

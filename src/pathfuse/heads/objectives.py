@@ -39,6 +39,8 @@ class Objective:
 
 
 def monitor_fn(monitor: str, kind: str) -> MonitorFn:
-    """Validation metric over samples, for checkpoint choice (reported metrics are per patient):
-    one of task kind ``kind``'s monitors; KeyError (listing them) for a name the kind lacks."""
+    """Validation metric over samples, for checkpoint choice (reported metrics are per patient).
+
+    One of task kind ``kind``'s monitors; KeyError (listing them) for a name the kind lacks.
+    """
     return get_kind(kind).training().monitor(monitor)

@@ -30,6 +30,8 @@ HEADS: Registry[HeadBuilder] = Registry("head")
 
 
 def build_head(name: str, in_dim: int, n_outputs: int, recipe: HeadRecipe | None = None) -> nn.Module:
-    """Build the head registered as ``name`` for ``in_dim`` features and ``n_outputs`` logits,
-    with ``recipe``'s architecture settings (None: the head's defaults)."""
+    """Build the head registered as ``name`` for ``in_dim`` features and ``n_outputs`` logits.
+
+    ``recipe`` carries the architecture settings of ``experts.heads`` (None: the head's defaults).
+    """
     return HEADS.get(name)(in_dim, n_outputs, recipe)

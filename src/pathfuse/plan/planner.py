@@ -22,10 +22,10 @@ from pathfuse.seeds import n_seeds, replicate_payload, replicates
 
 
 def inner_folds_needed(cfg: Config) -> int:
-    """Inner folds to train per outer fold: ``experts.inner_folds`` when a configured fusion method
-    needs out-of-fold expert logits (``Method.needs_oof``: LogitProd, stacking), else 0.
+    """Inner folds to train per outer fold: ``experts.inner_folds`` when a fusion method needs them, else 0.
 
-    The inner experts cost ``inner_folds`` extra expert trainings per outer fold; a run whose
+    A method needs them when it reads out-of-fold expert logits (``Method.needs_oof``: LogitProd,
+    stacking). The inner experts cost ``inner_folds`` extra expert trainings per outer fold; a run whose
     methods never read out-of-fold rows should not pay for them.
     """
     methods = cfg.section("fusion").get("methods", [])
@@ -58,12 +58,12 @@ class Planner:
         return {"registry": self.cfg.task_registry[task_id], "data": self.cfg.raw["task_data"].get(task_id, {})}
 
     def encoder_facts(self, encoder: str) -> dict[str, Any]:
+        """The encoder's registry entry (what its embedding jobs read of it, so it enters their digests)."""
         return self.cfg.encoder_entry(encoder)
 
     # ------------------------------------------------------------------ start-up checks
     def check(self) -> None:
-        """Refuse, before any job starts, inputs that are already visibly unusable
-        (:func:`pathfuse.plan.checks.check_inputs_at_start`)."""
+        """Refuse, before any job starts, inputs that are already visibly unusable (:func:`check_inputs_at_start`)."""
         check_inputs_at_start(self.cfg)
 
     # ------------------------------------------------------------------ demo
@@ -91,6 +91,7 @@ class Planner:
         return {"files": sorted(files), "folders": sorted(folders)}
 
     def demo(self) -> JobPlan:
+        """The demo_data job: no input files; the demo section, the seed and the tasks it makes data for."""
         payload = {"demo": self.section("demo"), "seed": self.cfg.seed,
                    "tasks": {t.id: self.task_facts(t.id) for t in self.cfg.tasks}}
         return JobPlan({}, settings_digest(payload))
@@ -137,12 +138,14 @@ class Planner:
         return [p for p in (spec.manifest, spec.mpp_overrides) if p]
 
     def tile(self, cohort: str, shard: int) -> JobPlan:
+        """One tiling shard: its slide files and the cohort's tables; tiling settings and the cohort entry."""
         inputs = {"slides": self.shard_slide_files(cohort, shard), "tables": self.cohort_tables(cohort)}
         payload = {"tiling": self.section("tiling"), "cohort": self.cfg.raw["cohorts"].get(cohort),
                    "seed": self.cfg.seed, "shard": shard}
         return JobPlan(inputs, settings_digest(payload))
 
     def tile_index(self, cohort: str) -> JobPlan:
+        """The cohort's tile index: every tile shard (the shards' own digests cover their settings)."""
         shards = [str(self.layout.tile_shard(cohort, shard_name(s))) for s in range(self.cfg.n_shards(cohort))]
         payload = {"cohort": cohort, "n_shards": len(shards)}
         return JobPlan({"shards": shards}, settings_digest(payload))
@@ -165,6 +168,7 @@ class Planner:
         return settings
 
     def embed_slides(self, encoder: str, cohort: str, shard: int) -> JobPlan:
+        """One shard's slide features from ``encoder``: imported bags, or the tile shard and the weights."""
         if self.is_byo(encoder, cohort):
             inputs = {"bags": [str(p) for p in shard_bags(self.cfg, encoder, cohort, shard).values()]}
         else:
@@ -177,6 +181,7 @@ class Planner:
         return JobPlan(inputs, settings_digest(payload))
 
     def embed_tiles(self, encoder: str) -> JobPlan:
+        """``encoder``'s features of the run's tile datasets; folders enter as fingerprints (too many files)."""
         datasets = self.cfg.tile_dataset_ids_for(encoder)
         files = [f for d in datasets for f in self.tile_dataset_files(encoder, d)]
         payload = {"embedding": self.embedding_settings(encoder), "encoder": self.encoder_facts(encoder),
@@ -186,9 +191,11 @@ class Planner:
         return JobPlan({"datasets": files, "weights": self.weight_files(encoder)}, settings_digest(payload))
 
     def tile_dataset_files(self, encoder: str, dataset: str) -> list[str]:
-        """The files an encoder's embedding of one tile dataset reads (its BYO matrix, if any), and
-        its groups CSV (the index records each tile's patient/slide group, so the CSV is an input
-        of embed_tiles and, through the index, of every expert, fuser and table after it)."""
+        """The files an encoder's embedding of one tile dataset reads: its BYO matrix, if any, and its groups CSV.
+
+        The index records each tile's patient/slide group, so the CSV is an input of embed_tiles and,
+        through the index, of every expert, fuser and table after it.
+        """
         spec = self.cfg.tile_dataset(dataset)
         groups = [spec.groups] if spec.groups else []
         source = tile_source(self.cfg, encoder, dataset)
@@ -214,14 +221,17 @@ class Planner:
         if not task.is_slide_task:
             return [str(self.layout.tile_features_manifest(encoder))]
         cohort = task.cohort or ""
-        files = [str(self.layout.feature_shard(encoder, cohort, shard_name(s))) for s in range(self.cfg.n_shards(cohort))]
+        shards = range(self.cfg.n_shards(cohort))
+        files = [str(self.layout.feature_shard(encoder, cohort, shard_name(s))) for s in shards]
         if not self.is_byo(encoder, cohort):
             files.append(str(self.layout.tile_skipped(cohort)))
         return files
 
     def expert(self, task_id: str, encoder: str, seed: int = 0) -> JobPlan:
-        """One (task, encoder) expert; ``seed`` > 0 is a replicate (rule ``expert_replicate``):
-        same inputs, ``replicate`` in the digest (absent for seed 0, so its digest is today's)."""
+        """One (task, encoder) expert; ``seed`` > 0 is a replicate (rule ``expert_replicate``).
+
+        Same inputs, and ``replicate`` in the digest (absent for seed 0, so its digest is today's).
+        """
         task = self.cfg.task(task_id)
         inputs = {"features": self.task_features(task, encoder),
                   "labels": [task.labels] if task.is_slide_task and task.labels else [],
@@ -242,8 +252,10 @@ class Planner:
         return JobPlan(inputs, settings_digest(payload))
 
     def evaluate(self, task_id: str) -> JobPlan:
-        """Scores of one task: seed 0's predictions, and every replicate's when ``n_seeds`` > 1
-        (their gains give the spread across seeds); ``n_seeds`` enters the digest only then."""
+        """Scores of one task: seed 0's predictions, and every replicate's when ``n_seeds`` > 1.
+
+        The replicates' gains give the spread across seeds; ``n_seeds`` enters the digest only then.
+        """
         task = self.cfg.task(task_id)
         inputs = {"experts": [str(self.layout.expert_predictions(task_id, e)) for e in task.encoders],
                   "fusion": [str(self.layout.fusion_predictions(task_id, m)) for m in self.cfg.fusion_methods]}
@@ -261,6 +273,7 @@ class Planner:
         return {kind: [str(p) for p in paths] for kind, paths in self.layout.report_outputs(self.cfg.task_ids).items()}
 
     def report(self) -> JobPlan:
+        """The report job: every task's metrics, predictions, curves and attention, and the figures' sources."""
         tasks = self.cfg.tasks
         inputs = {
             "metrics": [str(self.layout.metrics(t.id)) for t in tasks],
