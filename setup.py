@@ -10,8 +10,9 @@ build is in pyproject.toml.
 import shutil
 from pathlib import Path
 
-from setuptools import setup
-from setuptools.command.build_py import build_py
+# setuptools ships no type information here and types-setuptools is not a test dependency.
+from setuptools import setup  # type: ignore[import-untyped]
+from setuptools.command.build_py import build_py  # type: ignore[import-untyped]
 
 WORKFLOW_FILES = ("Snakefile", "workflow", "envs", "config")
 
@@ -20,6 +21,7 @@ class BuildWithWorkflow(build_py):
     """``build_py`` that also copies the workflow files into the built package."""
 
     def run(self) -> None:
+        """Build the package as usual, then replace its ``bundled_workflow/`` with fresh copies."""
         super().run()
         target = Path(self.build_lib) / "pathfuse" / "bundled_workflow"
         shutil.rmtree(target, ignore_errors=True)

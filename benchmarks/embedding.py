@@ -35,11 +35,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pathfuse.compat import import_timm
+from pathfuse.config import section_settings
 from pathfuse.encoders.inference import Embedder, Runtime, embed_batches, make_loader
 from pathfuse.encoders.registry import EncoderSpec, build_encoder
 from pathfuse.encoders.slide_tiles import ShardTiles
 from pathfuse.encoders.transforms import ResizeCrop
 from pathfuse.encoders.weights import LoadedEncoder
+from pathfuse.settings import EmbeddingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "embedding.json"
@@ -125,10 +127,12 @@ def vit_s_cpu(reps: int) -> dict[str, Any]:
     flops = count_flops(model, x)
     fp32_peak, n_fp32 = matmul_peak(torch.float32, "cpu", 3)
     bf16_ok, probe = bf16_is_fast("cpu")
-    peaks = {"fp32": {"flops": fp32_peak, "n": n_fp32}, "bf16_probe_512": probe}
-    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    peaks: dict[str, dict[str, Any]] = {"fp32": {"flops": fp32_peak, "n": n_fp32}, "bf16_probe_512": probe}
+    # Module.to takes memory_format at runtime (documented); torch's overloads leave it out.
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    variants = {"fp32": (model, x, None), "fp32_channels_last": (model_cl, x_cl, None)}
+    variants: dict[str, tuple[torch.nn.Module, torch.Tensor, torch.dtype | None]] = {
+        "fp32": (model, x, None), "fp32_channels_last": (model_cl, x_cl, None)}
     if bf16_ok:
         bf16_peak, n_bf16 = matmul_peak(torch.bfloat16, "cpu", 3)
         peaks["bf16"] = {"flops": bf16_peak, "n": n_bf16}
@@ -208,12 +212,13 @@ def end_to_end(precision: str, channels_last: bool, n_batches: int, workers: lis
     dataset.close()
     runs = {}
     for n_workers in workers:
-        settings = {"batch_size": BATCH, "num_workers": n_workers, "prefetch_factor": 4}
+        settings = section_settings(EmbeddingSettings, batch_size=BATCH, num_workers=n_workers, prefetch_factor=4)
         start = time.perf_counter()
-        first = None
+        first: float | None = None
         for _ in embed_batches(embedder, make_loader(dataset, settings, runtime)):
             first = first or time.perf_counter()
         total = time.perf_counter() - start
+        assert first is not None, "the loader gave no batch"
         steady = (n_tiles - BATCH) / (time.perf_counter() - first)
         runs[f"workers_{n_workers}"] = {"tiles_per_s": n_tiles / total, "steady_tiles_per_s": steady,
                                         "ratio_to_model_only": n_tiles / total / model_only,

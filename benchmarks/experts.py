@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -291,7 +292,7 @@ def main() -> None:
         return
     from pathfuse.io import write_json
 
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "experts",
         "machine": machine(args.device),
         "bag": {"tiles": args.tiles, "dim": args.dim, "bytes_float16": args.tiles * args.dim * 2},

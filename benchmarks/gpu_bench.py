@@ -40,11 +40,14 @@ from pathfuse.encoders.gpu_decode import GpuJpegDecoder, collate_raw
 from pathfuse.heads.abmil import ABMIL
 from pathfuse.slides.readers import reader_class
 
-FULL = {"gemm_n": 8192, "batch": 256, "px": 224, "vits": {"vit_l16": ("vit_large_patch16_224", {}),
-        "vit_g14": ("vit_giant_patch14_dinov2", {"img_size": 224})}, "steps": 10, "side": 40_960,
-        "e2e_tiles": 6144, "bag": (2000, 1536), "abmil_steps": 200}
-DRY = {"gemm_n": 256, "batch": 4, "px": 32, "vits": {"vit_tiny": ("vit_tiny_patch16_224", {"img_size": 32})},
-       "steps": 2, "side": 4096, "e2e_tiles": 16, "bag": (100, 64), "abmil_steps": 5}
+# Mixed values by key (sizes, model lists, tuples), read by name: typed as Any per key.
+FULL: dict[str, Any] = {"gemm_n": 8192, "batch": 256, "px": 224,
+                        "vits": {"vit_l16": ("vit_large_patch16_224", {}),
+                                 "vit_g14": ("vit_giant_patch14_dinov2", {"img_size": 224})},
+                        "steps": 10, "side": 40_960, "e2e_tiles": 6144, "bag": (2000, 1536), "abmil_steps": 200}
+DRY: dict[str, Any] = {"gemm_n": 256, "batch": 4, "px": 32,
+                       "vits": {"vit_tiny": ("vit_tiny_patch16_224", {"img_size": 32})},
+                       "steps": 2, "side": 4096, "e2e_tiles": 16, "bag": (100, 64), "abmil_steps": 5}
 
 
 def timed(fn: Callable[[], Any], steps: int, device: torch.device) -> float:

@@ -41,6 +41,7 @@ from pathfuse.compat import import_timm
 from pathfuse.encoders.slide_tiles import ShardTiles
 from pathfuse.encoders.transforms import ResizeCrop
 from pathfuse.slides.reader import SlideReader
+from pathfuse.slides.readers.base import SlideSource
 from pathfuse.slides.readers.jpeg import JpegTiffReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def grid(path: Path, read_px: int, n: int) -> list[tuple[int, int]]:
 def read_rate(path: Path, read_px: int, out_px: int, n: int) -> dict[str, Any]:
     """tiles/s of both readers over the same ``n`` tiles, alternating blocks; PSNR of their outputs."""
     positions = grid(path, read_px, n)
-    readers = {"openslide": SlideReader(path), "jpeg": JpegTiffReader(path)}
+    readers: dict[str, SlideSource] = {"openslide": SlideReader(path), "jpeg": JpegTiffReader(path)}
     for reader in readers.values():  # open, parse, warm the code paths
         reader.read_tile(*positions[-1], 0, read_px, out_px)
     seconds = dict.fromkeys(readers, 0.0)

@@ -99,8 +99,9 @@ def write_aperio_svs(path: Path, side: int, mpp: float = 0.25, tile: int = 256, 
                 subfiletype=0 if level == 0 else 1,
             )
             level, size = level + 1, size // step
-    with tifffile.TiffFile(tmp, mode="r+b") as tif:
+    with tifffile.TiffFile(tmp, mode="r+") as tif:  # a path opened "r+" is opened "r+b"
         for page in tif.pages:
+            assert isinstance(page, tifffile.TiffPage)  # pages are frames only with useframes=True
             page.tags["Compression"].overwrite(JPEG)
     os.replace(tmp, path)
     return path

@@ -66,7 +66,7 @@ def test_a_logit_level_method_beats_the_best_expert_on_most_tasks(ranks, run):
     wins = {}
     for method in LOGIT_LEVEL:
         gains = ranks.loc[ranks["method"] == method, "gain"].dropna()
-        wins[method] = (int((gains > 0).sum()), len(gains), float(summary.loc[method, "mean_gain"]))
+        wins[method] = (int((gains > 0).sum()), len(gains), float(summary["mean_gain"][method]))
     best = max(wins, key=lambda m: wins[m][0])
     positive, paired, mean_gain = wins[best]
     assert positive > paired / 2 and mean_gain > 0, f"gain > 0 on (tasks, of, mean gain): {wins}"

@@ -22,8 +22,9 @@ REGISTRY = yaml.safe_load((REPO / "src" / "pathfuse" / "resources" / "encoders.y
 def _write_config(tmp_path: Path, raw: dict, **extra_encoders: dict) -> Path:
     registry = tmp_path / "encoders.yaml"
     registry.write_text(yaml.safe_dump({**REGISTRY, **extra_encoders}))
+    tasks = REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"
     raw = {**raw, "results_dir": str(tmp_path / "results"),
-           "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": str(registry)}}
+           "registries": {"tasks": str(tasks), "encoders": str(registry)}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -79,7 +80,8 @@ def test_byo_folder_of_the_wrong_dim_fails(tmp_path, capsys):
     code, out = _run(capsys, _write_config(tmp_path, raw, my_fm={"kind": "byo", "dim": 16}))
     assert code == 1
     assert "FAIL cohort c/my_fm (byo)" in out and "are 8-d" in out and "the encoder registry says dim 16" in out
-    assert "point the encoder at the right folder or fix 'dim'" in out and "fix: see embedding.byo.slides.my_fm.c" in out
+    assert "point the encoder at the right folder or fix 'dim'" in out
+    assert "fix: see embedding.byo.slides.my_fm.c" in out
 
 
 def test_slide_without_mpp_fails_naming_the_override(tmp_path, capsys):

@@ -95,7 +95,8 @@ def test_wrong_dim_and_missing_datasets_are_errors(tmp_path):
     bad.mkdir()
     with h5py.File(bad / "x.h5", "w") as fh:
         fh["embeddings"] = np.zeros((2, 8), np.float32)
-    with pytest.raises(FeatureImportError, match="needs a dataset 'features' \\(or 'feats'\\); it has \\['embeddings'\\]"):
+    with pytest.raises(FeatureImportError,
+                       match=r"needs a dataset 'features' \(or 'feats'\); it has \['embeddings'\]"):
         embed_shard(_slide_config(tmp_path / "b", bad), "mine", "demo", 0)
 
 

@@ -28,7 +28,7 @@ def test_shard_is_embedded_end_to_end(tmp_path):
     assert manifest["status"].tolist() == ["ok", "ok", "skipped"]
     assert manifest["reason"].iloc[2].startswith("missing_file")
     assert manifest["n_tiles"].tolist() == [7, 9, 0] and manifest["dim"].tolist() == [128] * 3
-    for slide_id, n in zip(ids, (7, 9)):
+    for slide_id, n in zip(ids, (7, 9), strict=True):
         tiles, _ = read_parquet(cfg.layout.tiles("demo", slide_id), schema="tiles")
         feats, coords, fmeta = _features(cfg.layout.features("demo_vit_c", "demo", slide_id))
         assert feats.dtype == np.float16 and feats.shape == (n, 128) and np.isfinite(feats).all()
@@ -80,7 +80,7 @@ def test_corrupt_tile_is_logged_and_dropped_or_zero_filled(tmp_path, caplog, pol
     assert meta["n_tiles_failed"] == "1" and manifest["status"].iloc[0] == "ok"
     if policy == "drop":
         assert feats.shape[0] == 6 and [256, 0] not in coords.tolist()
-        assert "1 unreadable tile(s) dropped" == manifest["reason"].iloc[0]
+        assert manifest["reason"].iloc[0] == "1 unreadable tile(s) dropped"
     else:
         assert feats.shape[0] == 7 and coords.tolist()[1] == [256, 0]
     # the handle was reopened after the error: the other tiles are real, distinct embeddings
@@ -92,7 +92,7 @@ def test_corrupt_tile_is_logged_and_dropped_or_zero_filled(tmp_path, caplog, pol
 def test_corrupt_tile_fails_or_skips_the_slide_per_config(tmp_path):
     cfg = make_config(tmp_path, embedding={"on_tile_error": "fail"})
     make_cohort(cfg, tmp_path, corrupt=True)
-    with pytest.raises(TileReadError, match="slide slide0 .*x=256 y=0"):
+    with pytest.raises(TileReadError, match=r"slide slide0 .*x=256 y=0"):
         embed_shard(cfg, "demo_vit_a", "demo", 0)
     assert not cfg.layout.feature_shard("demo_vit_a", "demo", "shard0000").exists()
     strict = make_config(tmp_path, embedding={"max_tile_error_fraction": 0.1})
@@ -140,6 +140,6 @@ def test_slide_file_gone_since_tiling_stops_with_its_name(tmp_path):
     cfg = make_config(tmp_path, embedding={"batch_size": 7})  # slide0's 7 tiles = the first batch
     make_cohort(cfg, tmp_path)
     (tmp_path / "slides" / "slide1.tiff").unlink()
-    with pytest.raises(TileReadError, match="slide slide1: .*slide1.tiff: no such file"):
+    with pytest.raises(TileReadError, match=r"slide slide1: .*slide1\.tiff: no such file"):
         embed_shard(cfg, "demo_vit_a", "demo", 0)
     assert cfg.layout.features("demo_vit_a", "demo", "slide0").exists()  # finished slides are kept

@@ -162,7 +162,7 @@ MEAN_TOL, MAX_TOL = 0.005, 0.1
 
 @pytest.mark.parametrize("fm", sorted(PUBLISHED))
 def test_preprocessing_matches_timm_from_the_published_cfg(fm, real_tiles):
-    """pathfuse's transform vs ``create_transform(resolve_data_config(published pretrained_cfg))``."""
+    """The pathfuse transform equals ``create_transform(resolve_data_config(published pretrained_cfg))``."""
     from PIL import Image
 
     timm = import_timm()

@@ -61,7 +61,7 @@ def test_register_tokens_are_skipped_by_patch_means():
 
 def test_bad_kwarg_and_unknown_layer_name_the_encoder():
     entry = dict(REGISTRY["demo_vit_a"], kwargs={**REGISTRY["demo_vit_a"]["kwargs"], "not_a_kwarg": 3})
-    with pytest.raises(ConfigError, match="encoder 'broken'.*not_a_kwarg"):
+    with pytest.raises(ConfigError, match=r"encoder 'broken'.*not_a_kwarg"):
         build_encoder(EncoderSpec.from_entry("broken", entry))
     entry = dict(REGISTRY["demo_vit_a"], kwargs={**REGISTRY["demo_vit_a"]["kwargs"], "mlp_layer": "NoSuchMlp"})
     with pytest.raises(ConfigError, match="mlp_layer='NoSuchMlp' names no layer"):

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import save_file
 from test_encoders_fixtures import make_config
 
-from pathfuse.encoders.registry import EncoderSpec, build_encoder
+from pathfuse.encoders.registry import EncoderModel, EncoderSpec, build_encoder
 from pathfuse.encoders.weights import WeightsError, file_sha256, load_encoder, state_sha256
 
-TINY = {"arch": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "patch_size": 16, "embed_dim": 16, "depth": 1,
-                                                    "num_heads": 2},
-        "embedding": "cls", "input_px": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "precision": "fp32",
-        "dim": 16, "weights_url": "https://example.org/tiny"}
+TINY: dict[str, Any] = {
+    "arch": "vit_tiny_patch16_224",
+    "kwargs": {"img_size": 32, "patch_size": 16, "embed_dim": 16, "depth": 1, "num_heads": 2},
+    "embedding": "cls", "input_px": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "precision": "fp32",
+    "dim": 16, "weights_url": "https://example.org/tiny",
+}
 DINO = dict(TINY, arch="vit_small_patch14_dinov2", kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 16,
                                                             "depth": 2, "num_heads": 2}, remap="hf_dinov2")
 CONCH = dict(TINY, kwargs={"img_size": 32, "patch_size": 16, "embed_dim": 16, "depth": 1, "num_heads": 2,
@@ -23,7 +26,7 @@ CONCH = dict(TINY, kwargs={"img_size": 32, "patch_size": 16, "embed_dim": 16, "d
              embedding="attn_pool", head={"type": "attn_pool", "d_model": 8, "n_heads": 2}, remap="conch_v15", dim=8)
 
 
-def _source_model(entry: dict, seed: int = 3) -> torch.nn.Module:
+def _source_model(entry: dict, seed: int = 3) -> EncoderModel:
     torch.manual_seed(seed)
     return build_encoder(EncoderSpec.from_entry("src", entry)).eval()
 
@@ -86,7 +89,7 @@ def test_pickled_objects_are_refused(tmp_path):
     (tmp_path / "weights").mkdir()
     torch.save({"weights": _Opaque()}, tmp_path / "weights" / "evil.pth")
     cfg = _config(tmp_path, tiny=dict(TINY, weights="evil.pth"))
-    with pytest.raises(WeightsError, match="weights_only=True.*safetensors"):
+    with pytest.raises(WeightsError, match=r"weights_only=True.*safetensors"):
         load_encoder(cfg, "tiny")
 
 
@@ -124,6 +127,7 @@ def test_hf_dinov2_checkpoint_is_remapped_to_timm(tmp_path):
 
 def test_conch_v15_checkpoint_loads_trunk_and_pooling_head(tmp_path):
     source = _source_model(CONCH)
+    assert source.head is not None  # CONCH's attention-pooling head
     state = {f"trunk.{k}": v for k, v in source.trunk.state_dict().items()}
     renames = {"head.pool.": "attn_pool_contrast.", "head.norm.": "ln_contrast."}
     for key, value in source.head.state_dict().items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,14 +28,15 @@ FAMILIES = {**dict.fromkeys(ENCODERS, "expert"), "logitprod": "fuser", "shazam":
 def make_config(root: Path, tasks: list[str], methods: list[str] | None = None, n_folds: int = 2,
                 **report) -> Config:
     """A run config rooted at ``root`` (slide paths need not exist: nothing here reads slides)."""
-    registry = load_yaml(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml")
+    resources = REPO / "src" / "pathfuse" / "resources"
+    registry = load_yaml(resources / "tasks.yaml")
     tile = [t for t in tasks if registry[t]["kind"] == "tile_classification"]
     task_data = {t: {"cohort": "demo", "labels": "labels.csv", "splits": "splits_{fold}.csv", "n_folds": n_folds}
                  for t in tasks if t not in tile}
     task_data.update({t: {"dataset": f"demo_{t}"} for t in tile})
     raw = {
         "results_dir": str(root / "results"), "seed": 7,
-        "registries": {"tasks": str(REPO / "src" / "pathfuse" / "resources" / "tasks.yaml"), "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")},
+        "registries": {"tasks": str(resources / "tasks.yaml"), "encoders": str(resources / "encoders.yaml")},
         "encoders": ENCODERS, "tasks": tasks, "cohorts": {"demo": {"slides": str(root / "*.tiff")}},
         "tile_datasets": {f"demo_{t}": {"path": str(root / t)} for t in tile},
         "task_data": task_data, "fusion": {"methods": list(methods or [])},
@@ -72,7 +74,10 @@ def synthetic_predictions(task: TaskSpec, strength: float, seed: int, folds: int
                 frame["time"], frame["event"] = np.nan, np.int8(-1)
                 frame["logits"] = list((strength * np.eye(c)[y] + noise.normal(size=(n, c))).astype(np.float32))
             frame["embedding"] = None
-            frame["gate_weights"] = _gates(noise, n, gates, len(ENCODERS)) if gates else None
+            if gates:
+                frame["gate_weights"] = pd.Series(_gates(noise, n, gates, len(ENCODERS)), index=frame.index)
+            else:
+                frame["gate_weights"] = None
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -92,7 +97,7 @@ def write_predictions(cfg: Config, task: str, method: str, family: str, strength
     if method == "logitprod":
         gates = len(encoders or ENCODERS) * ((spec.n_bins + 1) if spec.kind == "survival" else 1)
     df = synthetic_predictions(spec, strength, seed, folds, gates)
-    meta = {
+    meta: dict[str, Any] = {
         "task": task, "kind": spec.kind, "method": method, "family": family, "encoders": encoders or ENCODERS,
         "classes": None if spec.kind == "survival" else list(spec.display_classes), "seed": seed,
         "folds": {str(f): {"train_seconds": seconds * (f + 1), "params": int(seconds * 1000), "flops": None,
@@ -155,7 +160,7 @@ def test_classification_metrics_per_fold_mean_pooled_and_missing(cfg):
     assert (mean["ci_low"] <= mean["value"]).all() and (mean["value"] <= mean["ci_high"]).all()
     pooled = auroc[auroc["statistic"] == "pooled"]
     assert (pooled["n_samples"] == 120).all() and pooled["note"].str.contains("pooled").all()
-    assert mean.loc["logitprod", "value"] > mean.loc["demo_vit_a", "value"]
+    assert mean["value"]["logitprod"] > mean["value"]["demo_vit_a"]
 
 
 def test_gain_is_the_mean_of_per_fold_differences_against_the_validation_choice(cfg):
@@ -172,7 +177,7 @@ def test_gain_is_the_mean_of_per_fold_differences_against_the_validation_choice(
     per_fold = df[(df["metric"] == "auroc") & (df["fold"] >= 0) & (df["split"] == "test")]
     per_fold = per_fold.pivot(index="fold", columns="method", values="value")
     assert delta.loc["mean_logits", "value"] == pytest.approx((per_fold["mean_logits"] - per_fold["demo_vit_b"]).mean())
-    assert delta.loc["mean_logits", "ci_high"] < 0 and delta.loc["mean_logits", "p_value"] < 0.05
+    assert delta["ci_high"]["mean_logits"] < 0 and delta["p_value"]["mean_logits"] < 0.05
     assert (delta["n_undefined"] == 0).all()
 
 
@@ -184,7 +189,7 @@ def test_survival_task_scores_cindex_and_ibs_per_fold_never_pooled(cfg):
     mean = df[(df["fold"] == -1) & (df["split"] == "test")]
     assert set(mean["metric"]) == {"c_index", "ibs", DELTA_PREFIX + "c_index"}
     cidx = mean[mean["metric"] == "c_index"].set_index("method")
-    assert cidx["value"].notna().all() and cidx.loc["demo_vit_b", "value"] > cidx.loc["demo_vit_a", "value"] + 0.1
+    assert cidx["value"].notna().all() and cidx["value"]["demo_vit_b"] > cidx["value"]["demo_vit_a"] + 0.1
     assert mean[mean["metric"] == "ibs"]["value"].notna().all()  # bin edges reached the IBS
     assert meta["primary_metric"] == "c_index"
 
@@ -230,7 +235,7 @@ def test_foreign_file_fails_naming_it(cfg):
 
 def test_primary_metric_override_is_checked(tmp_path):
     cfg = make_config(tmp_path, ["brca_idc_ilc"], primary_metric={"brca_idc_ilc": "c_index"})
-    with pytest.raises(ConfigError, match="report.primary_metric.brca_idc_ilc"):
+    with pytest.raises(ConfigError, match=r"report\.primary_metric\.brca_idc_ilc"):
         evaluate_task(cfg, "brca_idc_ilc")
 
 

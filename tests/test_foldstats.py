@@ -30,18 +30,22 @@ def _delta(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def test_identical_per_fold_metrics_with_shifted_scores_give_zero_gain(tmp_path):
-    """Expert 1 = expert 0 with its positive-class logit shifted in folds 1 and 2 (same per-fold AUROC);
-    the reference switches to expert 1 in fold 1. The pooled AUROCs differ, the per-fold gain is 0."""
+    """A reference that differs only by per-fold score shifts gains nothing, though pooled AUROCs differ.
+
+    Expert 1 = expert 0 with its positive-class logit shifted in folds 1 and 2 (same per-fold AUROC);
+    the reference switches to expert 1 in fold 1. The pooled AUROCs differ, the per-fold gain is 0.
+    """
     cfg, task = _synthetic(tmp_path, "mutation", [], quality=(0.3, 0.0, 0.2))
     first, _ = read_parquet(cfg.layout.expert_predictions(task, "teacher0"), schema="predictions")
     path = cfg.layout.expert_predictions(task, "teacher1")
     _, meta = read_parquet(path, schema="predictions")
     clone = first.copy()
     shift = (clone["split"] == "test") & clone["fold"].isin([1, 2])
-    clone.loc[shift, "logits"] = pd.Series([v + np.float32([0.0, 2.5]) for v in clone.loc[shift, "logits"]],
-                                           index=clone.index[shift])
+    shifted = [v + np.array([0.0, 2.5], dtype=np.float32) for v in clone.loc[shift, "logits"]]
+    clone.loc[shift, "logits"] = pd.Series(shifted, index=clone.index[shift])
     val1 = (clone["split"] == "val") & (clone["fold"] == 1)  # expert 1 wins fold 1 on validation
-    clone.loc[val1, "logits"] = pd.Series([np.float32([-3.0, 3.0]) if y else np.float32([3.0, -3.0])
+    positive, negative = np.array([-3.0, 3.0], dtype=np.float32), np.array([3.0, -3.0], dtype=np.float32)
+    clone.loc[val1, "logits"] = pd.Series([positive if y else negative
                                            for y in clone.loc[val1, "label"]], index=clone.index[val1])
     write_parquet(clone, path, schema="predictions", meta=meta)
 
@@ -54,15 +58,16 @@ def test_identical_per_fold_metrics_with_shifted_scores_give_zero_gain(tmp_path)
     assert abs(pooled["teacher0"] - pooled["teacher1"]) > 0.01  # what a pooled comparison would see
     gains = _delta(df, "auroc").query("fold == -1").set_index("method")
     for expert in ("teacher0", "teacher1"):
-        assert gains.loc[expert, "value"] == 0.0
-        assert gains.loc[expert, "p_value"] >= 0.5
-        assert gains.loc[expert, "ci_low"] == 0.0 == gains.loc[expert, "ci_high"]
+        assert gains["value"][expert] == 0.0
+        assert gains["p_value"][expert] >= 0.5
+        assert gains["ci_low"][expert] == 0.0 == gains["ci_high"][expert]
 
 
 def _tiny_case() -> tuple[dict[int, pd.DataFrame], dict[int, pd.DataFrame]]:
     """Two folds × (2 positive + 2 negative patients); two methods' binary logits."""
     rng = np.random.default_rng(5)
-    a, b = {}, {}
+    a: dict[int, pd.DataFrame] = {}
+    b: dict[int, pd.DataFrame] = {}
     for fold in (0, 1):
         pid = [f"f{fold}p{i}" for i in range(4)]
         label = np.array([0, 1, 0, 1])

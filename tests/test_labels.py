@@ -32,8 +32,8 @@ def test_slide_samples_drop_skipped_and_failed_slides_and_record_them(tmp_path):
     ]
     labels(
         tmp_path,
-        rows
-        + [
+        [
+            *rows,
             {"slide_id": "S098", "case_id": "P98", "label": "neg"},
             {"slide_id": "S099", "case_id": "P99", "label": "pos"},
         ],
@@ -67,7 +67,7 @@ def test_patient_bags_group_a_patients_slides(tmp_path):
         tmp_path,
         [{"slide_id": f"S{i:03d}", "case_id": "P0", "label": ["neg", "pos"][i % 2]} for i in range(4)],
     )
-    with pytest.raises(LabelError, match="slides carry different labels.*P0"):
+    with pytest.raises(LabelError, match=r"slides carry different labels.*P0"):
         load_samples(cfg, cfg.task("tbin"), ENCODER)
 
 
@@ -129,7 +129,7 @@ def test_survival_labels_and_their_errors(tmp_path):
     assert (samples["label"] == -1).all()
     rows[1]["survival_months"] = float("nan")
     pd.DataFrame(rows).to_csv(tmp_path / "labels_surv.csv", index=False)
-    with pytest.raises(LabelError, match="missing, non-numeric or negative 'survival_months'.*S001"):
+    with pytest.raises(LabelError, match=r"missing, non-numeric or negative 'survival_months'.*S001"):
         load_samples(cfg, cfg.task("tsurv"), ENCODER)
     rows[1]["survival_months"], rows[2]["censorship"] = 3.0, 2
     pd.DataFrame(rows).to_csv(tmp_path / "labels_surv.csv", index=False)

@@ -70,7 +70,7 @@ def survival_rows(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def probs_of(df: pd.DataFrame) -> np.ndarray:
-    return softmax(np.stack(df["logits"]).astype(np.float64), axis=1)
+    return softmax(np.stack(list(df["logits"])).astype(np.float64), axis=1)
 
 
 @pytest.mark.parametrize("task", [BINARY, MULTI])
@@ -103,7 +103,7 @@ def test_ties_and_missing_predicted_classes_still_equal_sklearn_and_lifelines():
     surv = survival_rows(80, seed=4)
     surv["time"] = surv["time"].round(-1) + 1  # tied times, some shared by events and censorings
     surv["logits"] = [np.round(v) for v in surv["logits"]]
-    hazards = 1 / (1 + np.exp(-np.stack(surv["logits"]).astype(np.float64)))
+    hazards = 1 / (1 + np.exp(-np.stack(list(surv["logits"])).astype(np.float64)))
     risk = -np.cumprod(1 - hazards, axis=1).sum(1)
     expected = concordance_index(surv["time"], -risk, surv["event"])
     assert score(SURV, surv, ["c_index"])["c_index"] == pytest.approx(expected)
@@ -126,7 +126,7 @@ def test_tile_tasks_are_scored_per_tile():
 
 def test_c_index_equals_lifelines_with_minus_summed_survival_as_risk():
     df = survival_rows(60)
-    hazards = 1 / (1 + np.exp(-np.stack(df["logits"]).astype(np.float64)))
+    hazards = 1 / (1 + np.exp(-np.stack(list(df["logits"])).astype(np.float64)))
     risk = -np.cumprod(1 - hazards, axis=1).sum(1)
     expected = concordance_index(df["time"], -risk, df["event"])
     assert score(SURV, df, ["c_index"])["c_index"] == pytest.approx(expected)
@@ -135,7 +135,7 @@ def test_c_index_equals_lifelines_with_minus_summed_survival_as_risk():
 def brute_force_ibs(df: pd.DataFrame, edges: np.ndarray) -> float:
     """Graf's IPCW Brier score integrated over the event times, with lifelines' KM for censoring."""
     time, event = df["time"].to_numpy(), df["event"].to_numpy()
-    hazards = 1 / (1 + np.exp(-np.stack(df["logits"]).astype(np.float64)))
+    hazards = 1 / (1 + np.exp(-np.stack(list(df["logits"])).astype(np.float64)))
     surv_at_edges = np.concatenate([np.ones((len(df), 1)), np.cumprod(1 - hazards, axis=1)], axis=1)
     grid = np.unique(time[(event == 1) & (time < time.max())])
     km = KaplanMeierFitter().fit(time, 1 - event)
@@ -181,7 +181,10 @@ def test_bootstrap_resamples_patients_not_rows():
     df = classification_rows(60, 2, seed=1)
     one = bootstrap_ci(BINARY, df, ["auroc", "accuracy"], n_resamples=200, seed=5)
     five_rows_each = bootstrap_ci(BINARY, pd.concat([df] * 5), ["auroc", "accuracy"], n_resamples=200, seed=5)
-    flat = lambda ci: [v for m in sorted(ci) for v in ci[m]]
+
+    def flat(ci: dict[str, tuple[float, float]]) -> list[float]:
+        return [v for m in sorted(ci) for v in ci[m]]
+
     assert flat(five_rows_each) == pytest.approx(flat(one))  # row-level resampling would shrink the interval
     point = score(BINARY, df)["auroc"]
     low, high = one["auroc"]
@@ -239,11 +242,12 @@ def test_sample_level_helpers_for_checkpoint_choice():
 
     df = survival_rows(50, seed=6)
     risk = np.random.default_rng(0).normal(size=50)
-    assert concordance(df["time"], risk, df["event"]) == pytest.approx(
+    time, event = df["time"].to_numpy(), df["event"].to_numpy()
+    assert concordance(time, risk, event) == pytest.approx(
         concordance_index(df["time"], -risk, df["event"])
     )
-    assert np.isnan(concordance(df["time"], risk, np.zeros(50)))
+    assert np.isnan(concordance(time, risk, np.zeros(50)))
     cls = classification_rows(40, 3)
     p = probs_of(cls)
-    assert auroc(cls["label"], p) == pytest.approx(roc_auc_score(cls["label"], p, multi_class="ovr"))
+    assert auroc(cls["label"].to_numpy(), p) == pytest.approx(roc_auc_score(cls["label"], p, multi_class="ovr"))
     assert np.isnan(auroc(np.zeros(40), p[:, :2]))

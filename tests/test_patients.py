@@ -1,5 +1,8 @@
-"""Patients, really: tile groups from a CSV, a file-name pattern or the dataset, used by the splits and
-the bootstrap; a slide table without case_id and a tile dataset without groups say so in the tables."""
+"""Patients, really: the unit of the splits and the bootstrap.
+
+Tile groups come from a CSV, a file-name pattern or the dataset, and are used by the splits and the
+bootstrap; a slide table without case_id and a tile dataset without groups say so in the tables.
+"""
 
 from __future__ import annotations
 

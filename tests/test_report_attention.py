@@ -110,13 +110,15 @@ def test_picks_are_the_test_samples_where_the_experts_disagree_most(run):
     rows = [read_parquet(cfg.layout.expert_predictions("brca_idc_ilc", e), schema="predictions")[0] for e in ENCODERS]
     rows = [r[r["split"] == "test"].sort_values(["fold", "sample_id"]) for r in rows]
     kind = cfg.task("brca_idc_ilc").kind_strategy
-    score = disagreement(kind, np.stack([distributions(kind, np.stack(r["logits"].to_numpy())) for r in rows]))
+    score = disagreement(kind, np.stack([distributions(kind, np.stack(list(r["logits"]))) for r in rows]))
     assert [p.disagreement for p in view.picks] == pytest.approx(sorted(score, reverse=True)[:3])
     assert view.gate_method == "logitprod" and all(p.gate is not None for p in view.picks)
-    assert all(np.isclose(p.gate.sum(), 1.0, atol=1e-5) for p in view.picks)
+    assert all(p.gate is not None and np.isclose(p.gate.sum(), 1.0, atol=1e-5) for p in view.picks)
     surv = task_view(cfg, "surv_brca", 2)  # gates per time bin, averaged: still one weight per expert
-    assert all(p.gate.shape == (3,) and np.isclose(p.gate.sum(), 1, atol=1e-5) for p in surv.picks)
-    assert all(p.truth.startswith("time ") and p.fused_text.startswith("risk ") for p in surv.picks)
+    assert all(p.gate is not None and p.gate.shape == (3,) and np.isclose(p.gate.sum(), 1, atol=1e-5)
+               for p in surv.picks)
+    assert all(p.truth.startswith("time ") and p.fused_text is not None and p.fused_text.startswith("risk ")
+               for p in surv.picks)
 
 
 def test_one_small_figure_per_task(run):

@@ -27,6 +27,7 @@ CATEGORIES = ["Tables", "Figures", "Expert training curves", "Attention and gate
 
 
 def _chromium(url: str, *args: str) -> subprocess.CompletedProcess:
+    assert CHROMIUM is not None, "the report fixture skips the tests without chromium"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
            "--window-size=1400,1000", *args, url]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180)

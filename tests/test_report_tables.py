@@ -12,9 +12,20 @@ from pathfuse.report import fusion_tables, tables
 FAMILY = {"A": "expert", "B": "expert", "F": "fuser", "O": "oracle"}
 
 
+def _row(frame: pd.DataFrame, task: str, method: str) -> pd.Series:
+    """The (task, method) row of a table indexed by both.
+
+    A one-row list lookup, because pandas-stubs type ``frame.loc[(task, method)]`` as a cell.
+    """
+    return frame.loc[[(task, method)]].iloc[0]
+
+
 def _rows(task: str, method: str, value: float | None, metric: str = "auroc") -> list[dict]:
-    """Two folds at value ∓ 0.01, a mean row at value with CI ± 0.05 and a pooled row with CI ± 0.06
-    (or missing cells)."""
+    """Metrics rows of one cell: two folds, their mean and a pooled row (or missing cells).
+
+    The folds are at value ∓ 0.01, the mean row at value with CI ± 0.05 and the pooled row at value
+    with CI ± 0.06, so each statistic can be told apart in the tables built from them.
+    """
     base = {"task": task, "kind": "mutation", "method": method, "family": FAMILY[method],
             "encoder": method if FAMILY[method] == "expert" else None, "split": "test", "metric": metric,
             "reference": None, "p_value": np.nan, "n_undefined": 0}
@@ -63,13 +74,13 @@ def _ranks(metrics, expected, **kw) -> pd.DataFrame:
 def test_benchmark_mean_sd_ci_and_status(hand_made):
     metrics, _ = hand_made
     bench = tables.benchmark_table(metrics).set_index(["task", "method"])
-    row = bench.loc[("t1", "B")]
+    row = _row(bench, "t1", "B")
     assert row["mean"] == pytest.approx(0.80) and row["sd"] == pytest.approx(0.02 / np.sqrt(2))
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.75, 0.85))
     assert (row["pooled"], row["pooled_ci_low"], row["pooled_ci_high"]) == pytest.approx((0.80, 0.74, 0.86))
     assert (row["n_folds"], row["n_folds_expected"], row["n_samples"], row["status"]) == (2, 2, 100, "ok")
     assert row["n_test_patients"] == "50,50" and row["undefined_folds"] == ""
-    miss = bench.loc[("t3", "F")]
+    miss = _row(bench, "t3", "F")
     assert miss["status"] == "missing" and np.isnan(miss["mean"]) and miss["n_folds"] == 0
     assert "no prediction file" in miss["note"]
     assert not any(bench.index.get_level_values("method") == "delta")  # paired rows are not metrics
@@ -79,7 +90,7 @@ def test_incomplete_folds_give_no_mean(hand_made):
     metrics, _ = hand_made
     hole = (metrics["task"] == "t1") & (metrics["method"] == "A") & (metrics["fold"] == 1)
     metrics.loc[hole, ["value", "status"]] = [np.nan, "missing"]
-    row = tables.benchmark_table(metrics).set_index(["task", "method"]).loc[("t1", "A")]
+    row = _row(tables.benchmark_table(metrics).set_index(["task", "method"]), "t1", "A")
     assert row["status"] == "incomplete" and np.isnan(row["mean"]) and row["n_folds"] == 1
 
 
@@ -87,10 +98,10 @@ def test_ranks_ties_and_missing_cell(hand_made):
     ranks = _ranks(*hand_made)
     assert ranks.loc[("t1", "F"), "rank"] == 1 and ranks.loc[("t1", "B"), "rank"] == 2
     assert ranks.loc[("t1", "A"), "rank"] == 3
-    assert np.isnan(ranks.loc[("t1", "O"), "rank"]) and not ranks.loc[("t1", "O"), "is_first"]  # oracle unranked
+    assert np.isnan(ranks["rank"][("t1", "O")]) and not ranks.loc[("t1", "O"), "is_first"]  # oracle unranked
     for m in "ABF":  # a three-way tie: average rank 2, and all three are first
         assert ranks.loc[("t2", m), "rank"] == 2 and ranks.loc[("t2", m), "is_first"]
-    assert np.isnan(ranks.loc[("t3", "F"), "value"]) and np.isnan(ranks.loc[("t3", "F"), "rank"])
+    assert np.isnan(ranks["value"][("t3", "F")]) and np.isnan(ranks["rank"][("t3", "F")])
     assert ranks.loc[("t3", "F"), "status"] == "missing" and not ranks.loc[("t3", "F"), "is_first"]
     assert ranks.loc[("t3", "B"), "rank"] == 1 and ranks.loc[("t3", "A"), "rank"] == 2
     assert ranks.loc[("t3", "B"), "n_ranked"] == 2 and ranks.loc[("t1", "F"), "n_ranked"] == 3
@@ -109,7 +120,7 @@ def test_ranks_on_pooled_value_and_with_oracle_competing(hand_made):
 
 def test_gains_and_significance(hand_made):
     ranks = _ranks(*hand_made)
-    f1 = ranks.loc[("t1", "F")]
+    f1 = _row(ranks, "t1", "F")
     assert (f1["gain"], f1["gain_ci_low"], f1["gain_ci_high"]) == pytest.approx((0.05, 0.01, 0.09))
     assert f1["reference"] == "B" and f1["reference_value"] == pytest.approx(0.80)
     assert f1["gain_pct"] == pytest.approx(6.25) and f1["significance"] == 1
@@ -122,7 +133,7 @@ def test_holm_correction_across_tasks_decides_summary_wins(hand_made):
     metrics, expected = hand_made
     metrics.loc[metrics["metric"].str.startswith(DELTA_PREFIX), "p_value"] = 0.03
     ranks = _ranks(metrics, expected)
-    f1 = ranks.loc[("t1", "F")]
+    f1 = _row(ranks, "t1", "F")
     assert f1["significance"] == 1 and f1["p_holm"] == pytest.approx(0.06) and f1["significance_holm"] == 0
     summary = tables.summary_table(ranks.reset_index()).set_index("method")
     assert summary.loc["F", "sig_wins"] == 0 and summary.loc["A", "sig_losses"] == 1  # A: one test, p 0.03
@@ -186,7 +197,7 @@ def test_cost_ratios_use_shared_units():
     assert cost.loc["shazam", "seconds_ratio"] == pytest.approx(12.0)
     assert cost.loc["shazam", "seconds_ratio_incl_experts"] == pytest.approx(2.0)  # 24 / (2 + 10)
     assert cost.loc["logitprod", "total_seconds_incl_experts"] == pytest.approx(12.0)
-    assert cost.loc["logitprod", "total_seconds_incl_experts"] > cost.loc["logitprod", "train_seconds_total"]
+    assert cost["total_seconds_incl_experts"]["logitprod"] > cost["train_seconds_total"]["logitprod"]
     assert cost.loc["shazam", "total_seconds_incl_experts"] == cost.loc["shazam", "train_seconds_total"]
     shared = cost.loc[["logitprod", "stacking"], "total_seconds_incl_experts"].sum() - \
         cost.loc[["logitprod", "stacking"], "train_seconds_total"].sum()

@@ -1,5 +1,8 @@
-"""Seed replicates (``experts.n_seeds``): a default run is unchanged; replicates are their own jobs,
-paths and digests; the tables report each method's gain spread across seeds beside seed 0's CI."""
+"""Seed replicates (``experts.n_seeds``): opt-in jobs whose spread the tables report.
+
+A default run is unchanged; replicates are their own jobs, paths and digests; the tables report
+each method's gain spread across seeds beside seed 0's CI.
+"""
 
 from __future__ import annotations
 

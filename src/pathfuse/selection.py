@@ -63,6 +63,7 @@ class ExpertScore:
     n_samples: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The score as plain data, for the ranking a metrics or fusion file records in its metadata."""
         return {"encoder": self.encoder, "index": self.index, "metric": self.metric, "value": self.value,
                 "nll": self.nll, "n_samples": self.n_samples}
 
@@ -102,7 +103,10 @@ def rank_experts(task: TaskSpec, frames: Mapping[str, pd.DataFrame], order: Sequ
 
 
 def mean_nll(task: TaskSpec, rows: pd.DataFrame, bin_edges: Sequence[float] | None, alpha: float) -> float:
-    """Mean per-row validation NLL under the task's kind (classification: cross-entropy of the
-    class logits; survival: the discrete-time NLL, the experts' training loss, under the fold's bins)."""
+    """Mean per-row validation NLL under the task's kind.
+
+    Classification: cross-entropy of the class logits; survival: the discrete-time NLL, the experts'
+    training loss, under the fold's bins.
+    """
     logits = np.stack([np.asarray(v, dtype=np.float64) for v in rows["logits"]])
     return task.kind_strategy.mean_nll(logits, rows, bin_edges, alpha)

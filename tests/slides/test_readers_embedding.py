@@ -87,7 +87,9 @@ def test_gpu_decode_path_assembles_what_the_cpu_reader_reads(tmp_path, fake_nvjp
         expected = geometry(reader.read_tile(*read)).float()
         assert (image.float() - expected).abs().mean() < 1.0  # same steps, rounding aside
 
-    damaged = payloads[0].streams[0][:-2] + b"BAD"  # nvJPEG refuses it, and so does the CPU fallback
+    first = payloads[0].streams[0]
+    assert first is not None  # the region's first tile lies inside the slide
+    damaged = first[:-2] + b"BAD"  # nvJPEG refuses it, and so does the CPU fallback
     broken = type(payloads[0])(**{**payloads[0].__dict__, "streams": (damaged, *payloads[0].streams[1:])})
     images, ok = decoder([broken, payloads[1], geometry(reader.read_tile(*reads[2]))])
     assert ok.tolist() == [False, True, True] and images[0].sum() == 0

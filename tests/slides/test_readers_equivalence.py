@@ -56,7 +56,8 @@ def test_tiles_match_openslide_at_every_read_scale(kind, tmp_path):
     for level in range(ours.level_count):
         for read_px, out_px in READS:
             for x, y in _reads(theirs, level, read_px):
-                value = psnr(ours.read_tile(x, y, level, read_px, out_px), theirs.read_tile(x, y, level, read_px, out_px))
+                read = (x, y, level, read_px, out_px)
+                value = psnr(ours.read_tile(*read), theirs.read_tile(*read))
                 key = (level, read_px, out_px)
                 worst[key] = min(worst.get(key, np.inf), value)
     print(kind, {f"L{lv} {r}->{o}": round(v, 1) for (lv, r, o), v in sorted(worst.items())})

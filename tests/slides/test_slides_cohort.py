@@ -54,7 +54,7 @@ def test_bad_manifest_is_refused_naming_the_problem(tmp_path, text, message):
 
 
 def test_missing_manifest_names_the_config_key(tmp_path):
-    with pytest.raises(CohortError, match="cohorts.x.manifest"):
+    with pytest.raises(CohortError, match=r"cohorts\.x\.manifest"):
         list_slides(CohortSpec(name="x", manifest=str(tmp_path / "none.csv")))
 
 
@@ -76,7 +76,7 @@ def test_unsafe_and_duplicate_ids_are_errors_naming_them(tmp_path):
 def test_duplicate_stems_across_folders_in_a_glob(tmp_path):
     touch(tmp_path / "one", "s1.svs")
     touch(tmp_path / "two", "s1.tiff")
-    with pytest.raises(CohortError, match="'s1'.*2 files"):
+    with pytest.raises(CohortError, match=r"'s1'.*2 files"):
         list_slides(CohortSpec(name="x", slides=str(tmp_path / "*" / "*")))
 
 
@@ -101,5 +101,5 @@ def test_mpp_override_table(tmp_path):
     table.write_text("slide_id,mpp\na,0.2\na,0.3\n")
     with pytest.raises(CohortError, match="more than once"):
         read_mpp_overrides(table, "x")
-    with pytest.raises(CohortError, match="cohorts.x.mpp_overrides"):
+    with pytest.raises(CohortError, match=r"cohorts\.x\.mpp_overrides"):
         read_mpp_overrides(tmp_path / "none.csv", "x")

@@ -43,8 +43,8 @@ def test_small_holes_filled_small_objects_dropped():
     tissue = segment_tissue(rgb, (16.0, 16.0), 0.5, section_settings(TilingSettings, median_px=1, closing_um=0))
     assert tissue.mask[147, 197]
     assert not tissue.mask[:30, :30].any()  # the 8x6 px speck is under min_object_mm2
-    kept = segment_tissue(rgb, (16.0, 16.0), 0.5, section_settings(TilingSettings, median_px=1, closing_um=0, min_object_mm2=0,
-                                                               max_hole_mm2=0))
+    keep_all = section_settings(TilingSettings, median_px=1, closing_um=0, min_object_mm2=0, max_hole_mm2=0)
+    kept = segment_tissue(rgb, (16.0, 16.0), 0.5, keep_all)
     assert kept.mask[:30, :30].any() and not kept.mask[147, 197]
 
 

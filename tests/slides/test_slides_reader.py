@@ -19,7 +19,8 @@ RANGE = (0.1, 2.0)
 
 
 def resolve(props, override=None, allow=False):
-    stored = StoredResolution(*(positive_number(props, f"openslide.{k}") for k in ("mpp-x", "mpp-y", "objective-power")))
+    keys = ("mpp-x", "mpp-y", "objective-power")
+    stored = StoredResolution(*(positive_number(props, f"openslide.{k}") for k in keys))
     return resolve_mpp(stored, source="openslide", override=override, allow_objective_power=allow, mpp_range=RANGE,
                        fix="FIX-HINT")
 
@@ -33,7 +34,7 @@ def test_mpp_resolution_order():
 
 
 def test_missing_mpp_names_the_override_and_the_objective_power_switch():
-    with pytest.raises(SlideError, match="FIX-HINT.*allow_objective_power") as info:
+    with pytest.raises(SlideError, match=r"FIX-HINT.*allow_objective_power") as info:
         resolve({"openslide.objective-power": "20"})
     assert info.value.cause == "no_mpp"
     with pytest.raises(SlideError, match="no resolution") as info:
@@ -43,7 +44,7 @@ def test_missing_mpp_names_the_override_and_the_objective_power_switch():
 
 def test_implausible_mpp_is_refused_unless_overridden():
     props = {"openslide.mpp-x": "352.77777", "openslide.mpp-y": "352.77777"}
-    with pytest.raises(SlideError, match="72-dpi.*FIX-HINT") as info:
+    with pytest.raises(SlideError, match=r"72-dpi.*FIX-HINT") as info:
         resolve(props)
     assert info.value.cause == "implausible_mpp"
     assert resolve(props, override=0.5) == (0.5, "override")

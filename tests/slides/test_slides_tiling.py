@@ -135,7 +135,8 @@ def test_bad_slide_fails_naming_slide_cause_and_fix(case, make_slide, make_confi
     message = str(info.value)
     assert "bad" in message and "on_slide_error: skip" in message
     if error is SlideError:
-        assert info.value.cause == case and str(tmp_path) in message  # the file is named
+        assert isinstance(info.value, SlideError) and info.value.cause == case
+        assert str(tmp_path) in message  # the file is named
     assert not cfg.layout.tile_shard("c", "shard0000").exists()
 
 
@@ -164,8 +165,11 @@ def test_qc_picture_is_written_for_a_slide_without_tissue(make_slide, make_confi
 
 
 def test_index_reads_no_label_table(make_slide, make_config, tmp_path):
-    """The cohort index depends on the shards only: label tables are the experts' inputs, so editing
-    one reruns the tasks that read it, not the whole cohort (their checks are in data/labels.py)."""
+    """The cohort index depends on the shards only, not on label tables.
+
+    Label tables are the experts' inputs, so editing one reruns the tasks that read it, not the
+    whole cohort (their checks are in data/labels.py).
+    """
     make_slide("s1.tiff", **SMALL)
     make_slide("s2.tiff", **SMALL)
     cfg = make_config({"slides": str(tmp_path / "slides" / "*.tiff")}, labels=["s1", "ghost"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,8 +117,9 @@ class BagDataset(Dataset):
     def __len__(self) -> int:
         return len(self.slide_ids)
 
-    def __getitem__(self, i: int) -> dict[str, object]:
-        item: dict[str, object] = {
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        # Values differ by key (a tensor, the index, numpy targets), as in torch's own collate.
+        item: dict[str, Any] = {
             "features": self.store.get(self.slide_ids[i], self.max_tiles, self._rng),
             "index": i,
         }
@@ -125,7 +127,7 @@ class BagDataset(Dataset):
         return item
 
 
-def collate_bags(items: list[dict[str, object]]) -> dict[str, object]:
+def collate_bags(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Pad bags to the longest one in the batch and mark real tiles in ``mask``."""
     bags = [it["features"] for it in items]
     lengths = torch.tensor([len(b) for b in bags])
@@ -133,7 +135,7 @@ def collate_bags(items: list[dict[str, object]]) -> dict[str, object]:
     for row, bag in enumerate(bags):
         features[row, : len(bag)] = bag
     mask = torch.arange(features.shape[1])[None, :] < lengths[:, None]
-    batch: dict[str, object] = {"inputs": {"features": features, "mask": mask}}
+    batch: dict[str, Any] = {"inputs": {"features": features, "mask": mask}}
     for key in items[0]:
         if key != "features":
             batch[key] = torch.as_tensor(np.asarray([it[key] for it in items]))
@@ -158,7 +160,7 @@ def cohort_feature_paths(cfg: Config, encoder: str, cohort: str) -> tuple[dict[s
         df, _ = read_parquet(manifest, schema="feature_shard")
         for row in df.itertuples(index=False):
             if row.status == "ok":
-                paths[str(row.slide_id)] = Path(row.features_path)
+                paths[str(row.slide_id)] = Path(str(row.features_path))
             else:
                 unavailable[str(row.slide_id)] = (
                     f"embedding {row.status}: {getattr(row, 'reason', '')}".strip()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -68,19 +69,26 @@ def _class_index(task: TaskSpec) -> dict[str, int]:
     return {normalise_value(c): i for i, c in enumerate(task.classes)}
 
 
+class DroppedSamples(TypedDict):
+    """The samples dropped for one reason (a dict, as it goes into the outputs' JSON metadata)."""
+
+    n: int
+    ids: list[str]
+
+
 class _Drops:
     """Collects dropped samples per reason; raises for reasons the policy does not allow."""
 
     def __init__(self, task: TaskSpec, policy: str, source: str) -> None:
         self.task, self.policy, self.source = task, policy, source
-        self.dropped: dict[str, dict[str, object]] = {}
+        self.dropped: dict[str, DroppedSamples] = {}
 
     def record(self, reason: str, ids: Iterable[str]) -> None:
         ids = sorted(set(map(str, ids)))
         if ids:
             entry = self.dropped.setdefault(reason, {"n": 0, "ids": []})
-            entry["ids"] = sorted(set(entry["ids"]) | set(ids))  # type: ignore[arg-type]
-            entry["n"] = len(entry["ids"])  # type: ignore[arg-type]
+            entry["ids"] = sorted(set(entry["ids"]) | set(ids))
+            entry["n"] = len(entry["ids"])
             log.warning("task %s: dropped %d sample(s): %s", self.task.id, len(ids), reason)
 
     def bad(self, problem: str, ids: Iterable[str], fix: str) -> None:
@@ -180,8 +188,9 @@ def _slide_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd
     skipped = tiling_skipped(cfg, task.cohort or "")
     slides = table["slide_id"]
     for reasons in (skipped, unavailable):
+        reason_of = slides.map(reasons.get)
         for reason in sorted(set(reasons.values())):
-            drops.record(reason, slides[slides.map(lambda s, r=reason, m=reasons: m.get(s) == r)])
+            drops.record(reason, slides[reason_of == reason])
     known = set(paths) | set(skipped) | set(unavailable)
     if table.empty or not slides.isin(list(paths)).any():
         raise LabelError(

@@ -69,7 +69,7 @@ def make_folds(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> list[Fold]
 
 def patient_kfold(samples: pd.DataFrame, k: int, seed: int,
                   stratify_by: str) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-    """k patient-level stratified partitions of ``samples``: [(fit ids, held-out ids)].
+    """Patient-level stratified k-fold partitions of ``samples``: [(fit ids, held-out ids)] × k.
 
     Used for the generated outer folds and for the inner folds that give out-of-fold
     predictions; every sample is held out exactly once and never trains the model that
@@ -121,9 +121,10 @@ def carve(
 def _resolve_ids(samples: pd.DataFrame) -> dict[str, set[str]]:
     """Any id a split file may use (patient, sample or slide id) → sample ids."""
     lookup: dict[str, set[str]] = {}
-    for row in samples.itertuples(index=False):
-        for key in (row.patient_id, row.sample_id, *row.slide_ids):
-            lookup.setdefault(str(key), set()).add(row.sample_id)
+    for patient_id, sample_id, slide_ids in zip(samples["patient_id"], samples["sample_id"], samples["slide_ids"],
+                                                strict=True):
+        for key in (patient_id, sample_id, *slide_ids):
+            lookup.setdefault(str(key), set()).add(sample_id)
     return lookup
 
 

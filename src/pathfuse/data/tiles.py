@@ -7,6 +7,7 @@ small enough to hold once; batches are converted to float32 on the fly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,15 +81,15 @@ class TileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, object]:
-        item: dict[str, object] = {"features": self.features[self.rows[i]], "index": i}
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"features": self.features[self.rows[i]], "index": i}
         item.update({k: v[i] for k, v in self.targets.items()})
         return item
 
 
-def collate_tiles(items: list[dict[str, object]]) -> dict[str, object]:
+def collate_tiles(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack tile features as float32 [B, dim]; targets as tensors."""
-    batch: dict[str, object] = {"inputs": {"features": torch.stack([it["features"] for it in items]).float()}}
+    batch: dict[str, Any] = {"inputs": {"features": torch.stack([it["features"] for it in items]).float()}}
     for key in items[0]:
         if key != "features":
             batch[key] = torch.as_tensor(np.asarray([it[key] for it in items]))

@@ -1,5 +1,8 @@
-"""Encoder checks: weight file present, SHA-256, strict load, one forward pass at the run's
-batch size on the run's device and precision (output dim, finiteness, peak GPU memory)."""
+"""Encoder checks: weight file present, SHA-256, strict load, one forward pass.
+
+The forward pass runs at the run's batch size on the run's device and precision, and reports the
+output dim, finiteness and peak GPU memory.
+"""
 
 from __future__ import annotations
 
@@ -82,8 +85,11 @@ def _forward_row(cfg: Config, name: str) -> Row:
 
 
 def cached_sha256(cfg: Config, path: Path) -> str:
-    """SHA-256 of a weight file, remembered by (path, size, mtime) in a small JSON cache under
-    results_dir: hashing a 4 GB checkpoint takes ~10 s, so the doctor hashes a file once."""
+    """SHA-256 of a weight file, remembered by (path, size, mtime).
+
+    The cache is a small JSON file under results_dir: hashing a 4 GB checkpoint takes ~10 s, so
+    the doctor hashes a file once.
+    """
     cache_file = Path(cfg.settings.results_dir) / ".pathfuse" / "sha256_cache.json"
     try:
         cache = json.loads(cache_file.read_text())

@@ -1,5 +1,8 @@
-"""SLURM profile check: the workflow profile has every setting a cluster run needs, and the
-environment variables it reads are set where they must be."""
+"""SLURM profile check: the workflow profile is ready for a cluster run.
+
+It has every setting a cluster run needs, and the environment variables it reads are set where
+they must be.
+"""
 
 from __future__ import annotations
 

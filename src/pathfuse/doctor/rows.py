@@ -13,8 +13,11 @@ OK, FAIL, PENDING = "OK", "FAIL", "PENDING"
 
 @dataclass(frozen=True)
 class Row:
-    """``check`` (family), ``target`` (encoder, cohort, task, file), ``status``, what was found
-    (``detail``) and, for a FAIL, the ``fix``."""
+    """One line of the doctor's report.
+
+    ``check`` (family), ``target`` (encoder, cohort, task, file), ``status``, what was found
+    (``detail``) and, for a FAIL, the ``fix``.
+    """
 
     check: str
     target: str
@@ -24,8 +27,11 @@ class Row:
 
 
 def generated_by_run(cfg: Config, path: str | Path) -> bool:
-    """True when ``path`` lies under the demo's output folder and the run generates the demo
-    itself: such inputs are PENDING before the run, not missing."""
+    """Whether the run itself generates ``path`` (the demo's inputs).
+
+    True when ``path`` lies under the demo's output folder and the run generates the demo itself:
+    such inputs are PENDING before the run, not missing.
+    """
     demo = cfg.settings.demo
     if not demo.enabled:
         return False

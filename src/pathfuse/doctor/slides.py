@@ -1,5 +1,8 @@
-"""Cohort checks: slide files (or bring-your-own feature folders) exist, and a sample of slides
-opens with a usable resolution — with the same mpp rules the tiling stage applies."""
+"""Cohort checks: slide files (or bring-your-own feature folders) exist and open.
+
+A sample of slides must open with a usable resolution, under the same mpp rules the tiling stage
+applies.
+"""
 
 from __future__ import annotations
 
@@ -121,7 +124,7 @@ def _mpp_row(cfg: Config, cohort: str, slide_id: str, path: str, mpp: float) -> 
         mpp_problem = err.cause in ("no_mpp", "implausible_mpp")
         return Row(CHECK, target, FAIL, f"{Path(path).name}: {err}",
                    fix if mpp_problem else "re-copy or re-export the file (OpenSlide cannot read it as is)")
-    except Exception as err:  # noqa: BLE001 - slide libraries raise several types for unreadable files
+    except Exception as err:  # slide libraries raise several types for unreadable files
         return Row(CHECK, target, FAIL, f"{Path(path).name} does not open: {err}",
                    "re-copy the file, or check that OpenSlide supports its format")
     return Row(CHECK, target, OK, f"opens ({vendor}), mpp {value:.3f} from {source}")

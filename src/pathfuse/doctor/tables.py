@@ -1,5 +1,8 @@
-"""Task table checks: each slide task's label table and split CSVs exist, parse, and name slides
-and patients of the task's cohort (a table for another cohort parses fine and trains nothing)."""
+"""Task table checks: each slide task's label table and split CSVs exist, parse, and fit the cohort.
+
+The tables must name slides and patients of the task's cohort: a table for another cohort parses
+fine and trains nothing.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,13 @@ CHECK = "task table"
 
 
 def check_task_tables(cfg: Config, *, deep: bool) -> list[Row]:
+    """One row per slide task for its label table and split files: OK, PENDING (demo) or FAIL with a fix.
+
+    Args:
+        cfg: the run config (tasks, their tables and cohorts).
+        deep: also read the tables and match their slide and patient ids against the cohort's
+            slides; without it only the files' presence is checked.
+    """
     rows: list[Row] = []
     cohort_ids: dict[str, set[str] | None] = {}
     for task in cfg.tasks:
@@ -77,6 +87,6 @@ def _cohort_slide_ids(cfg: Config, cohort: str) -> set[str] | None:
 
     try:
         ids = set(list_slides(cfg.cohort(cohort))["slide_id"])
-    except Exception:  # noqa: BLE001 - any listing problem is reported by the cohort check itself
+    except Exception:  # any listing problem is reported by the cohort check itself
         return None
     return ids or None  # no slide files: a features-only (BYO) cohort, or the cohort row FAILs

@@ -173,7 +173,7 @@ def read_matrix(path: Path, ids_key: str | None) -> tuple[np.ndarray, list[str] 
         ids = table.pop(ids_key).astype(str).tolist() if ids_key else None
         list_col = next((c for c in ("features", "embedding") if c in table.columns), None)
         if list_col is not None:
-            return np.stack(table[list_col].to_numpy()), ids
+            return np.stack(list(table[list_col])), ids
         return table.select_dtypes("number").to_numpy(), ids
     raise ConfigError(f"{path}: unsupported feature matrix type {suffix!r}; use .npy, .h5, .parquet or .csv")
 
@@ -190,8 +190,8 @@ def align_rows(matrix: np.ndarray, ids: list[str] | None, wanted: list[str], whe
     position = pd.Index(ids)
     if position.has_duplicates:
         raise FeatureImportError(f"{where}: duplicate ids, e.g. {position[position.duplicated()][:5].tolist()}")
-    rows = position.get_indexer(wanted)
-    missing = [w for w, r in zip(wanted, rows) if r < 0]
+    rows = position.get_indexer(pd.Index(wanted))
+    missing = [w for w, r in zip(wanted, rows, strict=True) if r < 0]
     if missing:
         raise FeatureImportError(f"{where}: {len(missing)} sample(s) of the label table have no features, e.g. "
                            f"{missing[:10]}")

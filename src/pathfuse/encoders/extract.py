@@ -56,21 +56,23 @@ def embed_shard(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
     rows: dict[str, dict[str, Any]] = {}
     pending: list[_PendingSlide] = []
     for rec in manifest.itertuples(index=False):
-        out = cfg.layout.features(encoder, cohort, rec.slide_id)
+        slide_id = str(rec.slide_id)  # a string column; itertuples types its cells as any scalar
+        out = cfg.layout.features(encoder, cohort, slide_id)
         if rec.status != "ok":
-            rows[rec.slide_id] = manifest_row(rec.slide_id, "skipped", rec.reason or "skipped by tiling", 0, spec.dim, "")
+            reason = str(rec.reason or "skipped by tiling")
+            rows[slide_id] = manifest_row(slide_id, "skipped", reason, 0, spec.dim, "")
             continue
         done = finished_features(out, encoder)
         if done is not None:
             n_tiles, dim, fmeta = done
             reason = failure_reason(int(fmeta.get("n_tiles_failed", 0)), fmeta.get("on_tile_error", "drop"))
-            rows[rec.slide_id] = manifest_row(rec.slide_id, "ok", reason, n_tiles, dim, out)
+            rows[slide_id] = manifest_row(slide_id, "ok", reason, n_tiles, dim, out)
             continue
         tiles = _read_tiles(rec, manifest_path)
         if tiles.empty:
-            rows[rec.slide_id] = manifest_row(rec.slide_id, "skipped", "no tiles", 0, spec.dim, "")
+            rows[slide_id] = manifest_row(slide_id, "skipped", "no tiles", 0, spec.dim, "")
         else:
-            pending.append(_PendingSlide(rec.slide_id, str(rec.path), tiles, out))
+            pending.append(_PendingSlide(slide_id, str(rec.path), tiles, out))
     meta: dict[str, Any] = {"encoder": encoder, "cohort": cohort, "shard": shard,
                             "n_resumed": sum(r["status"] == "ok" for r in rows.values())}
     if pending:

@@ -1,6 +1,7 @@
-"""The per-slide feature file format shared by computed (:mod:`~pathfuse.encoders.extract`) and
-imported (:mod:`~pathfuse.encoders.byo`) features: its version, whether a file is finished, and
-the feature shard manifest's rows.
+"""The per-slide feature file format, shared by computed and imported features.
+
+Computed (:mod:`~pathfuse.encoders.extract`) and imported (:mod:`~pathfuse.encoders.byo`) features
+share its version, the test whether a file is finished, and the feature shard manifest's rows.
 """
 
 from __future__ import annotations

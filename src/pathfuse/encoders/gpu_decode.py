@@ -74,6 +74,11 @@ class GpuJpegDecoder:
         self.rgb_on_gpu: bool | None = None  # decided on the first RGB-encoded stream
 
     def __call__(self, payloads: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode a batch: raw JPEG regions on the GPU, tensors the workers already decoded as they are.
+
+        A region with an undecodable stream becomes a black square flagged False, so the caller's
+        ``on_tile_error`` policy decides whether it is dropped, zero-filled or fatal.
+        """
         jobs = [(i, j) for i, p in enumerate(payloads) if isinstance(p, RawRegion)
                 for j, s in enumerate(p.streams) if s is not None]
         streams = [payloads[i].streams[j] for i, j in jobs]

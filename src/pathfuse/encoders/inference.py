@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +40,12 @@ class Runtime:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype autocast computes in, None for full fp32 (no autocast context at all)."""
         return _DTYPES[self.precision]
 
     @property
     def is_cuda(self) -> bool:
+        """Whether the encoder runs on a CUDA GPU (GPU decoding, pinned memory, peak-memory stats)."""
         return self.device.type == "cuda"
 
 
@@ -106,11 +108,13 @@ class Embedder:
         self.runtime = runtime
         model = loaded.model.to(runtime.device)
         if runtime.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at runtime (documented); torch's overloads leave it out.
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = torch.compile(model) if runtime.compile else model
         self.normalize = Normalize(loaded.spec, runtime.device, runtime.channels_last)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed a uint8 image batch [B, 3, H, W]; raises when the output is not [B, spec.dim]."""
         dtype = self.runtime.autocast_dtype
         autocast = (torch.autocast(device_type=self.runtime.device.type, dtype=dtype) if dtype is not None
                     else contextlib.nullcontext())
@@ -122,8 +126,10 @@ class Embedder:
         return out
 
 
-def embed_batches(embedder: Embedder, loader: DataLoader) -> Iterator[tuple[list[Any], np.ndarray]]:
+def embed_batches(embedder: Embedder, loader: Iterable[Any]) -> Iterator[tuple[list[Any], np.ndarray]]:
     """Yield ``(extras, features)`` per batch, in order; ``extras`` are the batch's other fields.
+
+    ``loader`` yields ``(images, *extras)`` batches: a DataLoader, or the GPU-decoding generator.
 
     On a GPU the features of batch *k* are copied to pinned host memory asynchronously and only
     waited for after batch *k+1* has been queued, so the device never idles on the copy.

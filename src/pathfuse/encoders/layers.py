@@ -83,12 +83,27 @@ class ConvStem(nn.Module):
             self.num_patches = self.grid_size[0] * self.grid_size[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, C, H, W] → tokens [B, H/4, W/4, D] (NHWC, Swin's layout) or [B, HW/16, D]."""
         x = self.proj(x)
-        if self.output_fmt == "NHWC":
-            x = x.permute(0, 2, 3, 1)
-        else:
-            x = x.flatten(2).transpose(1, 2)
+        x = x.permute(0, 2, 3, 1) if self.output_fmt == "NHWC" else x.flatten(2).transpose(1, 2)
         return self.norm(x)
+
+
+class _AttentionPool(nn.Module):
+    """The parameters of :class:`AttentionPoolHead`'s pooler, named as in the upstream checkpoint.
+
+    A module of its own (not attributes set on a bare ``nn.Module``) so that its parts are typed;
+    the creation order, and so the random initialisation and the state-dict keys, is unchanged.
+    """
+
+    def __init__(self, context_dim: int, d_model: int, n_queries: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(n_queries, d_model))
+        self.ln_k = nn.LayerNorm(context_dim)
+        self.ln_q = nn.LayerNorm(d_model)
+        self.to_q = nn.Linear(d_model, d_model, bias=False)
+        self.to_kv = nn.Linear(context_dim, 2 * d_model, bias=False)
+        self.to_out = nn.Linear(d_model, d_model, bias=False)
 
 
 @HEADS.register("attn_pool")
@@ -104,16 +119,11 @@ class AttentionPoolHead(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"attn_pool: d_model {d_model} is not divisible by n_heads {n_heads}")
         self.n_heads = n_heads
-        self.pool = nn.Module()
-        self.pool.query = nn.Parameter(torch.randn(n_queries, d_model))
-        self.pool.ln_k = nn.LayerNorm(context_dim)
-        self.pool.ln_q = nn.LayerNorm(d_model)
-        self.pool.to_q = nn.Linear(d_model, d_model, bias=False)
-        self.pool.to_kv = nn.Linear(context_dim, 2 * d_model, bias=False)
-        self.pool.to_out = nn.Linear(d_model, d_model, bias=False)
+        self.pool = _AttentionPool(context_dim, d_model, n_queries)
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Trunk tokens [B, N, context_dim] → the pooled, normalised embedding [B, d_model]."""
         batch = tokens.shape[0]
         pool = self.pool
         q = pool.to_q(pool.ln_q(pool.query)).expand(batch, -1, -1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -21,39 +21,44 @@ from pathfuse.config import Config, ConfigError
 from pathfuse.encoders.layers import HEADS, LAYERS
 from pathfuse.registry import Registry
 
+#: A model built by ``timm.create_model``. timm ships no type information, so what the embedding
+#: rules and weight remaps use of it (``forward_features``, ``forward_head``, ``num_prefix_tokens``,
+#: ``patch_embed``) is untyped; ``nn.Module`` would type each of those as a submodule-or-tensor lookup.
+TimmTrunk: TypeAlias = Any
+
 #: How token outputs become one embedding: ``rule(tokens, trunk, head) -> [B, dim]``.
-EmbeddingRule = Callable[[torch.Tensor, nn.Module, "nn.Module | None"], torch.Tensor]
+EmbeddingRule = Callable[[torch.Tensor, TimmTrunk, "nn.Module | None"], torch.Tensor]
 EMBEDDING_RULES: Registry[EmbeddingRule] = Registry("embedding rule")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @EMBEDDING_RULES.register("cls")
-def cls_token(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+def cls_token(tokens: torch.Tensor, trunk: TimmTrunk, head: nn.Module | None) -> torch.Tensor:
     """The class token (UNI, GigaPath, H-optimus, Phikon-v2, Lunit, Kaiko)."""
     return tokens[:, 0]
 
 
 @EMBEDDING_RULES.register("mean_patch")
-def mean_patch(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+def mean_patch(tokens: torch.Tensor, trunk: TimmTrunk, head: nn.Module | None) -> torch.Tensor:
     """Mean of the patch tokens; class and register tokens (``num_prefix_tokens``) are skipped."""
     return tokens[:, trunk.num_prefix_tokens:].mean(dim=1)
 
 
 @EMBEDDING_RULES.register("cls_mean_patch")
-def cls_mean_patch(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+def cls_mean_patch(tokens: torch.Tensor, trunk: TimmTrunk, head: nn.Module | None) -> torch.Tensor:
     """Class token ⊕ mean of patch tokens (Virchow2: 1280 + 1280 = 2560-d), registers skipped."""
     return torch.cat([tokens[:, 0], tokens[:, trunk.num_prefix_tokens:].mean(dim=1)], dim=-1)
 
 
 @EMBEDDING_RULES.register("pooled")
-def pooled(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+def pooled(tokens: torch.Tensor, trunk: TimmTrunk, head: nn.Module | None) -> torch.Tensor:
     """The trunk's own global pooling (``forward_head(pre_logits=True)``), e.g. Swin's average."""
     return trunk.forward_head(tokens, pre_logits=True)
 
 
 @EMBEDDING_RULES.register("attn_pool")
-def attention_pooled(tokens: torch.Tensor, trunk: nn.Module, head: nn.Module | None) -> torch.Tensor:
+def attention_pooled(tokens: torch.Tensor, trunk: TimmTrunk, head: nn.Module | None) -> torch.Tensor:
     """A learned attention-pooling head over all tokens (CONCH v1.5)."""
     if head is None:
         raise RuntimeError("embedding rule 'attn_pool' needs a 'head' in the encoder entry")
@@ -111,7 +116,7 @@ def encoder_spec(cfg: Config, name: str) -> EncoderSpec:
 class EncoderModel(nn.Module):
     """timm trunk → token sequence → embedding rule (optionally through a pooling head)."""
 
-    def __init__(self, trunk: nn.Module, rule: str, head: nn.Module | None = None) -> None:
+    def __init__(self, trunk: TimmTrunk, rule: str, head: nn.Module | None = None) -> None:
         super().__init__()
         self.trunk = trunk
         self.head = head
@@ -119,6 +124,7 @@ class EncoderModel(nn.Module):
         self._rule = EMBEDDING_RULES.get(rule)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images [B, 3, H, W] → one embedding per image [B, dim]."""
         return self._rule(self.trunk.forward_features(images), self.trunk, self.head)
 
 

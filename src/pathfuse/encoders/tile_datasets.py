@@ -69,6 +69,7 @@ class TileImages(Dataset):
             return torch.zeros(3, size, size, dtype=torch.uint8), index, False
 
     def close(self) -> None:
+        """Close the HDF5 files this process opened (h5py handles must not outlive the job)."""
         for handle in self._h5.values():
             handle.close()
         self._h5.clear()

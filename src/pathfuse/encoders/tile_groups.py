@@ -53,8 +53,11 @@ def assign_groups(spec: TileDatasetSpec, samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_sample_table(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
-    """A CSV keyed by ``sample_id`` (strings, no NaN), checked to exist, to have ``columns`` and
-    to list each sample once; every error names the file and what it needs."""
+    """A CSV keyed by ``sample_id`` (strings, no NaN), checked before anything uses it.
+
+    It must exist, have ``columns`` and list each sample once; every error names the file and what
+    it needs.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{what} does not exist")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -37,8 +37,11 @@ INDEX_COLUMNS = ["sample_id", "label", "split", "group"]
 
 
 def list_samples(cfg: Config, dataset: str) -> pd.DataFrame:
-    """The samples of tile dataset ``dataset`` in its configured format, with their patient/slide
-    groups (:func:`pathfuse.encoders.tile_groups.assign_groups`; ``attrs["group_source"]``)."""
+    """The samples of tile dataset ``dataset`` in its configured format, with their groups.
+
+    The groups are the samples' patients or slides (:func:`pathfuse.encoders.tile_groups.assign_groups`;
+    where they came from is in ``attrs["group_source"]``).
+    """
     spec = cfg.tile_dataset(dataset)
     root = Path(spec.path)
     if spec.format == "image_folder":

@@ -28,6 +28,7 @@ class ResizeCrop:
 
     @classmethod
     def for_encoder(cls, spec: EncoderSpec) -> ResizeCrop:
+        """The geometry of an encoder's reference preprocessing (its resize side, input size, filter)."""
         return cls(resize_px=spec.crop_source_px, crop_px=spec.input_px, interpolation=spec.interpolation)
 
     def __call__(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -45,8 +46,11 @@ class ResizeCrop:
         return chw[:, top:top + self.crop_px, left:left + self.crop_px].contiguous()
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) after the resize: torchvision's rule (shorter side = ``resize_px``, the
-        longer side truncated), so crops land on the same pixels as the FMs' reference pipelines."""
+        """(height, width) after the resize, by torchvision's rule.
+
+        The shorter side becomes ``resize_px`` and the longer side is truncated, so crops land on the
+        same pixels as the FMs' reference pipelines.
+        """
         if height <= width:
             return self.resize_px, max(self.crop_px, int(self.resize_px * width / height))
         return max(self.crop_px, int(self.resize_px * height / width)), self.resize_px
@@ -62,6 +66,7 @@ class Normalize:
         self.channels_last = channels_last
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Move a uint8 NCHW batch to the device and normalise it there, in float32."""
         batch = batch.to(self.device, non_blocking=True)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pathfuse.config import Config
-from pathfuse.encoders.registry import EncoderModel, EncoderSpec, build_encoder, encoder_spec
+from pathfuse.encoders.registry import EncoderModel, EncoderSpec, TimmTrunk, build_encoder, encoder_spec
 from pathfuse.registry import Registry
 from pathfuse.reproducibility import derive_seed
 
@@ -87,6 +87,10 @@ def load_encoder(cfg: Config, name: str) -> LoadedEncoder:
 
 
 def missing_weights_message(spec: EncoderSpec, path: Path) -> str:
+    """What to do about a missing weight file: where to get it and where to put it.
+
+    Shared by the loader's error and the doctor's FAIL row, so both give the same advice.
+    """
     where = spec.weights_url or "the model's publisher (see docs/encoders.md)"
     return (
         f"encoder {spec.name!r}: weight file {path} not found. pathfuse never downloads weights: "
@@ -176,7 +180,7 @@ def state_sha256(model: nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------- remaps
-def _timm_filter(state: StateDict, trunk: nn.Module) -> StateDict:
+def _timm_filter(state: StateDict, trunk: TimmTrunk) -> StateDict:
     """Apply the trunk's own timm checkpoint filter (pos-embed resampling, old Swin layouts)."""
     module = sys.modules.get(type(trunk).__module__)
     fn = getattr(module, "checkpoint_filter_fn", None)
@@ -212,7 +216,7 @@ def resample_class_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], off
     return torch.cat([cls_pos, table], dim=1)
 
 
-def _resample_positions(state: StateDict, trunk: nn.Module, key: str, offset: float) -> StateDict:
+def _resample_positions(state: StateDict, trunk: TimmTrunk, key: str, offset: float) -> StateDict:
     if key in state and getattr(trunk, "pos_embed", None) is not None:
         grid = tuple(trunk.patch_embed.grid_size)
         state = {**state, key: resample_class_pos_embed(state[key], grid, offset)}

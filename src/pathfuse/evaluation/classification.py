@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pathfuse.evaluation.units import UndefinedMetric, Units
+from pathfuse.evaluation.units import UndefinedMetric, Units, required
 
 
 # Metric kernels: vectorised numpy so that 1,000 bootstrap resamples take seconds; each equals
@@ -32,10 +32,18 @@ def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
 
 
 def _auroc(u: Units, idx: np.ndarray) -> float:
-    return auroc_arrays(u.label[idx], u.probs[idx])
+    return auroc_arrays(required(u.label, "label")[idx], required(u.probs, "probs")[idx])
 
 
 def auroc_arrays(y: np.ndarray, p: np.ndarray) -> float:
+    """AUROC of class probabilities ``p`` [n, C] against integer labels ``y`` [n].
+
+    Binary tasks score the positive class; multi-class tasks take the one-vs-rest macro mean over
+    the classes that are present and absent in ``y`` at least once (others have no AUROC).
+
+    Raises:
+        UndefinedMetric: when no class has both positives and negatives.
+    """
     if p.shape[1] == 2:
         return _binary_auc(y == 1, p[:, 1])
     per_class = [_binary_auc(y == c, p[:, c]) for c in range(p.shape[1]) if 0 < (y == c).sum() < len(y)]
@@ -48,9 +56,10 @@ def _confusion(u: Units, idx: np.ndarray) -> np.ndarray:
     """Confusion counts [true, predicted] over all classes."""
     if len(idx) == 0:
         raise UndefinedMetric("no samples")
-    n = u.probs.shape[1]
-    pred = u.probs[idx].argmax(axis=1)
-    return np.bincount(u.label[idx] * n + pred, minlength=n * n).reshape(n, n)
+    probs = required(u.probs, "probs")
+    n = probs.shape[1]
+    pred = probs[idx].argmax(axis=1)
+    return np.bincount(required(u.label, "label")[idx] * n + pred, minlength=n * n).reshape(n, n)
 
 
 def _accuracy(u: Units, idx: np.ndarray) -> float:
@@ -76,7 +85,7 @@ def _f1(u: Units, idx: np.ndarray, weighted: bool) -> float:
 
 def _binary_f1(u: Units, idx: np.ndarray) -> float:
     """F1 of the positive class (index 1) of a binary task."""
-    if u.probs.shape[1] != 2:
+    if required(u.probs, "probs").shape[1] != 2:
         raise UndefinedMetric("binary_f1 is for two-class tasks")
     cm = _confusion(u, idx)
     denominator = cm[1].sum() + cm[:, 1].sum()

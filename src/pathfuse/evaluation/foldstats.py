@@ -109,7 +109,11 @@ def draw_patients(strata: np.ndarray, n_resamples: int, rng: np.random.Generator
 
 def score_fold(task: TaskSpec, sample: FoldSample, source: str, metrics: Sequence[str],
                draws: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
-    """metric → (observed value on the fold, value on each resample [B]) for one source."""
+    """Score one source on one fold, observed and on each bootstrap resample.
+
+    Returns:
+        metric → (observed value on the fold's test set, its value on each resample [B]).
+    """
     units = sample.units[source]
     observed = compute(units, np.arange(len(units.patient)), metrics, task, quiet=True)
     out = {m: (observed[m], np.empty(len(draws))) for m in metrics}
@@ -140,6 +144,8 @@ def mean_over_folds(observed: Mapping[int, float], draws: Mapping[int, np.ndarra
     Args:
         observed: fold → the statistic on the fold's test set (a metric, or a difference).
         draws: fold → its values on the B resamples (same resample index across folds).
+        level: confidence level of the percentile interval (e.g. 0.95).
+        name: what the statistic is, for the warning about undefined resamples.
         with_p: also the two-sided p-value of "the mean is 0" (for differences).
     """
     used = [f for f in sorted(observed) if not math.isnan(observed[f])]

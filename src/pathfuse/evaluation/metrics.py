@@ -41,14 +41,14 @@ import pandas as pd
 from pathfuse.config import TaskSpec
 from pathfuse.evaluation.classification import CLASSIFICATION_KERNELS, auroc_arrays
 from pathfuse.evaluation.survival import SURVIVAL_KERNELS, c_index_arrays
-from pathfuse.evaluation.units import BinEdges, UndefinedMetric, Units, aggregate
+from pathfuse.evaluation.units import BinEdges, UndefinedMetric, Units, aggregate, required
 from pathfuse.kinds.classification import CLASSIFICATION_METRICS
 
 log = logging.getLogger(__name__)
 
 #: Direction of each metric, for ranking and "best expert" choices.
 HIGHER_IS_BETTER: dict[str, bool] = {
-    **{m: True for m in CLASSIFICATION_METRICS},
+    **dict.fromkeys(CLASSIFICATION_METRICS, True),
     "c_index": True,
     "ibs": False,
 }
@@ -70,7 +70,7 @@ def score(
     metrics = _check_metrics(task, metrics)
     units = aggregate(task, preds, bin_edges, need_curves="ibs" in metrics)
     if "auroc" in metrics and units.probs is not None and units.probs.shape[1] > 2:
-        absent = sorted(set(range(units.probs.shape[1])) - set(units.label.tolist()))
+        absent = sorted(set(range(units.probs.shape[1])) - set(required(units.label, "label").tolist()))
         if absent:
             log.warning(
                 "task %s: class index(es) %s absent from the scored labels; auroc is the "
@@ -106,8 +106,11 @@ def bootstrap_ci(
 
 
 def concordance(time: np.ndarray, risk: np.ndarray, event: np.ndarray) -> float:
-    """Harrell's c-index of per-sample risks (= lifelines' ``concordance_index(time, -risk, event)``);
-    NaN when undefined. For checkpoint choice, where rows are samples, not patients."""
+    """Harrell's c-index of per-sample risks, NaN when undefined.
+
+    Equals lifelines' ``concordance_index(time, -risk, event)``. Used for checkpoint choice, where
+    rows are samples, not patients, and an undefined value must not stop training.
+    """
     try:
         return c_index_arrays(np.asarray(time, float), np.asarray(event, int), np.asarray(risk, float))
     except UndefinedMetric:
@@ -115,8 +118,11 @@ def concordance(time: np.ndarray, risk: np.ndarray, event: np.ndarray) -> float:
 
 
 def auroc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """AUROC of per-sample class probabilities [n, C] (binary: positive class; else OvR macro); NaN
-    when undefined."""
+    """AUROC of per-sample class probabilities [n, C], NaN when undefined.
+
+    Binary tasks score the positive class, others the one-vs-rest macro mean. Used for checkpoint
+    choice, where an undefined value must not stop training.
+    """
     try:
         return auroc_arrays(np.asarray(labels, int), np.asarray(probs, float))
     except UndefinedMetric:

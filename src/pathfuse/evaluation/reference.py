@@ -60,14 +60,15 @@ def delta_rows(cfg: Config, task: TaskSpec, loaded: list[Loaded], missing: list[
     level, delta = float(cfg.settings.report.ci_level), DELTA_PREFIX + metric
     folds, reference = sorted(chosen), describe_reference(chosen)
     rows = [r for s in missing for r in missing_rows(task, s, folds, delta, f"no prediction file {s.path}", reference)]
-    if any(name is None for name in chosen.values()):
+    references = {fold: name for fold, name in chosen.items() if name is not None}
+    if len(references) < len(chosen):
         note = "no expert has validation and test predictions in every fold: no reference to compare with"
         return rows + [r for x in loaded for r in missing_rows(task, x.source, folds, delta, note, reference)]
     for item in loaded:
         own = scores[item.source.method]
         present = [f for f in folds if f in own]
-        observed = {f: own[f][metric][0] - scores[chosen[f]][f][metric][0] for f in present}
-        draws = {f: own[f][metric][1] - scores[chosen[f]][f][metric][1] for f in present}
+        observed = {f: own[f][metric][0] - scores[references[f]][f][metric][0] for f in present}
+        draws = {f: own[f][metric][1] - scores[references[f]][f][metric][1] for f in present}
         for f in folds:
             if f not in own:
                 rows.append(metric_row(task, item.source, f, "test", delta, status="missing", reference=chosen[f],

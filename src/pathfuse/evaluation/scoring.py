@@ -45,7 +45,10 @@ def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[i
 
 def source_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], metrics: list[str],
                 samples: Mapping[int, foldstats.FoldSample], scores: Scores) -> list[dict[str, Any]]:
-    """Per-fold, mean-over-folds and (several folds, outputs not tied to per-fold time bins) pooled rows of one source."""
+    """Per-fold, mean-over-folds and pooled metric rows of one source.
+
+    Pooled rows come only with several folds and outputs that are not tied to per-fold time bins.
+    """
     level = float(cfg.settings.report.ci_level)
     src, own = item.source, scores[item.source.method]
     rows: list[dict[str, Any]] = []
@@ -57,19 +60,23 @@ def source_rows(cfg: Config, task: TaskSpec, item: Loaded, folds: list[int], met
                                        note=f"no test predictions for fold {fold} in {src.path}"))
                 continue
             value = own[fold][metric][0]
-            n = {"n_samples": samples[fold].n_rows[src.method], "n_patients": len(samples[fold].patients)}
             undefined = np.isnan(value)
-            rows.append(metric_row(task, src, fold, "test", metric, value, **n, status="undefined" if undefined else "ok",
+            rows.append(metric_row(task, src, fold, "test", metric, value,
+                                   n_samples=samples[fold].n_rows[src.method],
+                                   n_patients=len(samples[fold].patients),
+                                   status="undefined" if undefined else "ok",
                                    note=undefined_note(task, metric, [fold]) if undefined else ""))
         if absent:
-            rows.append(metric_row(task, src, -1, "test", metric, statistic="mean", status="missing",
-                                   note=f"fold(s) {absent} missing: a mean over the other folds would not be comparable"))
+            rows.append(metric_row(
+                task, src, -1, "test", metric, statistic="mean", status="missing",
+                note=f"fold(s) {absent} missing: a mean over the other folds would not be comparable"))
             continue
         stat = foldstats.mean_over_folds({f: own[f][metric][0] for f in folds},
                                          {f: own[f][metric][1] for f in folds}, level, metric)
         status = "ok" if stat.folds_used else "undefined"
         note = undefined_note(task, metric, stat.folds_undefined) if stat.folds_undefined else ""
-        rows.append(metric_row(task, src, -1, "test", metric, stat.value, statistic="mean", ci=(stat.ci_low, stat.ci_high),
+        rows.append(metric_row(task, src, -1, "test", metric, stat.value, statistic="mean",
+                               ci=(stat.ci_low, stat.ci_high),
                                n_samples=sum(samples[f].n_rows[src.method] for f in folds),
                                n_patients=sum(len(samples[f].patients) for f in folds), n_undefined=stat.n_undefined,
                                status=status, note=note))

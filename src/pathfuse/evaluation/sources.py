@@ -35,19 +35,26 @@ class Loaded:
     meta: dict[str, Any]
 
     def test(self, fold: int | None = None) -> pd.DataFrame:
+        """Test rows, of one fold or (``fold=None``) of all folds; the rows metrics are computed on."""
         keep = self.rows["split"] == "test"
         if fold is not None:
             keep &= self.rows["fold"] == fold
         return self.rows[keep]
 
     def val(self, fold: int) -> pd.DataFrame:
+        """Validation rows of one fold, for the references fitted on data the test set never saw."""
         return self.rows[(self.rows["split"] == "val") & (self.rows["fold"] == fold)]
 
     @property
     def bin_edges(self) -> Mapping[str, Sequence[float]] | None:
+        """Per-fold time-bin edges from the file metadata (keys are fold numbers as strings).
+
+        None when the source's kind does not bin times, or the file predates the field.
+        """
         return self.meta.get("bin_edges")
 
     def fold_edges(self, fold: int) -> Sequence[float] | None:
+        """The time-bin edges one fold's model was trained with, None when the source has none."""
         return (self.bin_edges or {}).get(str(fold))
 
 

@@ -1,22 +1,28 @@
-"""Survival metric kernels on units: Harrell's c-index (lifelines' conventions) and the IPCW
-integrated Brier score."""
+"""Survival metric kernels on units.
+
+Harrell's c-index (with lifelines' conventions) and the IPCW integrated Brier score.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
-from pathfuse.evaluation.units import UndefinedMetric, Units
+from pathfuse.evaluation.units import UndefinedMetric, Units, required
 
 
 def _c_index(u: Units, idx: np.ndarray) -> float:
-    return c_index_arrays(u.time[idx], u.event[idx], u.risk[idx])
+    return c_index_arrays(required(u.time, "time")[idx], required(u.event, "event")[idx], required(u.risk, "risk")[idx])
 
 
 def c_index_arrays(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C with lifelines' conventions: ties in risk count 1/2; a censored time equal to
-    an event time counts as surviving longer."""
+    """Harrell's C of per-patient risks, with lifelines' conventions.
+
+    Ties in risk count 1/2; a censored time equal to an event time counts as surviving longer, so
+    the value matches ``lifelines.utils.concordance_index(time, -risk, event)``.
+    """
     if event.sum() == 0 or len(time) < 2:
         raise UndefinedMetric("no observed event or fewer than two patients")
     concordant = comparable = 0.0
@@ -35,9 +41,10 @@ def c_index_arrays(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> flo
 def _ibs(u: Units, idx: np.ndarray) -> float:
     if u.curves is None:
         raise UndefinedMetric("no bin_edges given")
-    time, event, curves = u.time[idx], u.event[idx], u.curves[idx]
-    keep = u.grid < time.max()
-    grid, curves = u.grid[keep], curves[:, keep]
+    time, event, curves = required(u.time, "time")[idx], required(u.event, "event")[idx], u.curves[idx]
+    all_grid = required(u.grid, "grid")  # set together with the curves
+    keep = all_grid < time.max()
+    grid, curves = all_grid[keep], curves[:, keep]
     if len(grid) < 2:
         raise UndefinedMetric("fewer than two evaluation times")
     g_at = _km_censoring(time, event)
@@ -53,7 +60,13 @@ def _ibs(u: Units, idx: np.ndarray) -> float:
     return float(np.trapezoid(brier, grid) / (grid[-1] - grid[0]))
 
 
-def _km_censoring(time: np.ndarray, event: np.ndarray) -> Callable[[np.ndarray, bool], np.ndarray]:
+class _StepCurve(Protocol):
+    """A right-continuous step curve read at times ``t``: G(t), or G(t−) with ``left=True``."""
+
+    def __call__(self, t: np.ndarray, left: bool) -> np.ndarray: ...
+
+
+def _km_censoring(time: np.ndarray, event: np.ndarray) -> _StepCurve:
     """Kaplan-Meier curve G of the censoring times, as a function (t, left) → G(t) or G(t−)."""
     uniq, first = np.unique(np.sort(time), return_index=True)
     at_risk = len(time) - first

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from pathfuse.kinds import TaskKind
 
 log = logging.getLogger(__name__)
 
-BinEdges = Sequence[float] | Mapping[Any, Sequence[float]] | None
+BinEdges = Sequence[float] | np.ndarray | Mapping[Any, Sequence[float]] | None
 
 
 class UndefinedMetric(ValueError):
@@ -34,7 +34,8 @@ class Units:
     """Predictions reduced to one unit per patient (arrays aligned by unit).
 
     Bootstraps resample patient codes and score the units of the picked patients
-    (:meth:`units_of`), so a patient's rows always enter a resample together."""
+    (:meth:`units_of`), so a patient's rows always enter a resample together.
+    """
 
     patient: np.ndarray  # patient code per unit (int)
     n_patients: int
@@ -60,6 +61,18 @@ class Units:
         return order[np.repeat(starts[picked_patients], lengths) + offsets]
 
 
+def required(values: np.ndarray | None, what: str) -> np.ndarray:
+    """The units' ``what`` array, which the kernels of the units' own task kind always find set.
+
+    Units carry the arrays of one task kind only (labels and probabilities, or times, events and
+    risks); a kernel of the other kind is a programming error, reported here by name rather than
+    as an index into None.
+    """
+    if values is None:
+        raise TypeError(f"these units carry no {what} (a metric of another task kind?)")
+    return values
+
+
 def _stack_logits(preds: pd.DataFrame) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float64) for v in preds["logits"]])
 
@@ -74,7 +87,8 @@ def aggregate(
     """Average rows per patient (classification: per patient and label).
 
     ``patients`` fixes the patient codes (their order), so that two methods aggregated with
-    the same list can be resampled with the same codes (a paired bootstrap)."""
+    the same list can be resampled with the same codes (a paired bootstrap).
+    """
     if len(preds) == 0:
         raise ValueError(f"task {task.id}: no prediction rows to score")
     patient_ids = preds["patient_id"].astype(str).to_numpy()
@@ -91,7 +105,8 @@ def aggregate(
     # their patient (group) only ties tiles together in the bootstrap.
     second = labels if task.is_slide_task else np.arange(len(labels))
     keys = pd.DataFrame({"p": codes, "y": second})
-    grouped = keys.groupby(["p", "y"], sort=True).indices
+    # pandas-stubs type group keys as Hashable; grouping by two int columns gives (p, y) tuples.
+    grouped = cast("dict[tuple[int, int], np.ndarray]", keys.groupby(["p", "y"], sort=True).indices)
     unit_p = np.array([k[0] for k in grouped])
     if task.is_slide_task and len(unit_p) != len(np.unique(unit_p)):
         log.warning(
@@ -116,7 +131,8 @@ def _aggregate_times(
     bin_edges: BinEdges,
     need_curves: bool,
 ) -> Units:
-    rows_of = pd.Series(np.arange(len(codes))).groupby(codes, sort=True).indices
+    # pandas-stubs type group keys as Hashable; grouping by the int patient codes gives ints.
+    rows_of = cast("dict[int, np.ndarray]", pd.Series(np.arange(len(codes))).groupby(codes, sort=True).indices)
     unit_p = np.array(sorted(rows_of))
     hazards = kind.row_scores(logits)
     risk = kind.unit_scores(np.stack([hazards[rows_of[p]].mean(axis=0) for p in unit_p]))

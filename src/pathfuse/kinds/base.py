@@ -39,22 +39,28 @@ class TaskFacts(Protocol):
     """
 
     @property
-    def classes(self) -> tuple[Any, ...]: ...
+    def classes(self) -> tuple[Any, ...]:
+        """The class values of a classification task (empty for survival)."""
 
     @property
-    def label_column(self) -> str | None: ...
+    def label_column(self) -> str | None:
+        """The label table's column holding the class (classification)."""
 
     @property
-    def time_column(self) -> str | None: ...
+    def time_column(self) -> str | None:
+        """The label table's follow-up time column (survival)."""
 
     @property
-    def censorship_column(self) -> str | None: ...
+    def censorship_column(self) -> str | None:
+        """The label table's censorship column (survival)."""
 
     @property
-    def n_bins(self) -> int: ...
+    def n_bins(self) -> int:
+        """Hazard bins of a survival task."""
 
     @property
-    def metrics(self) -> tuple[str, ...]: ...
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics the registry asks for."""
 
 
 class KindTraining(Protocol):

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,15 +57,21 @@ class TaskView:
 
 
 def distributions(kind: TaskKind, logits: np.ndarray) -> np.ndarray:
-    """The kind's row scores of ``logits`` [..., K]: class probabilities, or for time-to-event
-    kinds the survival curves S(t) over the time bins (from the per-bin hazards)."""
+    """The predicted distributions of ``logits`` [..., K], in the form experts can be compared in.
+
+    Class probabilities, or for time-to-event kinds the survival curves S(t) over the time bins
+    (from the per-bin hazards), since hazards of different bins are not comparable one by one.
+    """
     scores = kind.row_scores(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape)
     return np.cumprod(1.0 - scores, axis=-1) if kind.time_to_event else scores
 
 
 def disagreement(kind: TaskKind, dists: np.ndarray) -> np.ndarray:
-    """[N] mean over expert pairs of the distance between their distributions ``dists`` [M, N, K]:
-    total variation of class distributions, mean absolute gap of survival curves."""
+    """How much the experts disagree on each sample: [N] mean distance over expert pairs.
+
+    ``dists`` [M, N, K] are the M experts' distributions; the distance is the total variation for
+    class distributions and the mean absolute gap for survival curves.
+    """
     pairs = list(combinations(range(len(dists)), 2))
     if not pairs:
         return np.zeros(dists.shape[1])
@@ -151,7 +158,11 @@ class SlideLayer:
 
 
 def slide_attention(cfg: Config, task_id: str, encoders: list[str], picks: list[Pick]) -> dict[str, dict]:
-    """encoder → (fold, sample) → its attention rows (the picked samples only); {} where none recorded."""
+    """Attention rows of the picked samples, per encoder and (fold, sample).
+
+    Returns:
+        encoder → (fold, sample_id) → its attention rows; {} for an encoder without recorded attention.
+    """
     out: dict[str, dict] = {}
     for encoder in encoders:
         path = cfg.layout.expert_attention(task_id, encoder)
@@ -159,12 +170,13 @@ def slide_attention(cfg: Config, task_id: str, encoders: list[str], picks: list[
             out[encoder] = {}
             continue
         frame = read_attention(path, [p.sample_id for p in picks])
-        out[encoder] = {key: part for key, part in frame.groupby(["fold", "sample_id"])}
+        # Not dict(groupby): dict() would take GroupBy for a mapping and call its ``keys`` attribute.
+        out[encoder] = {key: part for key, part in frame.groupby(["fold", "sample_id"])}  # noqa: C416
     return out
 
 
 def slide_paths(cfg: Config, cohort: str) -> dict[str, str]:
-    """slide id → slide file, from the cohort's tile index (features-only cohorts have none)."""
+    """Slide file of each slide id, from the cohort's tile index ({} for features-only cohorts)."""
     path = cfg.layout.tile_index(cohort)
     if not path.exists():
         return {}
@@ -202,10 +214,11 @@ def tile_images(cfg: Config, dataset: str, sample_ids: list[str]) -> dict[str, n
     if cfg.tile_dataset(dataset).format == "features":
         return {}
     listing = list_samples(cfg, dataset).set_index("sample_id")
-    out, open_h5 = {}, {}
+    out: dict[str, np.ndarray] = {}
+    open_h5: dict[str, Any] = {}
     for sample in (s for s in sample_ids if s in listing.index):
         try:
-            out[sample] = read_image(str(listing.at[sample, "file"]), int(listing.at[sample, "row"]), open_h5)
+            out[sample] = read_image(str(listing["file"][sample]), int(listing["row"][sample]), open_h5)
         except (OSError, ValueError, KeyError) as err:
             log.warning("tile %s of %s not readable: %s", sample, dataset, err)
     for handle in open_h5.values():

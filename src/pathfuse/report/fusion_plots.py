@@ -1,5 +1,8 @@
-"""The fusion methods' figures (PNG + SVG): how LogitProd's gate splits its trust, and cost
-against gain; drawn with the helpers of :mod:`pathfuse.report.plots`."""
+"""The fusion methods' figures (PNG + SVG).
+
+How LogitProd's gate splits its trust, and cost against gain; drawn with the helpers of
+:mod:`pathfuse.report.plots`.
+"""
 
 from __future__ import annotations
 
@@ -99,14 +102,17 @@ def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: 
     fig = figure(6.8, 4.6)
     ax = fig.add_subplot()
     params = data["params_mean"].astype(float).fillna(0)
-    size = (40 + 360 * np.sqrt(params / params.max())).to_numpy() if params.max() > 0 else np.full(len(data), 80.0)
+    size = (40 + 360 * np.sqrt((params / params.max()).to_numpy()) if params.max() > 0
+            else np.full(len(data), 80.0))
     colors = [FAMILY_COLORS.get(f, "#888") for f in data["family"]]
     ax.scatter(data["train_seconds_per_fold"], data["mean_gain_points"], s=size, c=colors, alpha=0.85,
                edgecolor="white", lw=1.2, zorder=3)
     y_span = max(float(np.ptp(data["mean_gain_points"])), 1.0)
-    for row, dy, area in zip(data.itertuples(), _label_offsets(data, y_span), size, strict=True):
-        ratio = "" if pd.isna(row.seconds_ratio) or row.method == reference else f"  ×{row.seconds_ratio:.2g}"
-        ax.annotate(f"{row.method}{ratio}", (row.train_seconds_per_fold, row.mean_gain_points),
+    points = zip(data["method"], data["seconds_ratio"], data["train_seconds_per_fold"], data["mean_gain_points"],
+                 _label_offsets(data, y_span), size, strict=True)
+    for method, seconds_ratio, x, y, dy, area in points:
+        ratio = "" if pd.isna(seconds_ratio) or method == reference else f"  ×{seconds_ratio:.2g}"
+        ax.annotate(f"{method}{ratio}", (x, y),
                     xytext=(3 + np.sqrt(area) / 2, dy), textcoords="offset points", va="center", fontsize=FONT,
                     zorder=4)
     ax.axhline(0, color="#222222", lw=0.8, ls="--")

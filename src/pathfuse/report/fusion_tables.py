@@ -1,5 +1,7 @@
-"""The fusion methods' own tables: training cost against a reference method, and gate weights
-(pure DataFrame and array code, tested on hand-made tables like :mod:`pathfuse.report.tables`)."""
+"""The fusion methods' own tables: training cost against a reference method, and gate weights.
+
+Pure DataFrame and array code, tested on hand-made tables like :mod:`pathfuse.report.tables`.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ NEAR_UNIFORM_KL = 0.01
 
 # ----------------------------------------------------------------------------- cost
 def cost_table(records: pd.DataFrame, expected: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per fusion method: training seconds (own, and including its share of the inner-fold experts),
-    parameters, and their ratios to ``reference``.
+    """Per fusion method: training seconds, parameters, and their ratios to ``reference``.
+
+    Seconds come twice: the method's own, and including its share of the inner-fold experts.
 
     Args:
         records: one row per (task, method, family, fold) with ``train_seconds``, ``params``,

@@ -1,5 +1,7 @@
-"""Human-readable copies of the tables: Markdown (for GitHub, terminals) and HTML (for the
-Snakemake report, which shows HTML files inline and offers other files only as downloads).
+"""Human-readable copies of the tables: Markdown and HTML.
+
+Markdown is for GitHub and terminals; HTML is for the Snakemake report, which shows HTML files
+inline and offers other files only as downloads.
 
 Both come from the same "views" (this module): small string DataFrames where a winner is
 wrapped in ``**…**`` and a missing cell is "—". Views are shaped for reading (task × method
@@ -32,12 +34,15 @@ from pathfuse.report.rendering import (
 # ----------------------------------------------------------------------------- views
 def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str],
                        task_facts: Mapping[str, str] | None = None) -> list[Section]:
-    """Per task: methods × metrics as "mean ± sd", the primary metric's mean with its CI (and the
-    labelled pooled value where there is one), folds, test patients, and the task's facts."""
+    """One methods × metrics section per task, for the benchmark document.
+
+    Cells are "mean ± sd" (best in bold); then the primary metric's mean with its CI (and the
+    labelled pooled value where there is one), folds, test patients, and the task's facts.
+    """
     task_facts = task_facts or {}
     sections = []
     for task, rows in bench.groupby("task", sort=False):
-        prim = primary.get(task, rows["metric"].iloc[0])
+        prim = primary.get(str(task), rows["metric"].iloc[0])
         metrics = [prim, *(m for m in dict.fromkeys(rows["metric"]) if m != prim)]
         view = pd.DataFrame({"method": list(dict.fromkeys(rows["method"]))})
         by = rows.set_index(["method", "metric"])
@@ -60,7 +65,7 @@ def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str],
                                             strict=True)]
         view["test patients per fold"] = list(col["n_test_patients"])
         kind = rows["kind"].iloc[0]
-        facts = task_facts.get(task, "")
+        facts = task_facts.get(str(task), "")
         sections.append((f"{task} ({kind}; primary: {prim}){'; ' + facts if facts else ''}", view))
     return sections
 
@@ -97,6 +102,11 @@ def _arrow(significance: Any) -> str:
 
 
 def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: wins, mean rank and mean gain over the tasks, each with its task count.
+
+    The counts ("scored/tasks", "paired/tasks") keep a mean over few tasks from reading like one
+    over all of them.
+    """
     return pd.DataFrame({
         "method": summary["method"], "family": summary["family"],
         "first on": [w or MISSING for w in summary["wins_of"]],
@@ -113,6 +123,11 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: training time and parameters, absolute and as ratios to the reference.
+
+    A second time column adds the inner-fold experts that methods needing out-of-fold logits
+    (LogitProd, stacking) cannot be trained without, so their cost is not understated.
+    """
     return pd.DataFrame({
         "method": cost["method"], "family": cost["family"],
         "tasks": [f"{n}" + (f" ({m} missing)" if m else "") for n, m in zip(cost["n_tasks"], cost["n_missing"],
@@ -129,6 +144,11 @@ def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
 
 
 def gate_sections(gates: pd.DataFrame) -> list[Section]:
+    """One task × expert section per gated method: mean gate weight (± sd) on the test samples.
+
+    The most trusted expert of a task is in bold; the KL from uniform and "gate moved?" tell apart
+    a gate that learned something from one that stayed a uniform product of experts.
+    """
     sections = []
     for method, rows in gates.groupby("method", sort=False):
         experts = list(dict.fromkeys(rows["expert"]))
@@ -151,6 +171,7 @@ def gate_sections(gates: pd.DataFrame) -> list[Section]:
 
 
 def missing_view(missing: pd.DataFrame) -> pd.DataFrame:
+    """The missing benchmark cells with their reason, so that a blank cell is never unexplained."""
     return missing.rename(columns={"note": "why"})[["task", "method", "family", "why"]]
 
 

@@ -1,5 +1,6 @@
-"""The report's benchmark figures (heatmap, gains; PNG + SVG), drawn for 22 tasks on one axis,
-and the figure helpers the fusion methods' figures (:mod:`pathfuse.report.fusion_plots`) share.
+"""The report's benchmark figures (heatmap, gains; PNG + SVG), drawn for 22 tasks on one axis.
+
+Also the figure helpers the fusion methods' figures (:mod:`pathfuse.report.fusion_plots`) share.
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no global state, no GUI
 backend), sized from the number of tasks and methods so that labels never overlap, and

@@ -94,6 +94,7 @@ def signed_points(value: float) -> str:
 
 
 def seconds(value: float) -> str:
+    """A duration in the unit a reader takes in at a glance: 350 ms, 42.0 s, 3.5 min, 2.1 h."""
     if pd.isna(value):
         return MISSING
     if value < 1:
@@ -109,6 +110,7 @@ def ratio(value: float) -> str:
 
 
 def count(value: float) -> str:
+    """A large count (parameters, FLOPs) with an SI suffix: 85.8 M, 1.2 G, 512."""
     if pd.isna(value):
         return MISSING
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -12,6 +12,7 @@ or a method without predictions, shows up as missing cells — counted in the su
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def method_order(cfg: Config) -> list[str]:
 
 def expected_cells(cfg: Config) -> pd.DataFrame:
     """One row per (task, method) the run should produce; fusion families filled later."""
-    rows = []
+    rows: list[dict[str, str | None]] = []
     for task in cfg.tasks:
         rows += [{"task": task.id, "kind": task.kind, "method": e, "family": "expert", "encoder": e}
                  for e in task.encoders]
@@ -51,8 +52,11 @@ def expected_cells(cfg: Config) -> pd.DataFrame:
 
 
 def load_metrics(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
-    """All tasks' metrics rows and each task's metrics metadata; a task without a metrics file is
-    logged and left out here."""
+    """All tasks' metrics rows and each task's metrics metadata.
+
+    A task without a metrics file is logged and left out here; the benchmark tables list its cells
+    as missing, so one failed task does not block the report.
+    """
     frames, metas = [], {}
     for task in cfg.task_ids:
         path = cfg.layout.metrics(task)
@@ -70,9 +74,12 @@ def load_metrics(cfg: Config) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
 
 
 def task_facts(metas: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Per task, what a reader must know beside the numbers: folds whose validation was carved from
-    train, and why; and when the unit of the splits and the bootstrap is not a patient (a slide
-    table without case_id, a tile dataset without groups: CIs per slide or per tile)."""
+    """Per task, what a reader must know beside the numbers.
+
+    Folds whose validation was carved from train, and why; and when the unit of the splits and the
+    bootstrap is not a patient (a slide table without case_id, a tile dataset without groups: CIs
+    per slide or per tile).
+    """
     out = {}
     for task, meta in metas.items():
         notes = []
@@ -141,7 +148,7 @@ def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     return cost_df, gate_df
 
 
-def _inner_expert_seconds(cfg: Config, task: str, encoders: list[str]) -> dict[int, float]:
+def _inner_expert_seconds(cfg: Config, task: str, encoders: Sequence[str]) -> dict[int, float]:
     """Per fold, the seconds all experts of the task spent on their inner-fold models (NaN if unknown)."""
     out: dict[int, float] = {}
     for encoder in encoders:

@@ -1,5 +1,7 @@
-"""The benchmark, ranks and summary tables, computed from the metrics tables of all tasks (pure
-DataFrame code); the fusion methods' cost and gate-weight tables are in :mod:`pathfuse.report.fusion_tables`.
+"""The benchmark, ranks and summary tables, computed from the metrics tables of all tasks.
+
+Pure DataFrame code; the fusion methods' cost and gate-weight tables are in
+:mod:`pathfuse.report.fusion_tables`.
 
 Nothing here reads files, so every rule of the tables — which value is ranked, how ties and
 missing cells count, what a significant win is — is tested on hand-made tables.

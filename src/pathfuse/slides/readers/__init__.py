@@ -16,12 +16,26 @@ from __future__ import annotations
 import importlib
 import os
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:  # the registry itself stays free of numpy/PIL: config validation reads its names
     from pathfuse.slides.readers.base import SlideSource
 
 AUTO = "auto"
+
+
+class ReaderClass(Protocol):
+    """A registered reader class: called with a slide's path, it returns the (lazily opening) reader.
+
+    The registry hands out classes, whose constructor is not part of the :class:`SlideSource`
+    protocol; this says what every registered class must accept.
+    """
+
+    def __call__(self, path: str | os.PathLike[str], /) -> SlideSource:
+        """Open (lazily) the slide at ``path``."""
+        ...
+
+
 _READERS: dict[str, str | type] = {
     "openslide": "pathfuse.slides.reader:SlideReader",
     "jpeg": "pathfuse.slides.readers.jpeg:JpegTiffReader",
@@ -40,7 +54,7 @@ def names() -> list[str]:
     return sorted(_READERS)
 
 
-def reader_class(name: str) -> type[SlideSource]:
+def reader_class(name: str) -> ReaderClass:
     """The class registered as ``name`` (imported on first use)."""
     try:
         target = _READERS[name]
@@ -49,7 +63,7 @@ def reader_class(name: str) -> type[SlideSource]:
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = _READERS[name] = getattr(importlib.import_module(module), attr)
-    return cast("type[SlideSource]", target)
+    return cast("ReaderClass", target)
 
 
 def choose_reader(path: str | os.PathLike[str], setting: str) -> str:
@@ -68,7 +82,7 @@ def choose_reader(path: str | os.PathLike[str], setting: str) -> str:
 
 def open_reader(path: str | os.PathLike[str], setting: str = AUTO) -> SlideSource:
     """A reader for ``path``: the one ``setting`` names, or the best that applies for ``auto``."""
-    return reader_class(choose_reader(path, setting))(path)  # type: ignore[call-arg]
+    return reader_class(choose_reader(path, setting))(path)
 
 
 for _plugin in entry_points(group="pathfuse.readers"):  # a lab's own reader, without forking
