@@ -7,7 +7,7 @@ tile task (1 split), with 3 experts and 6 fusion methods. The report is measured
 synthetic 22-task run. Writes benchmarks/results/report_stage.json.
 
 Run: python benchmarks/report_stage.py [--n-bootstrap 200] [--test-per-fold 60]
-(The synthetic prediction writer is the tests' own, tests/test_evaluation.py.)
+(The synthetic prediction writer is the tests' own, tests/support/evaluation.py.)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import test_evaluation as synth
+import support.evaluation as synth
 
 from pathfuse.config import load_yaml
 from pathfuse.evaluation.run import evaluate_task

@@ -1,4 +1,10 @@
-"""Shared fixtures: the repository root and the real slides beside it (../shared/data)."""
+"""Shared fixtures: the repository root, the real slides beside it (../shared/data), and more.
+
+The test tree mirrors src/pathfuse/ (tests/<subpackage>/test_*.py); tests of top-level modules
+and cross-cutting ones sit here, the end-to-end Snakemake runs in tests/workflow/. Helpers shared
+between folders live in the ``support`` package (``from support.x import ...``): pytest puts
+this folder on sys.path because it holds this conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +30,15 @@ def shared_slides() -> Path:
     return folder
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny heads: one torch thread (faster, and immune to other jobs crowding the cores)."""
+    import torch  # here, not at the top: most tests never need torch
 
-@pytest.fixture(scope="session")
-def resumed_run(tmp_path_factory):
-    """One reduced-demo run, killed mid-way and resumed, shared by the end-to-end tests."""
-    from reduced_demo import run_killed_and_resumed
-
-    return run_killed_and_resumed(tmp_path_factory.mktemp("e2e"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 #: The tasks of the reduced demo whose job plans the planner and seed tests compare.

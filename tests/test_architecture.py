@@ -1,4 +1,4 @@
-"""Static checks of the library's shape: no import cycles, no oversized modules.
+"""Static checks of the library's shape: no import cycles, no oversized modules, a mirrored test tree.
 
 Both are read from the source (ast), not by importing it, so they hold for every code path:
 an import inside a function counts as much as one at the top, because a function-local import
@@ -13,11 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PACKAGE = SRC / "pathfuse"
+TESTS = REPO / "tests"
 MAX_LINES = 300
 #: Modules allowed above MAX_LINES for now, with why. Aim: empty.
 OVERSIZED: set[str] = set()
 #: Import cycles tolerated, with why. There are none; keep it so.
 KNOWN_CYCLES: set[frozenset[str]] = set()
+#: Test folders that name no subpackage: the end-to-end Snakemake runs and checks of the workflow.
+CROSS_CUTTING_TEST_FOLDERS = {"workflow"}
 
 
 def module_name(path: Path) -> str:
@@ -136,3 +139,36 @@ def test_the_oversized_allow_list_names_only_existing_oversized_modules():
     mods = modules()
     stale = {m for m in OVERSIZED if m not in mods or len(mods[m].read_text().splitlines()) <= MAX_LINES}
     assert not stale, f"remove from OVERSIZED (gone or now short enough): {sorted(stale)}"
+
+
+def misplaced_test_modules(tests: Path, package: Path) -> list[str]:
+    """Test modules outside the mirror of ``package``: tests/<subpackage path>/test_*.py.
+
+    Modules at the top of ``tests`` (tests of top-level modules, cross-cutting checks) and under
+    a folder of CROSS_CUTTING_TEST_FOLDERS are in place; every other folder holding a test module
+    must name an existing subpackage (support/ and fixture folders hold none).
+    """
+    misplaced = []
+    for path in sorted(tests.rglob("test_*.py")):
+        folder = path.parent.relative_to(tests)
+        if not folder.parts or folder.parts[0] in CROSS_CUTTING_TEST_FOLDERS:
+            continue
+        if not (package / folder / "__init__.py").is_file():
+            misplaced.append(str(path.relative_to(tests)))
+    return misplaced
+
+
+def test_the_test_tree_mirrors_the_package():
+    misplaced = misplaced_test_modules(TESTS, PACKAGE)
+    assert not misplaced, (f"test modules in folders that name no pathfuse subpackage (move them to "
+                           f"tests/<subpackage>/, the top of tests/ or tests/workflow/): {misplaced}")
+
+
+def test_the_mirror_check_sees_a_misplaced_test_module(tmp_path):
+    (tmp_path / "src" / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "sub" / "__init__.py").touch()
+    for test in ("test_top.py", "sub/test_sub.py", "workflow/test_e2e.py", "gone/test_old.py", "support/test_x.py"):
+        (tmp_path / "tests" / test).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tests" / test).touch()
+    assert misplaced_test_modules(tmp_path / "tests", tmp_path / "src" / "pkg") == ["gone/test_old.py",
+                                                                                     "support/test_x.py"]

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from reduced_demo import snakemake_cmd, write_reduced_config
-from test_evaluation import make_config, write_task
+from support.evaluation import make_config, write_task
+from support.reduced_demo import snakemake_cmd, write_reduced_config
 
 from pathfuse.config import Config
 from pathfuse.evaluation.run import evaluate_task

@@ -70,7 +70,7 @@ def choose_device(wanted: str, setting: str, gpu_available: Callable[[], bool]) 
 
     The caller passes ``torch.cuda.is_available`` as ``gpu_available``: this module stays free of
     torch even inside functions, so the stages that never touch torch (tiling, evaluation) and
-    their environments need none (tests/test_envs.py follows every import), and both answers can
+    their environments need none (tests/workflow/test_envs.py follows every import), and both answers can
     be tested on a machine without a GPU. It is only called when the answer matters (not for
     ``cpu``).
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from slide_fixtures import REPO, synthetic_image, write_pyramid
+from support.slides import REPO, synthetic_image, write_pyramid
 
 from pathfuse.config import Config
 

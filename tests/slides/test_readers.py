@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from slide_fixtures import psnr, write_svs
+from support.slides import psnr, write_svs
 
 from pathfuse.config import Config, ConfigError
 from pathfuse.slides import readers
@@ -92,7 +92,7 @@ def test_absent_tiles_and_areas_outside_the_level_read_as_white(tmp_path):
 
 
 def test_damaged_tile_fails_naming_the_file(make_slide):
-    from slide_fixtures import corrupt_tile
+    from support.slides import corrupt_tile
 
     path = corrupt_tile(make_slide("c.tiff"), tile=10)
     reader = JpegTiffReader(path)

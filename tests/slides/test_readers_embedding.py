@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from slide_fixtures import write_svs
-from test_encoders_fixtures import make_cohort, make_config
+from support.encoders import make_cohort, make_config
+from support.slides import write_svs
 
 from pathfuse.encoders.extract import embed_shard
 from pathfuse.encoders.slide_tiles import MixedReadersError, reader_setting

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from slide_fixtures import needs_shared, psnr, synthetic_image, write_pyramid, write_svs
+from support.slides import needs_shared, psnr, synthetic_image, write_pyramid, write_svs
 
 from pathfuse.slides.reader import SlideReader
 from pathfuse.slides.readers.jpeg import JpegTiffReader

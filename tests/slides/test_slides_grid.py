@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from slide_fixtures import synthetic_image
+from support.slides import synthetic_image
 
 from pathfuse.config import section_settings
 from pathfuse.settings import TilingSettings

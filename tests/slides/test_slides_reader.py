@@ -8,7 +8,7 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from slide_fixtures import corrupt_tile, needs_shared
+from support.slides import corrupt_tile, needs_shared
 
 from pathfuse.slides.errors import SlideError
 from pathfuse.slides.mpp import resolve_mpp

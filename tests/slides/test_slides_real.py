@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from slide_fixtures import SHARED_SLIDES, needs_shared
+from support.slides import SHARED_SLIDES, needs_shared
 
 from pathfuse.io import read_parquet
 from pathfuse.slides.errors import SlideError

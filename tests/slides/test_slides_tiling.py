@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from slide_fixtures import corrupt_tile
+from support.slides import corrupt_tile
 
 from pathfuse.io import read_parquet
 from pathfuse.paths import shard_name

@@ -10,7 +10,7 @@ from pathfuse.evaluation.units import UndefinedMetric, Units, required
 
 
 # Metric kernels: vectorised numpy so that 1,000 bootstrap resamples take seconds; each equals
-# its scikit-learn / lifelines counterpart on the same inputs (tests/test_metrics.py).
+# its scikit-learn / lifelines counterpart on the same inputs (tests/evaluation/test_metrics.py).
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing their mean rank (as scipy.stats.rankdata, without its import cost)."""
     order = np.argsort(values, kind="mergesort")

@@ -6,7 +6,7 @@ numbers, and the framework overhead (autograd graph, optimizer objects, per-batc
 ~15× the arithmetic. The published schedule runs up to 600 epochs of such steps; LogitProd's
 whole point is being cheap, so its trainer computes the exact gradient in NumPy instead. The
 objective is the one of :class:`pathfuse.fusion.logitprod.LogitProdObjective`, including the
-survival likelihood *through* the hazard↔distribution conversions; tests/test_fusion_logitprod.py
+survival likelihood *through* the hazard↔distribution conversions; tests/fusion/test_fusion_logitprod.py
 checks loss and gradients against autograd on that torch objective.
 
 Every task kind is one "set likelihood": sample n has a weight a_n and a set A_n of outcomes of

@@ -18,7 +18,7 @@ Formulation (METHODS.md §3; docs/methods.md states every deviation from the pub
 
 One-hot weights reproduce any single expert exactly and have zero penalty (R has a zero
 diagonal), so the optimum of the training objective is never worse than the best expert's
-training NLL — the guarantee tests/test_fusion_logitprod.py checks.
+training NLL — the guarantee tests/fusion/test_fusion_logitprod.py checks.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``Config.settings`` builds :class:`RunSettings` once from the validated, default-filled config
 dict, so library code reads ``cfg.settings.experts.n_seeds`` instead of string keys. The JSON
-Schemas stay the one place of defaults and documentation; tests/test_settings.py checks that
+Schemas stay the one place of defaults and documentation; tests/settings/test_settings.py checks that
 each model has exactly its schema's keys.
 """
 

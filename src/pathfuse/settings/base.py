@@ -3,7 +3,7 @@
 Defaults live only in the JSON Schemas (src/pathfuse/resources/schemas/); a model is built from
 the validated, default-filled config dict, so every field is present and no model repeats a
 default. A field that defaults to ``None`` is a key the schema allows to be absent and gives no
-default for (tests/test_settings.py checks both rules against the schemas).
+default for (tests/settings/test_settings.py checks both rules against the schemas).
 """
 
 from __future__ import annotations

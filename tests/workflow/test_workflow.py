@@ -1,0 +1,164 @@
+"""End-to-end: real Snakemake runs of the reduced demo, from generated slides to tables.
+
+One run serves every test here, and it is the hard case: it is killed with SIGKILL in the
+middle (no clean-up at all), unlocked, and resumed with --rerun-incomplete, as README says.
+The fixture (``resumed_run``, tests/conftest.py) checks that every output present after the kill
+parses (atomic writes); the tests
+check that no job Snakemake had seen finish was redone and that the resumed run is a full,
+correct run (tables, logs, report, nothing left to do).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.reduced_demo import REDUCED_ENCODERS, REDUCED_TASKS, ResumedRun, snakemake_cmd
+
+from pathfuse.io import read_parquet
+
+pytestmark = pytest.mark.slow
+TABLES = ["benchmark", "ranks", "summary", "cost", "gate_weights"]
+
+
+def test_jobs_finished_before_the_kill_were_recorded(resumed_run):
+    experts = [p for p in resumed_run.done_before_kill if p.name == "predictions.parquet"]
+    assert len(experts) >= 2, f"expected at least two finished experts before the kill: {experts}"
+
+
+def test_resume_did_not_redo_finished_jobs(resumed_run):
+    redone = [str(p.relative_to(resumed_run.results)) for p, mtime in resumed_run.done_before_kill.items()
+              if resumed_run.done_after_resume.get(p) != mtime]
+    assert not redone, f"finished outputs were redone after resume: {redone}"
+    assert not list(resumed_run.results.rglob(".*.tmp*")), "temporary files left behind"
+
+
+def test_tables_cover_every_task_and_method(resumed_run):
+    tables = resumed_run.results / "tables"
+    for name in TABLES:
+        assert (tables / f"{name}.parquet").exists(), name
+        assert (tables / f"{name}.md").exists(), name
+    bench, _ = read_parquet(tables / "benchmark.parquet", schema="table:benchmark")
+    assert set(bench["task"]) == set(REDUCED_TASKS)
+    assert set(REDUCED_ENCODERS) | {"logitprod", "shazam", "mean_logits"} <= set(bench["method"])
+    for col in ("mean", "sd", "ci_low", "ci_high"):
+        assert col in bench.columns
+    primary = bench[(bench["task"] == "brca_idc_ilc") & (bench["metric"] == "auroc")]
+    assert primary["mean"].between(0, 1).all() and len(primary) >= len(REDUCED_ENCODERS) + 3
+
+
+def test_every_rule_wrote_its_log(resumed_run):
+    logs = resumed_run.results / "logs"
+    for rule in ("demo_data", "tile", "tile_index", "embed_slides", "embed_tiles", "expert", "fuse", "evaluate",
+                 "report"):
+        assert any((logs / rule).glob("*.log")), f"no log for rule {rule}"
+
+
+def test_second_run_has_nothing_to_do(resumed_run):
+    out = subprocess.run(snakemake_cmd(resumed_run.workdir, resumed_run.config, "-n", "--cores", "1"),
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_report_html_builds(resumed_run):
+    out = subprocess.run(snakemake_cmd(resumed_run.workdir, resumed_run.config, "--report", "results/report.html"),
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    html = (resumed_run.results / "report.html").read_text(errors="replace")
+    assert "benchmark" in html.lower() and len(html) > 10_000
+    for text in (
+        "heatmap.png", "gains.png", "summary.html", "Gain over the best single expert", "Expert training curves"
+    ):
+        assert text in html, text
+
+
+# ----------------------------------------------------------------------------- what reruns when
+def _planned(run: ResumedRun, config: Path) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` plans for ``config`` on the finished run (empty: none)."""
+    out = subprocess.run(snakemake_cmd(run.workdir, config, "-n", "--cores", "1"), check=False,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def _changed_config(run: ResumedRun, edit) -> Path:
+    import yaml
+
+    raw = yaml.safe_load(run.config.read_text())
+    edit(raw)
+    path = run.workdir / "changed.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _edited(run: ResumedRun, relative: str) -> dict[str, int]:
+    """Jobs planned after ``relative`` (under results/) is edited; its bytes and mtime are restored after.
+
+    An edit, not a touch: Snakemake (>= 9.18) keeps a job whose input is newer but has the same
+    checksum. A trailing blank line changes the bytes and not what the CSV says.
+    """
+    path = run.results / relative
+    before, content = path.stat(), path.read_bytes()
+    try:
+        path.write_bytes(content + b"\n")
+        return _planned(run, run.config)
+    finally:
+        path.write_bytes(content)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+SLIDE_TASKS = [t for t in REDUCED_TASKS if t != "crc100k"]
+
+
+def test_tile_logitprod_lr_reruns_only_the_tile_tasks_fusion(resumed_run):
+    def edit(raw):
+        raw["fusion"]["logitprod"]["by_kind"]["tile_classification"]["lr"] = 0.5
+
+    assert _planned(resumed_run, _changed_config(resumed_run, edit)) == {"fuse": 1, "evaluate": 1, "report": 1,
+                                                                         "all": 1}
+
+
+def test_min_tissue_reruns_slide_tiles_and_everything_downstream(resumed_run):
+    def edit(raw):
+        raw["tiling"]["min_tissue"] = 0.4
+
+    planned = _planned(resumed_run, _changed_config(resumed_run, edit))
+    n_experts = len(SLIDE_TASKS) * len(REDUCED_ENCODERS)
+    assert planned == {"tile": 2, "tile_index": 1, "embed_slides": 2 * len(REDUCED_ENCODERS), "expert": n_experts,
+                       "fuse": len(SLIDE_TASKS), "evaluate": len(SLIDE_TASKS), "report": 1, "all": 1}
+
+
+def test_one_split_csv_reruns_that_tasks_experts_and_after(resumed_run):
+    planned = _edited(resumed_run, "demo/splits/brca_idc_ilc/splits_1.csv")
+    assert planned == {"expert": len(REDUCED_ENCODERS), "fuse": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_a_label_table_reruns_the_tasks_that_read_it(resumed_run):
+    planned = _edited(resumed_run, "demo/labels/surv_brca.csv")
+    assert planned == {"expert": len(REDUCED_ENCODERS), "fuse": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_n_bootstrap_reruns_evaluation_and_report_only(resumed_run):
+    def edit(raw):
+        raw["report"]["n_bootstrap"] = 50
+
+    planned = _planned(resumed_run, _changed_config(resumed_run, edit))
+    assert planned == {"evaluate": len(REDUCED_TASKS), "report": 1, "all": 1}
+
+
+def test_doctor_is_all_ok_after_the_run(resumed_run):
+    """Before the run the demo's inputs are PENDING; once it made them, every check is OK."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pathfuse.cli", "doctor", "--config", str(resumed_run.config)],
+                         cwd=resumed_run.workdir, check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert re.search(r"\d+ OK, 0 PENDING, 0 FAIL", out.stdout), out.stdout[-3000:]
