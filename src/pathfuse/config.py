@@ -105,8 +105,8 @@ class Config:
     def section(self, name: str) -> dict[str, Any]:
         """A stage's settings as a dict (defaults filled from its schema section).
 
-        The legacy accessor: new code reads :attr:`settings` (``cfg.settings.fusion.methods``);
-        the modules that still read string keys move to it in a later pass.
+        Library code reads :attr:`settings` (``cfg.settings.fusion.methods``); this raw form is
+        for the job plan's settings digests, which hash exactly what the config holds.
         """
         return dict(self.raw.get(name, {}))
 

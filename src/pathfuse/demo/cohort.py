@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pathfuse.config import Config, ConfigError, TaskSpec
+from pathfuse.config import ConfigError, TaskSpec
 from pathfuse.demo.design import (
     LATENT,
     CoarserClasses,
@@ -21,31 +20,9 @@ from pathfuse.demo.design import (
 )
 from pathfuse.demo.tiles import seeded_rng
 from pathfuse.demo.tissue import TissueLook
+from pathfuse.settings import DemoSettings
 
 CASE_PREFIX = "DEMO"
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """The ``demo`` section of the run config (keys: src/pathfuse/resources/schemas/sections/demo.schema.yaml)."""
-
-    out_dir: str
-    n_cases: int
-    two_slide_fraction: float
-    slide_width_px: int
-    slide_height_px: int
-    mpp: float
-    aperio_fraction: float
-    jpeg_quality: int
-    tile_images_per_class: int
-    label_noise: float
-    workers: int
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> DemoSettings:
-        """The run's ``demo`` section (defaults filled by the schema), one field per setting."""
-        section = cfg.section("demo")
-        return cls(**{key: section[key] for key in cls.__dataclass_fields__})
 
 
 def make_cohort(seed: int, settings: DemoSettings) -> pd.DataFrame:

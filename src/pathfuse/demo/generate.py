@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pathfuse.config import Config, TaskSpec
-from pathfuse.demo.cohort import DemoSettings, make_cohort, make_labels
+from pathfuse.demo.cohort import make_cohort, make_labels
 from pathfuse.demo.design import (
     LATENT,
     CoarserClasses,
@@ -142,12 +142,12 @@ def generate_demo(cfg: Config) -> Path:
     (listed in its manifest) that the new one does not write are removed, so a smaller demo
     never inherits slides from a bigger one.
     """
-    settings = DemoSettings.from_config(cfg)
+    settings = cfg.settings.demo
     out = Path(settings.out_dir)
     done = out / "demo.done"
     demo = task_facts(cfg)
     fingerprint = {"format": DEMO_FORMAT, "seed": cfg.seed, "classes": demo.classes, "folds": demo.folds,
-                   **{k: v for k, v in asdict(settings).items() if k not in ("out_dir", "workers")}}
+                   **{k: v for k, v in settings.model_dump().items() if k not in ("enabled", "out_dir", "workers")}}
     previous = _read_manifest(done)
     if previous.get("fingerprint") == fingerprint and all((out / f).is_file() for f in previous.get("files", {})):
         log.info("demo data in %s is up to date", out)

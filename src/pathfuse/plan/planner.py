@@ -28,9 +28,8 @@ def inner_folds_needed(cfg: Config) -> int:
     stacking). The inner experts cost ``inner_folds`` extra expert trainings per outer fold; a run whose
     methods never read out-of-fold rows should not pay for them.
     """
-    methods = cfg.section("fusion").get("methods", [])
-    needed = any(FUSERS.get(m).needs_oof for m in methods if m in FUSERS)
-    return int(cfg.section("experts")["inner_folds"]) if needed else 0
+    needed = any(FUSERS.get(m).needs_oof for m in cfg.settings.fusion.methods if m in FUSERS)
+    return cfg.settings.experts.inner_folds if needed else 0
 
 
 class Planner:
@@ -70,8 +69,8 @@ class Planner:
     @cached_property
     def demo_dir(self) -> Path | None:
         """The demo's output folder when the run generates the demo, else None."""
-        demo = self.cfg.section("demo")
-        return Path(demo["out_dir"]) if demo.get("enabled") else None
+        demo = self.cfg.settings.demo
+        return Path(demo.out_dir) if demo.enabled else None
 
     def made_by_demo(self, path: str | Path) -> bool:
         """Whether ``path`` is one of the files the demo_data job writes."""
@@ -157,7 +156,7 @@ class Planner:
         if entry.get("kind") == "byo" or not entry.get("weights"):
             return []
         path = Path(entry["weights"])
-        return [str(path if path.is_absolute() else Path(self.cfg.section("embedding")["weights_dir"]) / path)]
+        return [str(path if path.is_absolute() else Path(self.cfg.settings.embedding.weights_dir) / path)]
 
     def embedding_settings(self, encoder: str) -> dict[str, Any]:
         """The embedding section as one encoder's jobs read it: only its own BYO sources."""
