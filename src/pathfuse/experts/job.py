@@ -21,6 +21,7 @@ from pathfuse.heads.registry import HeadRecipe
 from pathfuse.plan import Planner
 from pathfuse.reproducibility import choose_device
 from pathfuse.settings import ExpertsSettings
+from pathfuse.settings.base import per_kind
 
 
 @dataclass
@@ -159,10 +160,7 @@ def _tile_features(cfg: Config, spec: TaskSpec, encoder: str) -> _Features:
 
 def recipe_of(settings: ExpertsSettings, kind: str) -> HeadRecipe:
     """The expert recipe of task kind ``kind`` (``experts.heads.<kind>``)."""
-    recipe = getattr(settings.heads, kind, None)
-    if recipe is None:
-        raise KeyError(f"experts.heads has no recipe for task kind {kind!r}; "
-                       f"known: {', '.join(type(settings.heads).model_fields)}")
+    recipe: HeadRecipe = per_kind(settings.heads, kind, "experts.heads")
     return recipe
 
 

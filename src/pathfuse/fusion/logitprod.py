@@ -39,6 +39,7 @@ from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, 
 from pathfuse.fusion.gate_training import train as train_gate
 from pathfuse.heads.losses import event_distribution_to_hazards, hazards_to_event_distribution, survival_nll
 from pathfuse.settings import GateSchedule, LogitProdSettings
+from pathfuse.settings.base import per_kind
 from pathfuse.training import count_parameters
 
 log = logging.getLogger(__name__)
@@ -281,10 +282,7 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
 
 def gate_schedule(settings: LogitProdSettings, kind: str) -> GateSchedule:
     """The gate's optimiser schedule of task kind ``kind`` (``fusion.logitprod.by_kind.<kind>``)."""
-    schedule = getattr(settings.by_kind, kind, None)
-    if schedule is None:
-        raise KeyError(f"fusion.logitprod.by_kind has no schedule for task kind {kind!r}; "
-                       f"known: {', '.join(type(settings.by_kind).model_fields)}")
+    schedule: GateSchedule = per_kind(settings.by_kind, kind, "fusion.logitprod.by_kind")
     return schedule
 
 

@@ -8,7 +8,7 @@ default for (tests/settings/test_settings.py checks both rules against the schem
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,3 +22,16 @@ class Settings(BaseModel):
     """Frozen and closed: settings are read, never written, and an unknown key is an error."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def per_kind(block: Settings, kind: str, where: str) -> Any:
+    """The entry of task kind ``kind`` in a per-kind settings block (``where`` names the block).
+
+    Per-kind blocks (``experts.heads``, ``fusion.logitprod.by_kind``) have one field per built-in
+    kind; a kind without an entry (e.g. a plug-in kind) gets an error naming the block and the
+    kinds it has, instead of an AttributeError.
+    """
+    entry = getattr(block, kind, None)
+    if entry is None:
+        raise KeyError(f"{where} has no entry for task kind {kind!r}; known: {', '.join(type(block).model_fields)}")
+    return entry

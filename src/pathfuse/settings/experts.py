@@ -9,46 +9,37 @@ from pathfuse.settings.base import Number, Settings
 ClassWeights = Literal["none", "balanced"]
 
 
-class ClassificationHead(Settings):
+class _Recipe(Settings):
+    """What every kind's head recipe has: the head and its training schedule."""
+
+    head: str
+    epochs: int
+    lr: Number
+    weight_decay: Number
+    batch_size: int
+    patience: int | None
+    dropout: Number
+
+
+class ClassificationHead(_Recipe):
     """Head and training recipe of slide classification (wsi_classification, mutation)."""
 
-    head: str
-    epochs: int
-    lr: Number
-    weight_decay: Number
-    batch_size: int
-    patience: int | None
     monitor: Literal["loss", "auroc", "balanced_accuracy", "c_index"]
     class_weights: ClassWeights
-    dropout: Number
 
 
-class SurvivalHead(Settings):
+class SurvivalHead(_Recipe):
     """Head and training recipe of survival tasks."""
 
-    head: str
-    epochs: int
-    lr: Number
-    weight_decay: Number
-    batch_size: int
-    patience: int | None
     monitor: Literal["loss", "c_index"]
     alpha: Number
-    dropout: Number
 
 
-class TileHead(Settings):
+class TileHead(_Recipe):
     """Head and training recipe of tile classification (the MLP probe)."""
 
-    head: str
-    epochs: int
-    lr: Number
-    weight_decay: Number
-    batch_size: int
-    patience: int | None
     monitor: Literal["loss", "auroc", "balanced_accuracy"]
     class_weights: ClassWeights
-    dropout: Number
 
 
 class HeadsSettings(Settings):
