@@ -31,7 +31,7 @@ def test_slide_samples_drop_skipped_and_failed_slides_and_record_them(tmp_path):
     dropped = samples.attrs["dropped"]
     assert {k: v["ids"] for k, v in dropped.items()} == {
         "skipped at tiling: no tissue": ["S098"],
-        "embedding error: corrupt": ["S099"],
+        "embedding error: corrupt (demo_vit_a)": ["S099"],
     }
 
 
@@ -67,11 +67,7 @@ def test_patient_bags_group_a_patients_slides(tmp_path):
             [{"slide_id": "S000", "label": "neg"}, {"slide_id": "S001", "label": None}],
             r"missing 'label' label.*S001",
         ),
-        (
-            [{"slide_id": "S000", "label": "neg"}, {"slide_id": "X999", "label": "pos"}],
-            r"match no slide of cohort 'syn'.*X999",
-        ),
-        ([{"slide_id": "X1", "label": "neg"}], r"no labelled slide .* has demo_vit_a features"),
+        ([{"slide_id": "X1", "label": "neg"}], r"no labelled slide .* has features of every encoder \(demo_vit_a\)"),
         ([{"slide_id": "S000", "label": "neg"}, {"slide_id": "S000", "label": "pos"}], "listed twice"),
         ([{"slide": "S000", "label": "neg"}], r"lacks column\(s\) \['slide_id'\]"),
     ],
@@ -98,7 +94,21 @@ def test_skip_policy_drops_and_records_bad_labels(tmp_path):
     cfg = make_config(tmp_path, ["tbin"], {"on_bad_input": "skip"})
     samples = load_samples(cfg, cfg.task("tbin"), ENCODER)
     assert samples["sample_id"].tolist() == ["S000", "S002"]
-    assert sorted(v["ids"][0] for v in samples.attrs["dropped"].values()) == ["S001", "X9"]
+    dropped = {reason: v["ids"] for reason, v in samples.attrs["dropped"].items()
+               if not reason.startswith("unlabelled")}
+    assert sorted(ids[0] for ids in dropped.values()) == ["S001", "X9"]
+
+
+def test_labelled_slides_without_features_are_left_out_and_recorded(tmp_path):
+    """A label table naming slides the cohort lacks (PORPOISE tables list every TCGA slide) loses them, recorded."""
+    write_cohort(tmp_path)
+    write_labels(tmp_path, [{"slide_id": "S000", "label": "neg"}, {"slide_id": "X999", "label": "pos"}])
+    cfg = make_config(tmp_path, ["tbin"])
+    samples = load_samples(cfg, cfg.task("tbin"), ENCODER)
+    assert samples["sample_id"].tolist() == ["S000"]
+    dropped = samples.attrs["dropped"]
+    assert dropped["labelled, but no slide of cohort 'syn' has this id (no features of any encoder)"]["ids"] == ["X999"]
+    assert "S001" in dropped["unlabelled: not in the label table"]["ids"]
 
 
 def test_survival_labels_and_their_errors(tmp_path):

@@ -89,14 +89,14 @@ def test_nan_policy_drop_and_impute_are_recorded(tmp_path):
 
 def test_wrong_dim_and_missing_datasets_are_errors(tmp_path):
     _bags(tmp_path / "trident", dim=6)
-    with pytest.raises(FeatureImportError, match="6-d but the encoder registry says dim 8"):
+    with pytest.raises(FeatureImportError, match=r"are 6-d \(e\.g\. .*case0\.h5\) but the encoder registry says dim 8"):
         embed_shard(_slide_config(tmp_path, tmp_path / "trident"), "mine", "demo", 0)
     bad = tmp_path / "bad"
     bad.mkdir()
     with h5py.File(bad / "x.h5", "w") as fh:
         fh["embeddings"] = np.zeros((2, 8), np.float32)
     with pytest.raises(FeatureImportError,
-                       match=r"needs a dataset 'features' \(or 'feats'\); it has \['embeddings'\]"):
+                       match=r"x\.h5: unreadable: no 'features' \(or 'feats'\) dataset; it has \['embeddings'\]"):
         embed_shard(_slide_config(tmp_path / "b", bad), "mine", "demo", 0)
 
 

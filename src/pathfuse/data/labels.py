@@ -1,12 +1,13 @@
 """Samples of a task: one row per bag (slide or patient) or tile, with its label, checked.
 
-Slide tasks join the task's label table (CSV) with the slides that have features for the
-encoder. Slides the tiling stage skipped, or whose embedding failed, are dropped and counted
-(``DataFrame.attrs["dropped"]``, copied into the predictions' metadata). Everything else that
-is wrong with the labels — unknown classes, missing labels, NaN or negative times, censorship
-other than 0/1, labelled slides that match no slide — stops the run with an error naming the
-task, the file and the samples, unless ``experts.on_bad_input: skip`` says to drop and record
-them.
+Slide tasks join the task's label table (CSV) with the slides that have features of **every**
+encoder of the task (:mod:`pathfuse.data.availability`), so every expert, fuser and score of a
+task sees the same samples. Slides left out — skipped at tiling, an empty or unusable bag, no
+bag for one encoder, labelled but absent from the cohort, unlabelled — are recorded with their
+reasons (``DataFrame.attrs["dropped"]``, copied into the predictions' metadata and the report's
+left-out table). Everything wrong with the label *values* — unknown classes, missing labels, NaN
+or negative times, censorship other than 0/1 — stops the run with an error naming the task, the
+file and the samples, unless ``experts.on_bad_input: skip`` says to drop and record them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config, TaskSpec
-from pathfuse.data.bags import cohort_feature_paths, tiling_skipped
+from pathfuse.data.availability import slide_availability, tile_availability
 from pathfuse.data.tiles import load_tile_index
 from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY, NO_GROUP
 
@@ -37,7 +38,9 @@ class LabelError(ValueError):
 
 
 def load_samples(cfg: Config, task: TaskSpec, encoder: str) -> pd.DataFrame:
-    """One row per sample of ``task`` that has features for ``encoder``, sorted by sample id.
+    """One row per sample of ``task`` with features of every task encoder, sorted by sample id.
+
+    ``encoder`` is whose tile-feature rows a tile task's ``row`` column points into.
 
     Columns: ``sample_id``, ``patient_id``, ``slide_ids`` (list; empty for tile tasks),
     ``label`` (class index; −1 for survival), ``time`` (NaN unless survival), ``event``
@@ -183,27 +186,23 @@ def _slide_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd
             f"task {task.id}: slide(s) listed twice with different values in {task.labels}: "
             f"{sorted(conflicts[conflicts > 1].index)[:10]}"
         )
+    labelled = set(table["slide_id"].dropna())
     table = _parse_labels(task, table.drop_duplicates("slide_id"), drops)
-    paths, unavailable = cohort_feature_paths(cfg, encoder, task.cohort or "")
-    skipped = tiling_skipped(cfg, task.cohort or "")
+    available = slide_availability(cfg, task)
     slides = table["slide_id"]
-    for reasons in (skipped, unavailable):
-        reason_of = slides.map(reasons.get)
-        for reason in sorted(set(reasons.values())):
-            drops.record(reason, slides[reason_of == reason])
-    known = set(paths) | set(skipped) | set(unavailable)
-    if table.empty or not slides.isin(list(paths)).any():
+    if table.empty or not slides.isin(list(available.usable)).any():
         raise LabelError(
-            f"task {task.id}: no labelled slide of {task.labels} has {encoder} features in cohort "
-            f"{task.cohort!r} (label slide ids e.g. {list(slides[:3])}, cohort ids e.g. "
-            f"{sorted(paths)[:3]}); check that slide_id matches the slide file stems"
+            f"task {task.id}: no labelled slide of {task.labels} has features of every encoder "
+            f"({', '.join(task.encoders)}) in cohort {task.cohort!r} (label slide ids e.g. {list(slides[:3])}, "
+            f"cohort ids e.g. {sorted(available.known)[:3]}); check that slide_id matches the slide file stems"
         )
-    drops.bad(
-        f"labelled slide(s) match no slide of cohort {task.cohort!r}",
-        slides[~slides.isin(list(known))],
-        "Fix the slide ids of the label table or add the slides to the cohort",
-    )
-    table = table[slides.isin(list(paths))]
+    reason_of = slides.map(available.left_out)
+    for reason in sorted(set(available.left_out.values())):
+        drops.record(reason, slides[reason_of == reason])
+    drops.record(f"labelled, but no slide of cohort {task.cohort!r} has this id (no features of any encoder)",
+                 slides[~slides.isin(list(available.known))])
+    drops.record("unlabelled: not in the label table", sorted(available.usable - labelled))
+    table = table[slides.isin(list(available.usable))]
     unit = cfg.settings.experts.bag_unit
     samples = (
         _per_patient(task, table, drops)
@@ -269,6 +268,11 @@ def _tile_samples(cfg: Config, task: TaskSpec, encoder: str, policy: str) -> pd.
             "official_split": index["split"],
         }
     )[label >= 0]
+    if len(task.encoders) > 1:  # every encoder's index holds the tile (an import may drop NaN rows)
+        available = tile_availability(cfg, task)
+        for reason in sorted(set(available.left_out.values())):
+            drops.record(reason, [t for t, r in available.left_out.items() if r == reason])
+        out = out[out["sample_id"].isin(list(available.usable))]
     out = out.sort_values("sample_id").reset_index(drop=True)
     out.attrs["dropped"] = drops.dropped
     out.attrs[PATIENTS_KEY] = _tile_patients(task, group_source)

@@ -33,6 +33,10 @@ from pathfuse.reproducibility import derive_seed
 log = logging.getLogger(__name__)
 
 
+#: The left-out reason of samples that no fold's split lists.
+UNSPLIT = "in no split of any fold"
+
+
 class SplitError(ValueError):
     """A split is unusable (val == test, patient leakage, unknown ids); the message says how to fix it."""
 
@@ -65,6 +69,20 @@ def make_folds(cfg: Config, task: TaskSpec, samples: pd.DataFrame) -> list[Fold]
     for fold in folds:
         _check_disjoint(task, samples, fold)
     return folds
+
+
+def record_unsplit(samples: pd.DataFrame, folds: Sequence[Fold]) -> None:
+    """Record in ``samples.attrs["dropped"]`` the samples no fold uses (listed in no split file).
+
+    They get no prediction from any expert or fuser, so every method is scored without them; the
+    report's left-out table names them.
+    """
+    used: set[str] = set()
+    for fold in folds:
+        used |= set(fold.train) | set(fold.val) | set(fold.test)
+    unsplit = sorted(set(samples["sample_id"].astype(str)) - used)
+    if unsplit:
+        samples.attrs.setdefault("dropped", {})[UNSPLIT] = {"n": len(unsplit), "ids": unsplit}
 
 
 def patient_kfold(samples: pd.DataFrame, k: int, seed: int,

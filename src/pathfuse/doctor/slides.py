@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pathfuse.bag_folders import bag_files
 from pathfuse.config import Config, ConfigError
 from pathfuse.doctor.rows import FAIL, OK, PENDING, Row, pending
-from pathfuse.encoders import sources
+from pathfuse.encoders import bag_scan, sources
 
 CHECK = "cohort"
 #: Slides opened per cohort in a deep check: first, middle and last by id (cheap, and a mixed
@@ -52,17 +51,34 @@ def _dataset_row(cfg: Config, name: str) -> Row:
 
 
 def _byo_row(cfg: Config, encoder: str, cohort: str, deep: bool) -> Row:
-    """An encoder's imported bags of a cohort: the folder exists, holds bags of the registry's width."""
+    """An encoder's imported bags of a cohort: the folder exists and every bag's header reads, at the registry's width.
+
+    ``deep`` also reads every bag's values: under ``embedding.byo.nan_policy: error`` a bag with
+    NaN/Inf rows would stop its import job, so the doctor names it now.
+    """
     target = f"{cohort}/{encoder} (byo)"
+    settings = cfg.settings.embedding.byo
     try:
-        folder = sources.check_folder(cfg, encoder, cohort)
-        bags = list(bag_files(folder).values())
-        dim = int(cfg.encoder_entry(encoder)["dim"])
-        for bag in _sample(bags) if deep else bags[:1]:
-            sources.check_dim(folder, encoder, cohort, dim, bag)
+        verdicts = sources.bag_verdicts(cfg, encoder, cohort, deep=deep)
     except ConfigError as err:
         return Row(CHECK, target, FAIL, str(err), f"see {sources.source_key(cfg, encoder, cohort)} in the config")
-    return Row(CHECK, target, OK, f"{len(bags)} feature bags in {folder}, dim {dim}")
+    folder = sources.slide_source(cfg, encoder, cohort)
+    bad = {s: v for s, v in verdicts.items() if v.status in bag_scan.BAD_FILE}
+    if bad and settings.on_bad_file == "stop":
+        message = sources.bad_file_message(cfg, encoder, cohort, bad)
+        detail, _, fix = message.partition("\nFix: ")
+        return Row(CHECK, target, FAIL, detail, f"see {sources.source_key(cfg, encoder, cohort)}: {fix}")
+    non_finite = {s: v for s, v in verdicts.items() if v.status == bag_scan.NON_FINITE}
+    if non_finite and settings.nan_policy == "error":
+        shown = "; ".join(f"{folder}/{s}.h5: {v.detail}" for s, v in sorted(non_finite.items())[:10])
+        return Row(CHECK, target, FAIL, f"{len(non_finite)} bag(s) hold NaN/Inf: {shown}",
+                   "re-extract these slides, or set embedding.byo.nan_policy: drop (or impute_mean)")
+    dim = int(cfg.encoder_entry(encoder)["dim"])
+    notes = [f"{len(v)} {what} ({', '.join(sorted(v)[:10])})" for what, v in (
+        ("empty bag(s), left out", {s for s, x in verdicts.items() if x.status == bag_scan.EMPTY}),
+        ("unusable bag(s), left out (on_bad_file: skip)", set(bad))) if v]
+    return Row(CHECK, target, OK, f"{len(verdicts)} feature bags in {folder}, dim {dim}"
+               + "".join(f"; {n}" for n in notes))
 
 
 def _coverage_row(cfg: Config, cohort: str, encoders: list[str]) -> Row:
@@ -71,7 +87,8 @@ def _coverage_row(cfg: Config, cohort: str, encoders: list[str]) -> Row:
         cover = sources.coverage(cfg, cohort, encoders)
     except ConfigError as err:
         return Row(CHECK, f"{cohort} (features only)", FAIL, str(err), "point every encoder at the same slides")
-    left_out = f"; left out (not every encoder has them): {', '.join(sorted(cover.dropped))}" if cover.dropped else ""
+    shown = "; ".join(f"{s} ({r})" for s, r in sorted(cover.dropped.items()))
+    left_out = f"; {len(cover.dropped)} left out: {shown}" if cover.dropped else ""
     return Row(CHECK, f"{cohort} (features only)", OK, f"{len(cover.slide_ids)} slides with every encoder{left_out}")
 
 

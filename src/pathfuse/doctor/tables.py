@@ -6,6 +6,7 @@ fine and trains nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,11 +22,12 @@ def check_task_tables(cfg: Config, *, deep: bool) -> list[Row]:
 
     Args:
         cfg: the run config (tasks, their tables and cohorts).
-        deep: also read the tables and match their slide and patient ids against the cohort's
-            slides; without it only the files' presence is checked.
+        deep: unused: the tables are parsed and matched against the cohort's slides at every
+            start too (a CSV read is cheap, and a table the run would stop on must stop it before
+            any job).
     """
     rows: list[Row] = []
-    cohort_ids: dict[str, set[str] | None] = {}
+    cohort_slides: dict[tuple[str, tuple[str, ...]], CohortSlides | None] = {}
     for task in cfg.tasks:
         if not task.is_slide_task:
             continue
@@ -41,16 +43,15 @@ def check_task_tables(cfg: Config, *, deep: bool) -> list[Row]:
             rows.append(Row(CHECK, task.id, FAIL, f"{len(missing)} file(s) missing, e.g. {missing[0]}",
                             f"set task_data.{task.id}.{key} to the existing CSV"))
             continue
-        if not deep:
-            rows.append(Row(CHECK, task.id, OK, f"label table and {len(paths) - 1} split file(s) exist"))
-            continue
-        if task.cohort not in cohort_ids:
-            cohort_ids[task.cohort or ""] = _cohort_slide_ids(cfg, task.cohort or "")
-        rows.append(_parse_row(task, paths, cohort_ids[task.cohort or ""]))
+        cohort_key = (task.cohort or "", tuple(task.encoders))
+        if cohort_key not in cohort_slides:
+            cohort_slides[cohort_key] = _cohort_slides(cfg, task)
+        rows.append(_parse_row(task, paths, cohort_slides[cohort_key]))
     return rows
 
 
-def _parse_row(task: TaskSpec, paths: list[Path], cohort_slides: set[str] | None) -> Row:
+def _parse_row(task: TaskSpec, paths: list[Path], cohort: CohortSlides | None) -> Row:
+    """Parse the label table and split files as the experts will, and say what the run will leave out."""
     labels = pd.read_csv(paths[0], dtype=str)
     labels.columns = [c.strip() for c in labels.columns]
     needed = ["slide_id", *task.kind_strategy.label_columns(task)]
@@ -58,35 +59,68 @@ def _parse_row(task: TaskSpec, paths: list[Path], cohort_slides: set[str] | None
     if lacking:
         return Row(CHECK, task.id, FAIL, f"{paths[0]} lacks column(s) {lacking}; it has {list(labels.columns)}",
                    f"rename the columns, or fix the task's columns in {task.id}'s registry entry")
-    slides = set(labels["slide_id"].dropna().str.strip())
+    labels["slide_id"] = labels["slide_id"].str.strip()
+    conflicts = labels.drop_duplicates().groupby("slide_id").size()
+    if (conflicts > 1).any():
+        twice = sorted(conflicts[conflicts > 1].index)
+        return Row(CHECK, task.id, FAIL, f"{len(twice)} slide id(s) listed twice with different values in "
+                   f"{paths[0]}: {twice[:10]}", "keep one row per slide_id (the run stops on them too)")
+    slides = set(labels["slide_id"].dropna())
     detail = f"{len(slides)} labelled slides"
-    if cohort_slides is not None:
-        matched = len(slides & cohort_slides)
+    notes: list[str] = []
+    if cohort is not None:
+        matched = slides & cohort.usable
         if not matched:
-            return Row(CHECK, task.id, FAIL, f"none of the {len(slides)} slide ids of {paths[0]} is a slide of "
-                       f"cohort {task.cohort!r} (e.g. {sorted(slides)[:2]} vs {sorted(cohort_slides)[:2]})",
+            return Row(CHECK, task.id, FAIL, f"none of the {len(slides)} slide ids of {paths[0]} is a usable slide "
+                       f"of cohort {task.cohort!r} (e.g. {sorted(slides)[:2]} vs {sorted(cohort.usable)[:2]})",
                        "slide ids are the slide file stems (or the manifest's slide_id): make the table use them")
-        detail += f", {matched} in cohort {task.cohort}"
-    known = slides | set(labels.get("case_id", pd.Series(dtype=str)).dropna().str.strip())
+        detail += f", {len(matched)} in cohort {task.cohort}"
+        left = {s: cohort.left_out[s] for s in sorted(slides & set(cohort.left_out))}
+        absent = sorted(slides - cohort.usable - set(cohort.left_out))
+        notes += [f"left out: {'; '.join(f'{s} ({r})' for s, r in left.items())}"] if left else []
+        notes += [f"left out, no slide of the cohort: {', '.join(absent[:10])}"] if absent else []
+    cases = labels.set_index("slide_id")["case_id"].dropna().str.strip() if "case_id" in labels else pd.Series()
+    listed: set[str] = set()
     for path in paths[1:]:
         split = pd.read_csv(path, dtype=str)
         split.columns = [c.strip() for c in split.columns]
         if "train" not in split or "test" not in split:
             return Row(CHECK, task.id, FAIL, f"{path} needs columns train and test; it has {list(split.columns)}",
                        "use the published split layout: columns train,val,test of case or slide ids")
-        listed = {v.strip() for c in ("train", "val", "test") if c in split for v in split[c].dropna()}
-        if not listed & known:
+        ids = {v.strip() for c in ("train", "val", "test") if c in split for v in split[c].dropna()}
+        if not ids & (slides | set(cases)):
             return Row(CHECK, task.id, FAIL, f"{path}: no id matches a slide_id or case_id of {paths[0]}",
                        "the split must list the label table's case or slide ids")
-    return Row(CHECK, task.id, OK, detail + f"; {len(paths) - 1} split file(s) parse")
+        listed |= ids
+    if len(paths) > 1:
+        unsplit = sorted(s for s in slides if s not in listed and cases.get(s, s) not in listed)
+        notes += [f"left out, in no split: {', '.join(unsplit[:10])}"] if unsplit else []
+    detail += f"; {len(paths) - 1} split file(s) parse"
+    return Row(CHECK, task.id, OK, detail + "".join(f"; {n}" for n in notes))
 
 
-def _cohort_slide_ids(cfg: Config, cohort: str) -> set[str] | None:
-    """Slide ids of the cohort, or None when they cannot be listed (the cohort row says why)."""
+@dataclass(frozen=True)
+class CohortSlides:
+    """The slides a cohort offers a task before any job: usable ones, and those left out with why."""
+
+    usable: set[str]
+    left_out: dict[str, str]
+
+
+def _cohort_slides(cfg: Config, task: TaskSpec) -> CohortSlides | None:
+    """The task's cohort's slides (slide files, or the bags every task encoder can use), or None when unknown.
+
+    None when they cannot be listed: the cohort's own row says why.
+    """
+    from pathfuse.encoders.sources import coverage, is_features_only
     from pathfuse.slides.cohort import list_slides
 
+    cohort = task.cohort or ""
     try:
+        if is_features_only(cfg, cohort):
+            cover = coverage(cfg, cohort, list(task.encoders))
+            return CohortSlides(set(cover.slide_ids), dict(cover.dropped))
         ids = set(list_slides(cfg.cohort(cohort))["slide_id"])
-    except Exception:  # any listing problem is reported by the cohort check itself
+    except Exception:
         return None
-    return ids or None  # no slide files: a features-only (BYO) cohort, or the cohort row FAILs
+    return CohortSlides(ids, {}) if ids else None

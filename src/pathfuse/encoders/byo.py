@@ -29,7 +29,7 @@ from tqdm import tqdm
 import pathfuse
 from pathfuse.config import Config, ConfigError
 from pathfuse.data.bags import COORDS_ABSENT
-from pathfuse.encoders import sources
+from pathfuse.encoders import bag_scan, sources
 from pathfuse.encoders.feature_files import FEATURES_SCHEMA_VERSION, finished_features
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY
@@ -52,12 +52,22 @@ def import_slide_features(cfg: Config, encoder: str, cohort: str, shard: int) ->
     spec = encoder_spec(cfg, encoder)
     folder = sources.check_folder(cfg, encoder, cohort)
     policy = cfg.settings.embedding.byo.nan_policy
+    bags = sources.shard_bags(cfg, encoder, cohort, shard)
+    verdicts = sources.bag_verdicts(cfg, encoder, cohort)
+    bad = {s: verdicts[s] for s in bags if verdicts[s].status in bag_scan.BAD_FILE}
+    if bad and cfg.settings.embedding.byo.on_bad_file == "stop":
+        raise FeatureImportError(sources.bad_file_message(cfg, encoder, cohort, bad))
     rows = []
-    for slide_id, source in tqdm(sources.shard_bags(cfg, encoder, cohort, shard).items(), desc=f"import {encoder}",
-                                 unit="slide"):
+    for slide_id, source in tqdm(bags.items(), desc=f"import {encoder}", unit="slide"):
         out = cfg.layout.features(encoder, cohort, slide_id)
         done = finished_features(out, encoder)
-        if done is None:
+        verdict = verdicts[slide_id]
+        if verdict.status in (bag_scan.EMPTY, *bag_scan.BAD_FILE):
+            # Not imported: the sample set leaves the slide out of every task, with this reason.
+            reason = "empty bag" if verdict.status == bag_scan.EMPTY else f"unusable bag ({verdict.detail})"
+            rows.append({"slide_id": slide_id, "status": "skipped", "reason": reason, "n_tiles": 0,
+                         "dim": spec.dim, "features_path": ""})
+        elif done is None:
             rows.append(_import_bag(spec, cohort, slide_id, source, out, policy))
         else:
             n_tiles, dim, fmeta = done
@@ -78,11 +88,8 @@ def _import_bag(spec: EncoderSpec, cohort: str, slide_id: str, source: Path, out
                 policy: str) -> dict[str, Any]:
     import h5py
 
-    with h5py.File(source, "r") as fh:
-        key = next((k for k in FEATURE_KEYS if k in fh), None)
-        if key is None:
-            raise FeatureImportError(f"encoder {spec.name!r}: {source} needs a dataset 'features' (or 'feats'); "
-                                     f"it has {sorted(fh.keys())}")
+    with h5py.File(source, "r") as fh:  # readable, with a features dataset: bag_scan checked it
+        key = next(k for k in FEATURE_KEYS if k in fh)
         feats = _squeeze(np.asarray(fh[key]))
         has_coords = "coords" in fh
         # Bags without coords (e.g. STAMP-style features + tile names) still train experts;
@@ -93,9 +100,6 @@ def _import_bag(spec: EncoderSpec, cohort: str, slide_id: str, source: Path, out
     _check_matrix(feats, spec, where)
     if coords.shape != (len(feats), 2):
         raise FeatureImportError(f"{where}: coords have shape {coords.shape}, expected ({len(feats)}, 2)")
-    if len(feats) == 0:
-        return {"slide_id": slide_id, "status": "skipped", "reason": "empty bag", "n_tiles": 0, "dim": spec.dim,
-                "features_path": ""}
     feats, keep, effect = apply_nan_policy(feats.astype(np.float32), policy, where,
                                            lambda rows: [f"tile {i} (x={coords[i, 0]}, y={coords[i, 1]})"
                                                          for i in rows])

@@ -21,9 +21,11 @@ from pathlib import Path
 from pathfuse import bag_folders
 from pathfuse.bag_folders import bag_files
 from pathfuse.config import Config, ConfigError
+from pathfuse.encoders import bag_scan
+from pathfuse.encoders.bag_scan import BagVerdict
 from pathfuse.settings import ByoTileSource
 
-FEATURE_KEYS = ("features", "feats")
+FEATURE_KEYS = bag_scan.FEATURE_KEYS
 
 
 def slide_source(cfg: Config, encoder: str, cohort: str) -> Path | None:
@@ -88,20 +90,68 @@ class Coverage:
 
 
 def coverage(cfg: Config, cohort: str, encoders: list[str]) -> Coverage:
-    """The slides of a features-only cohort: those with a bag for every encoder.
+    """The slides of a features-only cohort: those with a usable bag for every encoder.
+
+    A bag is usable when :func:`bag_verdicts` finds it readable, of the registry's width and not
+    empty; every other slide is left out with its reasons (no bag, empty bag, bad file), so all
+    experts of a task see the same slides. Whether a bad file stops the run instead is the
+    start-up check's decision (``embedding.byo.on_bad_file``), not this function's.
 
     Raises:
-        ConfigError: a folder is missing or empty, or the encoders share no slide at all.
+        ConfigError: a folder is missing or empty, or the encoders share no usable slide at all.
     """
-    found = {e: set(bag_files(check_folder(cfg, e, cohort))) for e in encoders}
-    common = set.intersection(*found.values()) if found else set()
-    if encoders and not common:
-        sizes = ", ".join(f"{e}: {len(ids)} bags in {slide_source(cfg, e, cohort)}" for e, ids in found.items())
-        raise ConfigError(f"cohort {cohort!r}: the encoders' BYO feature folders share no slide id ({sizes}). "
+    verdicts = {e: bag_verdicts(cfg, e, cohort) for e in encoders}
+    every = sorted(set().union(*verdicts.values())) if verdicts else []
+    usable, dropped = [], {}
+    for slide in every:
+        reasons = [_left_out_reason(e, verdicts[e].get(slide)) for e in encoders]
+        if any(reasons):
+            dropped[slide] = "; ".join(r for r in reasons if r)
+        else:
+            usable.append(slide)
+    if encoders and not usable:
+        sizes = ", ".join(f"{e}: {len(v)} bags in {slide_source(cfg, e, cohort)}" for e, v in verdicts.items())
+        raise ConfigError(f"cohort {cohort!r}: the encoders' BYO feature folders share no slide id with usable "
+                          f"features ({sizes}). "
                           "Fix: point every encoder at features of the same slides (file stem = slide id)")
-    dropped = {s: "no bag for " + ", ".join(e for e in encoders if s not in found[e])
-               for s in sorted(set.union(*found.values()) - common)} if found else {}
-    return Coverage(tuple(sorted(common)), dropped)
+    return Coverage(tuple(usable), dropped)
+
+
+def _left_out_reason(encoder: str, verdict: BagVerdict | None) -> str:
+    """Why one encoder's bag keeps a slide out ("" when it is usable)."""
+    if verdict is None:
+        return f"no bag for {encoder}"
+    if verdict.status == bag_scan.EMPTY:
+        return f"empty bag for {encoder}"
+    if verdict.status in bag_scan.BAD_FILE:
+        return f"unusable bag for {encoder} ({verdict.detail})"
+    return ""
+
+
+def bag_verdicts(cfg: Config, encoder: str, cohort: str, *, deep: bool = False) -> dict[str, BagVerdict]:
+    """Slide id → :class:`~pathfuse.encoders.bag_scan.BagVerdict` of every bag of (encoder, cohort)'s folder."""
+    folder = check_folder(cfg, encoder, cohort)
+    dim = int(cfg.encoder_entry(encoder)["dim"])
+    return bag_scan.scan_folder(bag_files(folder), dim, deep=deep,
+                                cache_dir=Path(cfg.settings.results_dir) / ".pathfuse")
+
+
+def bad_file_message(cfg: Config, encoder: str, cohort: str, bad: dict[str, BagVerdict]) -> str:
+    """The files a stop names: each bag, its problem, and the two ways out."""
+    folder = slide_source(cfg, encoder, cohort)
+    widths = {v.width for v in bad.values() if v.status == bag_scan.WRONG_WIDTH}
+    if len(bad) == len(bag_files(folder) if folder else {}) and len(widths) == 1 and all(
+            v.status == bag_scan.WRONG_WIDTH for v in bad.values()):
+        dim = cfg.encoder_entry(encoder)["dim"]
+        return (f"encoder {encoder!r}, cohort {cohort!r}: bags in {folder} are {widths.pop()}-d (e.g. "
+                f"{folder}/{min(bad)}.h5) but the encoder registry says dim {dim}\nFix: point the encoder at the right "
+                f"folder or fix 'dim' of {encoder!r} in the encoder registry")
+    shown = "\n".join(f"  {folder}/{s}.h5: {v.status.replace('_', ' ')}: {v.detail}"
+                      for s, v in sorted(bad.items())[:20])
+    more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
+    return (f"encoder {encoder!r}, cohort {cohort!r}: {len(bad)} bag(s) cannot be used:\n{shown}{more}\n"
+            "Fix: re-extract these slides (e.g. rerun TRIDENT for them), or delete the files to leave the slides "
+            "out, or set embedding.byo.on_bad_file: skip to leave them out and record why")
 
 
 def check_folder(cfg: Config, encoder: str, cohort: str) -> Path:
@@ -119,20 +169,3 @@ def check_folder(cfg: Config, encoder: str, cohort: str) -> Path:
         raise ConfigError(f"encoder {encoder!r}, cohort {cohort!r}: no <slide_id>.h5 bags in {folder}; fix {key} "
                           "(TRIDENT writes them to <job_dir>/<mag>x_<px>px_<overlap>px_overlap/features_<model>/)")
     return folder
-
-
-def check_dim(folder: Path, encoder: str, cohort: str, dim: int, bag: Path | None = None) -> None:
-    """Read one bag's header (the first, or ``bag``) and compare its feature width with the registry's ``dim``."""
-    import h5py
-
-    first = bag or next(iter(bag_files(folder).values()))
-    with h5py.File(first, "r") as fh:
-        key = next((k for k in FEATURE_KEYS if k in fh), None)
-        if key is None:
-            raise ConfigError(f"encoder {encoder!r}, cohort {cohort!r}: {first} has no 'features' (or 'feats') "
-                              f"dataset; it has {sorted(fh.keys())}")
-        width = fh[key].shape[-1]
-    if width != dim:
-        raise ConfigError(f"encoder {encoder!r}, cohort {cohort!r}: bags in {folder} are {width}-d (e.g. {first}) "
-                          f"but the encoder registry says dim {dim}; point the encoder at the right folder or fix "
-                          f"'dim' of {encoder!r} in the encoder registry")

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from pathfuse.config import Config, TaskSpec
 from pathfuse.data.bags import BagDataset, BagStore, cohort_feature_paths, collate_bags
 from pathfuse.data.labels import load_samples
-from pathfuse.data.splits import Fold, make_folds
+from pathfuse.data.splits import Fold, make_folds, record_unsplit
 from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
 from pathfuse.heads.registry import HeadRecipe
 from pathfuse.plan import Planner
@@ -73,6 +73,7 @@ class Job:
         settings = cfg.settings.experts
         samples = load_samples(cfg, spec, encoder)
         folds = make_folds(cfg, spec, samples)
+        record_unsplit(samples, folds)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         device = choose_device(settings.device, "experts.device", torch.cuda.is_available)

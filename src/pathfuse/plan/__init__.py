@@ -29,6 +29,7 @@ This package stays free of torch: the Snakefile imports it at every start.
 from __future__ import annotations
 
 from pathfuse.plan.digests import DIGEST_FORMAT, NO_EFFECT, JobPlan, settings_digest
-from pathfuse.plan.planner import Planner, inner_folds_needed
+from pathfuse.plan.inner_folds import inner_folds_needed
+from pathfuse.plan.planner import Planner
 
 __all__ = ["DIGEST_FORMAT", "NO_EFFECT", "JobPlan", "Planner", "inner_folds_needed", "settings_digest"]

@@ -14,22 +14,11 @@ from typing import Any
 from pathfuse.config import Config, TaskSpec
 from pathfuse.doctor.rows import generated_by_run
 from pathfuse.encoders.sources import cohort_encoders, shard_bags, slide_source, tile_source
-from pathfuse.fusion import FUSERS
 from pathfuse.paths import shard_name
 from pathfuse.plan.checks import check_inputs_at_start
 from pathfuse.plan.digests import NO_EFFECT, JobPlan, folder_fingerprint, narrow, settings_digest
+from pathfuse.plan.inner_folds import inner_folds_needed
 from pathfuse.seeds import n_seeds, replicate_payload, replicates
-
-
-def inner_folds_needed(cfg: Config) -> int:
-    """Inner folds to train per outer fold: ``experts.inner_folds`` when a fusion method needs them, else 0.
-
-    A method needs them when it reads out-of-fold expert logits (``Method.needs_oof``: LogitProd,
-    stacking). The inner experts cost ``inner_folds`` extra expert trainings per outer fold; a run whose
-    methods never read out-of-fold rows should not pay for them.
-    """
-    needed = any(FUSERS.get(m).needs_oof for m in cfg.settings.fusion.methods if m in FUSERS)
-    return cfg.settings.experts.inner_folds if needed else 0
 
 
 class Planner:
@@ -163,7 +152,10 @@ class Planner:
         settings = self.section("embedding")
         byo = settings.get("byo", {})
         settings["byo"] = {"nan_policy": byo.get("nan_policy"),
-                           "slides": byo.get("slides", {}).get(encoder), "tiles": byo.get("tiles", {}).get(encoder)}
+                           "slides": byo.get("slides", {}).get(encoder), "tiles": byo.get("tiles", {}).get(encoder),
+                           **({"on_bad_file": byo.get("on_bad_file")}  # read by slide-bag imports only
+                              if self.encoder_facts(encoder).get("kind") == "byo" or byo.get("slides", {}).get(encoder)
+                              else {})}
         return settings
 
     def embed_slides(self, encoder: str, cohort: str, shard: int) -> JobPlan:
@@ -226,13 +218,16 @@ class Planner:
             files.append(str(self.layout.tile_skipped(cohort)))
         return files
 
+    def sample_features(self, task: TaskSpec) -> list[str]:
+        """The feature manifests of every encoder of a task: what decides its sample set."""
+        return list(dict.fromkeys(f for e in task.encoders for f in self.task_features(task, e)))
     def expert(self, task_id: str, encoder: str, seed: int = 0) -> JobPlan:
         """One (task, encoder) expert; ``seed`` > 0 is a replicate (rule ``expert_replicate``).
 
         Same inputs, and ``replicate`` in the digest (absent for seed 0, so its digest is today's).
         """
         task = self.cfg.task(task_id)
-        inputs = {"features": self.task_features(task, encoder),
+        inputs = {"features": self.sample_features(task),  # the samples all encoders have (data.availability)
                   "labels": [task.labels] if task.is_slide_task and task.labels else [],
                   "splits": self.split_files(task)}
         payload = {"experts": self.section("experts", kind=task.kind), "task": self.task_facts(task_id),
@@ -244,7 +239,7 @@ class Planner:
         """Every fuser of one task on one seed's experts (seed > 0: rule ``fuse_replicate``)."""
         task = self.cfg.task(task_id)
         inputs = {"experts": [str(self.layout.expert_predictions(task_id, e, seed)) for e in task.encoders],
-                  "features": [f for e in task.encoders for f in self.task_features(task, e)]}
+                  "features": self.sample_features(task)}
         payload = {"fusion": self.section("fusion", kind=task.kind, task=task_id),
                    "selection": self.section("report", task=task_id).get("primary_metric"),
                    "task": self.task_facts(task_id), "seed": self.cfg.seed, **replicate_payload(seed)}

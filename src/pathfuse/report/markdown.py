@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
+from pathfuse.report.left_out import left_out_view
 from pathfuse.report.rendering import (
     MISSING,
     Doc,
@@ -184,7 +185,7 @@ def _task_notes(task_facts: Mapping[str, str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- documents
 def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Doc]:
-    """Markdown + HTML documents for the five tables."""
+    """Markdown + HTML documents for the six tables."""
     stat = "mean over folds" if meta["rank_statistic"] == "mean" else "metric of the pooled test predictions"
     level = round(100 * float(meta["ci_level"]))
     n_missing, n_cells = meta["missing_cells"], meta["expected_cells"]
@@ -235,5 +236,11 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
              "'NO' flags a task where the gate stayed uniform (KL < 0.01): LogitProd is then the uniform product of "
              "experts (the mean-logits baseline), not a learned fusion."),
         ], gate_sections(frames["gate_weights"]) or [("No gated fusion method in this run", pd.DataFrame())]),
+        "left_out": document("Left out: samples no method was scored on, and why", [
+            ("Every expert, fuser and score of a task uses one sample set: the slides (or tiles) that every "
+             "encoder of the task has usable features for, that the label table labels and that a split uses. "
+             "Each reason counts the slides (tiles, for tile tasks) it left out; the Parquet table lists every id."),
+        ], [("", left_out_view(frames["left_out"]))] if len(frames["left_out"])
+            else [("Nothing was left out", pd.DataFrame())]),
     }
     return docs

@@ -22,7 +22,7 @@ import pandas as pd
 from pathfuse.config import Config
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import REPORT_TABLES as TABLES
-from pathfuse.report import attention, curves, fusion_plots, fusion_tables, markdown, plots, tables
+from pathfuse.report import attention, curves, fusion_plots, fusion_tables, left_out, markdown, plots, tables
 from pathfuse.report.drawing import Figure, draw, job_threads
 from pathfuse.selection import primary_metric
 
@@ -249,7 +249,8 @@ def build_report(cfg: Config) -> list[Path]:
     cost = fusion_tables.cost_table(cost_records, expected[expected["family"] != "expert"], settings.cost_reference)
     gates = tables.order_rows(_complete_gates(cfg, gate_records).assign(family="fuser"), task_order, order,
                               extra=["expert"]).drop(columns="family")
-    frames = {"benchmark": bench, "ranks": ranks, "summary": summary, "cost": cost, "gate_weights": gates}
+    frames = {"benchmark": bench, "ranks": ranks, "summary": summary, "cost": cost, "gate_weights": gates,
+              "left_out": left_out.left_out_table(cfg)}
 
     meta = {
         "tasks": task_order, "methods": order, "primary_metric": primary,

@@ -21,6 +21,8 @@ class ByoSettings(Settings):
     """Bring-your-own features: where they are and what to do with non-finite values."""
 
     nan_policy: Literal["error", "impute_mean", "drop"]
+    #: An unreadable or wrong-width bag: stop before any job, or leave its slide out (recorded).
+    on_bad_file: Literal["stop", "skip"]
     #: encoder -> cohort -> folder of HDF5 bags.
     slides: dict[str, dict[str, str]]
     #: encoder -> tile dataset -> feature matrix.
