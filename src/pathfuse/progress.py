@@ -122,7 +122,8 @@ class Progress:
         values = [f"{key} {_value(value)}" for key, value in self.values.items()]
         if self.position is not None:  # mid-step: the values are the previous step's
             parts.append(self.position)
-            values[:1] = [f"last {self.step}: {values[0]}"] if values else []
+            if values:
+                values[0] = f"last {self.step}: {values[0]}"
         head = f"{self.name} {event}" if event else self.name
         return f"{head}: {', '.join(parts + values)}" if parts or values else head
 
