@@ -3,7 +3,8 @@
 Batches are dicts: ``batch["inputs"]`` holds the model's keyword arguments, every other key a
 target tensor (``label``, ``bin``, ``event``, ``index`` …). ``loss_fn(outputs, batch)`` turns
 outputs into a scalar loss; an optional ``metric_fn(outputs, targets)`` scores the whole
-validation set at once (e.g. the c-index, which is not a mean over batches).
+validation set at once (e.g. the c-index, which is not a mean over batches). Each epoch (and,
+when due, each batch) reports to the caller's open :mod:`pathfuse.progress` unit for the job's log.
 
 Honesty: the model state kept ("checkpoint choice") and early stopping depend on the
 validation loader only; the test set never enters this module.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from pathfuse import progress
 from pathfuse.optimizers import Adam, CosineRestarts
 
 log = logging.getLogger(__name__)
@@ -167,28 +169,32 @@ def fit(
     best_loss = _Best(1.0)
     metric = None if monitor == "loss" else metric_fn  # not None otherwise (checked above)
     rows, start, stale = [], time.perf_counter(), 0
-    for epoch in range(epochs):
-        train_loss = _train_epoch(model, train_loader, loss_fn, opt, forward, device, grad_clip)
-        current_lr = opt.lr
-        if sched is not None:
-            sched.step()
-        val_out, val_targets, val_loss = _evaluate(model, val_loader, loss_fn, forward, device)
-        value = val_loss if metric is None else float(metric(val_out, val_targets))
-        improved = best.offer(value, epoch, model)
-        best_loss.offer(val_loss, epoch, model)
-        stale = 0 if improved else stale + 1
-        rows.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_metric": value,
-                "lr": current_lr,
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        if patience is not None and stale > patience:
-            break
+    with progress.scope("training", epochs, step="epoch", bound=patience is not None) as report:
+        for epoch in range(epochs):
+            report.note(epoch=f"{epoch + 1}/{epochs}")
+            train_loss = _train_epoch(model, train_loader, loss_fn, opt, forward, device, grad_clip, report)
+            current_lr = opt.lr
+            if sched is not None:
+                sched.step()
+            val_out, val_targets, val_loss = _evaluate(model, val_loader, loss_fn, forward, device)
+            value = val_loss if metric is None else float(metric(val_out, val_targets))
+            improved = best.offer(value, epoch, model)
+            best_loss.offer(val_loss, epoch, model)
+            stale = 0 if improved else stale + 1
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_metric": value,
+                    "lr": current_lr,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            report.advance(**{"train_loss": train_loss, "val_loss": val_loss, f"val_{monitor}": value,
+                              "best": f"{best.value:.4g} @ epoch {best.epoch + 1}"})
+            if patience is not None and stale > patience:
+                break
     chosen, chosen_monitor = best, monitor
     if best.state is None:
         log.warning(
@@ -232,10 +238,12 @@ def _train_epoch(
     forward: ForwardFn,
     device: str | torch.device,
     grad_clip: float | None,
+    report: progress.Progress,
 ) -> float:
     model.train()
     total, count = 0.0, 0
-    for batch in loader:
+    n_batches = len(loader) if isinstance(loader, Sized) else None
+    for i, batch in enumerate(loader, 1):
         batch = to_device(batch, device)
         outputs = forward(model, batch)
         loss = loss_fn(outputs, batch)
@@ -246,6 +254,7 @@ def _train_epoch(
         opt.step()
         n = len(outputs)
         total, count = total + float(loss.detach()) * n, count + n
+        report.tick(i, n_batches)
     return total / max(count, 1)
 
 

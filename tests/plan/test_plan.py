@@ -54,12 +54,13 @@ def test_a_per_kind_setting_changes_only_that_kinds_jobs(demo_raw):
 
 
 def test_settings_that_cannot_change_results_are_left_out(demo_raw):
-    def workers(raw):
+    def workers_and_logs(raw):
         raw["embedding"]["num_workers"] = 7
         raw["experts"]["num_workers"] = 3
         raw["demo"]["workers"] = 1
+        raw["logging"] = {"progress_interval_s": 5}
 
-    assert _changed(demo_raw, workers) == set()
+    assert _changed(demo_raw, workers_and_logs) == set()
 
 
 def test_settings_that_can_change_floats_stay_in(demo_raw):

@@ -25,7 +25,7 @@ from pathfuse.settings import RunSettings, Settings, TilingSettings, retired
 
 #: A config that sets every optional key (values need not exist on disk: no reference checks).
 EVERY_KEY = {
-    "results_dir": "out", "seed": 7,
+    "results_dir": "out", "seed": 7, "logging": {"progress_interval_s": 0},
     "registries": {"tasks": "my_tasks.yaml", "encoders": "my_encoders.yaml"},
     "encoders": ["uni", "conch_v15"],
     "tasks": ["brca_idc_ilc", "unitopatho"],
@@ -76,6 +76,7 @@ def test_every_optional_key_builds_with_its_value():
     assert settings.embedding.byo.tiles["uni"]["unitopatho"].ids == "sample_id"
     assert settings.embedding.channels_last is True
     assert settings.experts.heads.survival.patience == 3 and settings.tiling.threshold == 20
+    assert settings.logging.progress_interval_s == 0
 
 
 def test_models_are_frozen_and_closed():

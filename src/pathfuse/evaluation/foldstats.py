@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pathfuse import progress
 from pathfuse.config import TaskSpec
 from pathfuse.evaluation.metrics import compute, percentiles
 from pathfuse.evaluation.units import BinEdges, Units, aggregate
@@ -117,9 +118,11 @@ def score_fold(task: TaskSpec, sample: FoldSample, source: str, metrics: Sequenc
     units = sample.units[source]
     observed = compute(units, np.arange(len(units.patient)), metrics, task, quiet=True)
     out = {m: (observed[m], np.empty(len(draws))) for m in metrics}
+    tick = progress.current().tick  # the job's log: resample b of B when a line is due
     for b, picked in enumerate(draws):
         for m, v in compute(units, units.units_of(picked), metrics, task, quiet=True).items():
             out[m][1][b] = v
+        tick(b + 1, len(draws), "resample")
     return out
 
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from pathfuse import progress
 from pathfuse.config import TaskSpec
 from pathfuse.evaluation.classification import CLASSIFICATION_KERNELS, auroc_arrays
 from pathfuse.evaluation.survival import SURVIVAL_KERNELS, c_index_arrays
@@ -99,9 +100,11 @@ def bootstrap_ci(
     units = aggregate(task, preds, bin_edges, need_curves="ibs" in metrics)
     draws = _resample_indices(units, n_resamples, seed)
     values = {m: np.empty(n_resamples) for m in metrics}
+    tick = progress.current().tick  # the job's log: resample b of B when a line is due
     for b, idx in enumerate(draws):
         for m, v in compute(units, idx, metrics, task, quiet=True).items():
             values[m][b] = v
+        tick(b + 1, n_resamples, "resample")
     return {m: percentiles(v, level, m) for m, v in values.items()}
 
 

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
+from pathfuse import progress
 from pathfuse.config import Config
 from pathfuse.evaluation.reference import choose_reference, delta_rows, describe_reference
 from pathfuse.evaluation.scoring import score_folds, source_rows
@@ -66,10 +66,15 @@ def evaluate_task(cfg: Config, task: str) -> Path:
         else:
             loaded.append(item)
     folds = expected_folds(spec, loaded)
-    samples, scores = score_folds(cfg, spec, loaded, folds, metrics)
     rows: list[dict[str, Any]] = []
-    for item in tqdm(loaded, desc=f"evaluate {task}", unit="method"):
-        rows += source_rows(cfg, spec, item, folds, metrics, samples, scores)
+    # Steps: each method on each fold (the per-fold bootstrap), then each method's pooled rows.
+    with progress.scope("job", len(loaded) * (len(folds) + 1), interval=cfg.settings.logging.progress_interval_s,
+                        task=task) as report:
+        samples, scores = score_folds(cfg, spec, loaded, folds, metrics)
+        for i, item in enumerate(loaded):
+            report.note(fold="pooled", method=f"{item.source.method} ({i + 1}/{len(loaded)})")
+            rows += source_rows(cfg, spec, item, folds, metrics, samples, scores)
+            report.advance()
     for source in missing:
         rows += [r for m in metrics for r in missing_rows(spec, source, folds, m, f"no prediction file {source.path}")]
     experts = [x for x in loaded if x.source.family == "expert"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from pathfuse import progress
 from pathfuse.config import Config, TaskSpec
 from pathfuse.evaluation import foldstats
 from pathfuse.evaluation.metrics import bootstrap_ci, score
@@ -29,8 +30,10 @@ def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[i
         n_resamples = cfg.settings.report.n_bootstrap
     samples: dict[int, foldstats.FoldSample] = {}
     scores: Scores = {x.source.method: {} for x in loaded}
-    for fold in folds:
+    report = progress.current()  # a step per (fold, source): the job's bootstrap progress
+    for k, fold in enumerate(folds):
         present = {x.source.method: x for x in loaded if not x.test(fold).empty}
+        report.skip(len(loaded) - len(present))
         if not present:
             continue
         sample = foldstats.fold_sample(task, fold, {n: x.test(fold) for n, x in present.items()},
@@ -38,8 +41,10 @@ def score_folds(cfg: Config, task: TaskSpec, loaded: list[Loaded], folds: list[i
         draws = foldstats.draw_patients(sample.strata, n_resamples,
                                         np.random.default_rng(derive_seed(cfg.seed, task.id, "bootstrap", fold)))
         samples[fold] = sample
-        for name in present:
+        for i, name in enumerate(present):
+            report.note(fold=f"{k + 1}/{len(folds)}", method=f"{name} ({i + 1}/{len(present)})")
             scores[name][fold] = foldstats.score_fold(task, sample, name, metrics, draws)
+            report.advance()
     return samples, scores
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pathfuse import progress
 from pathfuse.attention import write_attention
 from pathfuse.data.splits import Fold, patient_kfold
 from pathfuse.experts.job import FoldResult, Job
@@ -30,9 +31,14 @@ class FoldError(ValueError):
 
 
 def run_fold(job: Job, fold: Fold) -> FoldResult:
-    """Train (or resume) one outer fold with its inner out-of-fold models."""
+    """Train (or resume) one outer fold with its inner out-of-fold models.
+
+    Each model trained is one step of the job's open :mod:`pathfuse.progress` unit.
+    """
+    report, n_inner = progress.current(), inner_folds_needed(job.cfg)
     fingerprint = fold_fingerprint(job, fold)
     if (done := finished_fold(job, fold, fingerprint)) is not None:
+        report.skip(1 + n_inner)
         return done
     by_id = job.samples.set_index("sample_id", drop=False)
     train, val, test = (by_id.loc[list(ids)] for ids in (fold.train, fold.val, fold.test))
@@ -42,7 +48,9 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
     # it), never the inner partition below, so replicates differ by training randomness alone.
     seed = derive_seed(job.cfg.seed, job.spec.id, job.encoder, fold.index,
                        *replicate_parts(job.replicate))
+    report.note(model="outer")
     model, result = fit_head(job, train, val, objective, seed)
+    report.advance()
     rows = [
         predict_rows(job, model, df, objective, fold.index, split, oof=False)
         for split, df in (("train", train), ("val", val), ("test", test))
@@ -50,7 +58,6 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
     attention = attention_rows(job, model, test, fold.index)
     curves = [result.curve.assign(model="outer")]
     inner_seconds = 0.0
-    n_inner = inner_folds_needed(job.cfg)
     partitions = (
         patient_kfold(train, n_inner, derive_seed(job.cfg.seed, job.spec.id, "inner", fold.index),
                       job.spec.kind_strategy.stratify_by)
@@ -58,9 +65,11 @@ def run_fold(job: Job, fold: Fold) -> FoldResult:
         else []
     )
     for j, (fit_ids, held_ids) in enumerate(partitions):
+        report.note(model=f"inner {j + 1}/{n_inner}")
         inner_model, inner = fit_head(
             job, by_id.loc[list(fit_ids)], val, objective, derive_seed(seed, "inner", j)
         )
+        report.advance()
         rows.append(
             predict_rows(
                 job, inner_model, by_id.loc[list(held_ids)], objective, fold.index, "train", oof=True

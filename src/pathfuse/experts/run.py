@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pathfuse import progress
 from pathfuse.attention import write_attention
 from pathfuse.config import Config
 from pathfuse.data.labels import PATIENTS_KEY
@@ -39,14 +40,19 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
         job.device,
     )
     results, skipped = [], {}
-    for fold in job.folds:
-        try:
-            results.append(run_fold(job, fold))
-        except FoldError as err:
-            if job.settings.on_bad_input != "skip":
-                raise
-            log.warning("%s — fold skipped (experts.on_bad_input: skip)", err)
-            skipped[str(fold.index)] = str(err)
+    models_per_fold = 1 + inner_folds_needed(cfg)  # the outer model and the inner out-of-fold ones
+    with progress.scope("job", len(job.folds) * models_per_fold, interval=cfg.settings.logging.progress_interval_s,
+                        task=task, encoder=encoder, seed=seed or None) as report:
+        for k, fold in enumerate(job.folds):
+            report.note(fold=f"{k + 1}/{len(job.folds)}")
+            try:
+                results.append(run_fold(job, fold))
+            except FoldError as err:
+                if job.settings.on_bad_input != "skip":
+                    raise
+                log.warning("%s — fold skipped (experts.on_bad_input: skip)", err)
+                skipped[str(fold.index)] = str(err)
+                report.skip(models_per_fold)
     if not results:
         raise FoldError(f"task {task}, encoder {encoder}: every fold was skipped: {skipped}")
     out = write_outputs(job, results, skipped)

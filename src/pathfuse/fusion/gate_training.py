@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from pathfuse import progress
 from pathfuse.settings import GateSchedule
 
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
@@ -206,10 +207,10 @@ class _Best:
     def __init__(self, monitor: Monitor, params: GateParams) -> None:
         self.name, mode, self.score = monitor
         self.sign = 1.0 if mode == "min" else -1.0
-        self.params, self.value, self.epoch = params.copy(), math.nan, -1
+        self.params, self.value, self.epoch, self.last = params.copy(), math.nan, -1, math.nan
 
     def offer(self, params: GateParams, epoch: int) -> bool:
-        value = self.score(params)
+        value = self.last = self.score(params)
         if math.isnan(value) or (not math.isnan(self.value) and self.sign * value >= self.sign * self.value):
             return False
         self.params, self.value, self.epoch = params.copy(), value, epoch
@@ -245,25 +246,28 @@ def train(
     best = _Best(monitor, params)
     best_fallback = None if fallback is monitor else _Best(fallback, params)
     stale, epoch = 0, -1
-    for epoch in range(schedule.max_epochs):
-        shuffled = problem.take(rng.permutation(len(problem)))
-        for start in range(0, len(shuffled), batch_size):
-            _, grads = loss_and_grad(shuffled, params, slice(start, start + batch_size), with_loss=False)
-            step += 1
-            step_size, root_correction = lr / (1 - beta1**step), math.sqrt(1 - beta2**step)
-            for layer, grad, m, v in zip(params.layers, grads, first, second, strict=True):
-                if decay:
-                    grad += decay * layer
-                m *= beta1
-                m += (1 - beta1) * grad
-                v *= beta2
-                v += (1 - beta2) * grad * grad
-                layer -= step_size * m / (np.sqrt(v) / root_correction + _ADAM_EPS)
-        if best_fallback is not None:
-            best_fallback.offer(params, epoch)
-        stale = 0 if best.offer(params, epoch) else stale + 1
-        if stale > schedule.patience:
-            break
+    with progress.scope("gate training", schedule.max_epochs, bound=True) as report:
+        for epoch in range(schedule.max_epochs):
+            shuffled = problem.take(rng.permutation(len(problem)))
+            for start in range(0, len(shuffled), batch_size):
+                _, grads = loss_and_grad(shuffled, params, slice(start, start + batch_size), with_loss=False)
+                step += 1
+                step_size, root_correction = lr / (1 - beta1**step), math.sqrt(1 - beta2**step)
+                for layer, grad, m, v in zip(params.layers, grads, first, second, strict=True):
+                    if decay:
+                        grad += decay * layer
+                    m *= beta1
+                    m += (1 - beta1) * grad
+                    v *= beta2
+                    v += (1 - beta2) * grad * grad
+                    layer -= step_size * m / (np.sqrt(v) / root_correction + _ADAM_EPS)
+            if best_fallback is not None:
+                best_fallback.offer(params, epoch)
+            stale = 0 if best.offer(params, epoch) else stale + 1
+            report.advance(**{"epoch": f"{epoch + 1}/{schedule.max_epochs}", f"val_{best.name}": best.last,
+                              "best": f"{best.value:.4g} @ epoch {best.epoch + 1}"})
+            if stale > schedule.patience:
+                break
     chosen = best if best.epoch >= 0 or best_fallback is None else best_fallback
     return GateFit(params=chosen.params, best_epoch=chosen.epoch, best_value=chosen.value, epochs_run=epoch + 1,
                    monitor=chosen.name)

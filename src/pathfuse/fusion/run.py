@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
+from pathfuse import progress
 from pathfuse.config import Config
 from pathfuse.fusion import FUSERS, FoldOutput
 from pathfuse.fusion.context import FusionContext
@@ -47,17 +47,31 @@ def fuse_task(cfg: Config, task: str, seed: int = 0) -> list[Path]:
         log.info("task %s: %s is up to date, kept", task, method)
     if not todo:
         return outputs
-    ctx = load_context(cfg, task, seed)
-    _warm_up_torch()
-    if any(FUSERS.get(m).needs_features for m in todo):
-        ctx.features  # noqa: B018 - locate/read the teachers' features once, outside any method's clock
-    for method in tqdm(todo, desc=f"fuse {task}", unit="method"):
-        log.info("task %s: fitting %s on %d fold(s)", task, method, len(ctx.folds))
-        results = {fold: FUSERS.get(method).fit_fold(ctx, fold) for fold in ctx.folds}
-        frame = pd.concat([_fold_frame(ctx, fold, out) for fold, out in results.items()], ignore_index=True)
-        write_parquet(frame, cfg.layout.fusion_predictions(task, method, seed), schema="predictions",
-                      meta=_metadata(ctx, method, results, digests[method]))
+    with progress.scope("job", len(todo), interval=cfg.settings.logging.progress_interval_s, task=task,
+                        seed=seed or None) as report:
+        ctx = load_context(cfg, task, seed)
+        _warm_up_torch()
+        if any(FUSERS.get(m).needs_features for m in todo):
+            ctx.features  # noqa: B018 - locate/read the teachers' features once, outside any method's clock
+        for i, method in enumerate(todo):
+            report.note(method=f"{i + 1}/{len(todo)}")
+            results = _fit_method(ctx, method)
+            frame = pd.concat([_fold_frame(ctx, fold, out) for fold, out in results.items()], ignore_index=True)
+            write_parquet(frame, cfg.layout.fusion_predictions(task, method, seed), schema="predictions",
+                          meta=_metadata(ctx, method, results, digests[method]))
+            report.advance()
     return outputs
+
+
+def _fit_method(ctx: FusionContext, method: str) -> dict[int, FoldOutput]:
+    """Every fold of one method, as one unit of the job's progress lines (a step per fold)."""
+    with progress.scope(method, len(ctx.folds)) as report:
+        results = {}
+        for k, fold in enumerate(ctx.folds):
+            report.note(fold=f"{k + 1}/{len(ctx.folds)}")
+            results[fold] = FUSERS.get(method).fit_fold(ctx, fold)
+            report.advance()
+    return results
 
 
 def _warm_up_torch() -> None:

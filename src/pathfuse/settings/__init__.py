@@ -36,6 +36,7 @@ from pathfuse.settings.inputs import (
     TileDatasetSettings,
     TridentSettings,
 )
+from pathfuse.settings.logs import LoggingSettings
 from pathfuse.settings.report import ReportSettings
 from pathfuse.settings.tiling import TilingSettings
 
@@ -46,6 +47,7 @@ class RunSettings(Settings):
     results_dir: str
     seed: int
     registries: RegistriesSettings
+    logging: LoggingSettings
     encoders: tuple[str, ...]
     tasks: Literal["all"] | tuple[str, ...]
     cohorts: dict[str, CohortSettings]
@@ -61,7 +63,7 @@ class RunSettings(Settings):
 
 __all__ = [
     "ByoSettings", "ByoTileSource", "ClassificationHead", "CohortSettings", "ConcatSettings", "DemoSettings",
-    "EmbeddingSettings", "ExpertsSettings", "FusionSettings", "GateSchedule", "HeadsSettings",
+    "EmbeddingSettings", "ExpertsSettings", "FusionSettings", "GateSchedule", "HeadsSettings", "LoggingSettings",
     "LogitProdConvergedSettings", "LogitProdSettings", "Number", "RegistriesSettings", "ReportSettings",
     "RunSettings", "Settings", "ShazamSettings", "StackingSettings", "SurvivalHead", "TaskDataSettings",
     "TileDatasetSettings", "TileHead", "TilingSettings", "TridentSettings",
