@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from support.synthetic_experts import COHORT, ENCODER, bag, feature_paths, make_config, write_slides
 
-from pathfuse.data.bags import BagDataset, BagStore, cohort_feature_paths, collate_bags
+from pathfuse.data.bags import BagDataset, BagStore, FeatureFileError, cohort_feature_paths, collate_bags
 from pathfuse.paths import Layout
 
 
@@ -69,3 +70,14 @@ def test_missing_files_and_manifests_are_named(tmp_path, slides):
         cohort_feature_paths(cfg, ENCODER, COHORT)
     paths, unavailable = cohort_feature_paths(make_config(tmp_path, ["tbin"]), ENCODER, COHORT)
     assert sorted(paths) == ["S0", "S1", "S2", "S3"] and unavailable == {}
+
+
+def test_a_damaged_features_file_is_named_with_its_fix(tmp_path):
+    """A features file cut short after it was written (disk full, a bad copy) fails naming the slide and file."""
+    path = tmp_path / "S1.safetensors"
+    save_file({"features": torch.ones(4, 3, dtype=torch.float16), "coords": torch.zeros(4, 2, dtype=torch.int64)},
+              str(path))
+    path.write_bytes(path.read_bytes()[:40])
+    store = BagStore({"S1": path})
+    with pytest.raises(FeatureFileError, match=r"slide 'S1' cannot be read from .*S1\.safetensors.*rerun its embed"):
+        store.get(["S1"])

@@ -30,6 +30,10 @@ FEATURES_KEY = "features"
 COORDS_ABSENT = "absent"
 
 
+class FeatureFileError(OSError):
+    """A features file listed as finished cannot be read; the message names the file and the fix."""
+
+
 class BagStore:
     """Slide id → features file; reads one bag at a time from memory-mapped safetensors.
 
@@ -51,15 +55,27 @@ class BagStore:
             )
         return path
 
+    def _open(self, slide_id: str, framework: str) -> Any:
+        """The slide's features file, opened; an unreadable file is named with its fix, not safetensors' error."""
+        path = self._path(slide_id)
+        try:
+            return safe_open(path, framework=framework)
+        except Exception as err:  # safetensors raises its own error types for a damaged file
+            raise FeatureFileError(
+                f"features of slide {slide_id!r} cannot be read from {path} ({type(err).__name__}: {err}); delete "
+                "the file and rerun its embedding job (snakemake --forcerun embed_slides, or delete its shard "
+                "manifest under _shards/)"
+            ) from None
+
     def shape(self, slide_id: str) -> tuple[int, int]:
         """(n_tiles, dim) of a slide, read from the file header only."""
-        with safe_open(self._path(slide_id), framework="pt") as fh:
+        with self._open(slide_id, "pt") as fh:
             n, dim = fh.get_slice(FEATURES_KEY).get_shape()
         return int(n), int(dim)
 
     def coords(self, slide_id: str) -> np.ndarray | None:
         """int64 [n_tiles, 2] level-0 tile coordinates, or None for bags imported without them."""
-        with safe_open(self._path(slide_id), framework="np") as fh:
+        with self._open(slide_id, "np") as fh:
             if (fh.metadata() or {}).get("coords") == COORDS_ABSENT:
                 return None
             return fh.get_tensor("coords")
@@ -77,7 +93,7 @@ class BagStore:
         """
         parts = []
         for slide_id in slide_ids:
-            with safe_open(self._path(slide_id), framework="pt") as fh:
+            with self._open(slide_id, "pt") as fh:
                 parts.append(fh.get_tensor(FEATURES_KEY))
         bag = parts[0] if len(parts) == 1 else torch.cat(parts)
         if max_tiles is not None and rng is not None and len(bag) > max_tiles:
