@@ -17,10 +17,13 @@ from typing import Any
 
 import pandas as pd
 
+from pathfuse.config import Config
 from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
 from pathfuse.io import read_parquet
+from pathfuse.report.markdown import render_all
 from pathfuse.report.rendering import MISSING
 from pathfuse.report.run import TABLES
+from pathfuse.report.tables import missing_cells
 
 #: A number as the renderer writes it, with its unit where it has one; or a dash for a missing one.
 _NUMBER = re.compile(r"([+-]?\d+(?:\.(\d+))?)(?: (ms|s|min|h|k|M|G)\b)?|[—–]")
@@ -197,12 +200,10 @@ def test_every_table_the_report_writes_is_checked():
     assert set(EXPECTED) == set(TABLES)
 
 
-def test_every_markdown_cell_shows_its_parquet_value(run):
-    cfg, _ = run
-    tables: Tables = {n: read_parquet(cfg.layout.table(n), schema=f"table:{n}") for n in TABLES}
+def wrong_cells(documents: dict[str, str], tables: Tables) -> list[str]:
+    """Every cell of the Markdown ``documents`` (table name → text) that does not show its Parquet value."""
     wrong = []
-    for name in TABLES:
-        text = cfg.layout.table(name).with_suffix(".md").read_text()
+    for name, text in documents.items():
         if stray := re.findall(r"\b(?:nan|none|null)\b", text, re.IGNORECASE):
             wrong.append(f"{name}: {len(stray)} cells say {stray[0]!r}")
         got, want = markdown_sections(text), EXPECTED[name](tables)
@@ -214,7 +215,29 @@ def test_every_markdown_cell_shows_its_parquet_value(run):
                 for column, text_cell in zip(header, cells, strict=True):
                     if (why := mismatch(text_cell, row[column])) is not None:
                         wrong.append(f"{name} / {heading or '-'} / {cells[0]} / {column}: {why}")
+    return wrong
+
+
+def read_tables(cfg: Config) -> Tables:
+    return {n: read_parquet(cfg.layout.table(n), schema=f"table:{n}") for n in TABLES}
+
+
+def test_every_markdown_cell_shows_its_parquet_value(run):
+    cfg, _ = run
+    documents = {n: cfg.layout.table(n).with_suffix(".md").read_text() for n in TABLES}
+    wrong = wrong_cells(documents, read_tables(cfg))
     assert not wrong, "\n".join(wrong)
+
+
+def test_headings_name_the_configured_ci_level(run):
+    """A 90% CI is not called a 95% one: the benchmark's and ranks' headings follow ``report.ci_level``."""
+    cfg, _ = run
+    tables = {n: (df, {**meta, "ci_level": 0.9}) for n, (df, meta) in read_tables(cfg).items()}
+    meta = tables["ranks"][1]
+    docs = render_all({n: df for n, (df, _) in tables.items()}, missing_cells(tables["ranks"][0]), meta)
+    wrong = wrong_cells({n: docs[n].markdown for n in ("benchmark", "ranks")}, tables)
+    assert not wrong, "\n".join(wrong)
+    assert "auroc mean [90% CI]" in docs["benchmark"].markdown and "95%" not in docs["ranks"].markdown
 
 
 def test_the_run_has_gates_that_moved_stayed_uniform_and_are_missing(run):
