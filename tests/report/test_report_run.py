@@ -1,50 +1,23 @@
 """Stage `report` on a small synthetic run: real prediction files → evaluate → tables, copies, plots.
 
-The run: three tasks, three experts, four fusion methods. ``shazam`` is missing on surv_brca (a
-failed method) and mut_tp53 was never evaluated (a skipped task): 8 missing cells of 21.
+The run (``run``, tests/report/conftest.py): three tasks, three experts, four fusion methods. ``shazam``
+is missing on surv_brca (a failed method) and mut_tp53 was never evaluated (a skipped task): 8 missing
+cells of 21.
 """
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from support.evaluation import ENCODERS, make_config, write_task
+from support.evaluation import REPORT_METHODS as METHODS
+from support.evaluation import REPORT_TASKS as TASKS
 
 from pathfuse.evaluation.run import evaluate_task
-from pathfuse.io import SchemaError, read_parquet, write_parquet
+from pathfuse.io import SchemaError, read_parquet
 from pathfuse.report.run import TABLES, build_report, expert_curves, report_outputs
-
-METHODS = ["logitprod", "shazam", "best_val_expert", "mean_logits"]
-TASKS = ["brca_idc_ilc", "surv_brca", "mut_tp53"]
-
-
-def _make_run(root: Path):
-    cfg = make_config(root, TASKS, methods=METHODS)
-    strengths = {"demo_vit_a": 0.2, "demo_vit_b": 2.0, "demo_vit_c": 0.6, "logitprod": 2.5, "shazam": 1.2,
-                 "best_val_expert": 2.0, "mean_logits": 1.0}
-    write_task(cfg, "brca_idc_ilc", strengths)
-    write_task(cfg, "surv_brca", strengths, skip=("shazam",))
-    write_curve(cfg, "brca_idc_ilc", "demo_vit_b")
-    return cfg
-
-
-def write_curve(cfg, task: str, encoder: str) -> None:
-    """A two-epoch training curve (outer and one inner model) as the expert stage writes it."""
-    curve = pd.DataFrame({"epoch": [0, 1, 0, 1], "train_loss": [0.7, 0.5, 0.7, 0.6], "val_loss": [0.7, 0.6, 0.7, 0.65],
-                          "model": ["outer", "outer", "inner0", "inner0"], "fold": 0})
-    write_parquet(curve, cfg.layout.expert_curve(task, encoder), schema="training_curve")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    cfg = _make_run(tmp_path_factory.mktemp("report"))
-    for task in ("brca_idc_ilc", "surv_brca"):
-        evaluate_task(cfg, task)
-    return cfg, build_report(cfg)
 
 
 def test_every_output_is_written_and_readable(run):
@@ -53,7 +26,7 @@ def test_every_output_is_written_and_readable(run):
     assert sorted(map(str, written)) == sorted(map(str, expected))
     for name in TABLES:
         df, meta = read_parquet(cfg.layout.table(name), schema=f"table:{name}")
-        assert (len(df) or name == "left_out") and meta["missing_cells"] == 8, name  # these experts drop nothing
+        assert len(df) and meta["missing_cells"] == 8, name
     for path in [*report_outputs(cfg)["png"], *report_outputs(cfg)["svg"]]:
         assert path.stat().st_size > 5_000, path
         head = path.read_bytes()[:8]

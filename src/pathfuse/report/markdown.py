@@ -4,8 +4,11 @@ Markdown is for GitHub and terminals; HTML is for the Snakemake report, which sh
 inline and offers other files only as downloads.
 
 Both come from the same "views" (this module): small string DataFrames where a winner is
-wrapped in ``**…**`` and a missing cell is "—". Views are shaped for reading (task × method
-matrices), not for computing; the Parquet tables stay the source of truth. Rendering a view and
+wrapped in ``**…**`` and a missing cell is "—"; a yes/no column whose inputs are missing says
+"unknown". Views are shaped for reading (task × method matrices), not for computing; the Parquet
+tables stay the source of truth, and every cell shows the value of its own row: a view is built
+from lists in the row order of the view, never from a Series whose index pandas would align
+(a task-indexed Series assigned to a range-indexed view is all NaN). Rendering a view and
 formatting its numbers: :mod:`pathfuse.report.rendering`.
 """
 
@@ -17,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
+from pathfuse.report.fusion_tables import NEAR_UNIFORM_KL
 from pathfuse.report.left_out import left_out_view
 from pathfuse.report.rendering import (
     MISSING,
@@ -31,14 +35,17 @@ from pathfuse.report.rendering import (
     signed_points,
 )
 
+#: "gate moved?" where the gate's movement was not recorded.
+UNKNOWN = "unknown"
+
 
 # ----------------------------------------------------------------------------- views
-def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str],
+def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str], level: int,
                        task_facts: Mapping[str, str] | None = None) -> list[Section]:
     """One methods × metrics section per task, for the benchmark document.
 
-    Cells are "mean ± sd" (best in bold); then the primary metric's mean with its CI (and the
-    labelled pooled value where there is one), folds, test patients, and the task's facts.
+    Cells are "mean ± sd" (best in bold); then the primary metric's mean with its ``level`` % CI
+    (and the labelled pooled value where there is one), folds, test patients, and the task's facts.
     """
     task_facts = task_facts or {}
     sections = []
@@ -54,11 +61,11 @@ def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str],
             view[metric] = [bold(f"{num(mu)} ± {num(sd)}" if not pd.isna(sd) else num(mu), mu == best)
                             for mu, sd in zip(col["mean"], col["sd"], strict=True)]
         col = by.xs(prim, level="metric").reindex(view["method"])
-        view[f"{prim} mean [95% CI]"] = [
+        view[f"{prim} mean [{level}% CI]"] = [
             f"{num(v)} [{num(lo)}, {num(hi)}]" if not pd.isna(v) else MISSING
             for v, lo, hi in zip(col["mean"], col["ci_low"], col["ci_high"], strict=True)]
         if col["pooled"].notna().any():
-            view[f"{prim} POOLED over folds [95% CI]"] = [
+            view[f"{prim} POOLED over folds [{level}% CI]"] = [
                 f"{num(v)} [{num(lo)}, {num(hi)}]" if not pd.isna(v) else MISSING
                 for v, lo, hi in zip(col["pooled"], col["pooled_ci_low"], col["pooled_ci_high"], strict=True)]
         view["folds"] = [f"{a}/{b}" + (f" (undefined: {u})" if u else "")
@@ -71,8 +78,8 @@ def benchmark_sections(bench: pd.DataFrame, primary: Mapping[str, str],
     return sections
 
 
-def ranks_sections(ranks: pd.DataFrame, methods: Sequence[str]) -> list[Section]:
-    """Task × method matrices: primary value (rank), then gain over the best expert."""
+def ranks_sections(ranks: pd.DataFrame, methods: Sequence[str], level: int) -> list[Section]:
+    """Task × method matrices: primary value (rank), then gain over the best expert (``level`` % CI)."""
     tasks = list(dict.fromkeys(ranks["task"]))
     by = ranks.set_index(["task", "method"])
     methods = [m for m in methods if m in set(ranks["method"])] + \
@@ -89,7 +96,7 @@ def ranks_sections(ranks: pd.DataFrame, methods: Sequence[str]) -> list[Section]
                    f"{signed_points(c['gain'])} [{signed_points(c['gain_ci_low'])}, "
                    f"{signed_points(c['gain_ci_high'])}]{_arrow(c['significance'])}" for c in cells]
     return [("Primary metric (rank); bold = first on the task", value),
-            ("Gain over the validation-selected best expert (points, paired 95% CI; ↑/↓ significant)", gain)]
+            (f"Gain over the validation-selected best expert (points, paired {level}% CI; ↑/↓ significant)", gain)]
 
 
 def _rank(rank: float) -> str:
@@ -148,12 +155,14 @@ def gate_sections(gates: pd.DataFrame) -> list[Section]:
     """One task × expert section per gated method: mean gate weight (± sd) on the test samples.
 
     The most trusted expert of a task is in bold; the KL from uniform and "gate moved?" tell apart
-    a gate that learned something from one that stayed a uniform product of experts.
+    a gate that learned something from one that stayed a uniform product of experts. A task without
+    gate weights (status not ok) shows "—" for its diagnostics too, "folds kept epoch 0" included.
     """
     sections = []
     for method, rows in gates.groupby("method", sort=False):
         experts = list(dict.fromkeys(rows["expert"]))
-        view = pd.DataFrame({"task": list(dict.fromkeys(rows["task"]))})
+        first = rows.drop_duplicates("task")  # the per-task diagnostics, one row per task in view order
+        view = pd.DataFrame({"task": first["task"].to_list()})
         by = rows.set_index(["task", "expert"])
         for e in experts:
             cells = [by.loc[(t, e)] if (t, e) in by.index else None for t in view["task"]]
@@ -161,14 +170,20 @@ def gate_sections(gates: pd.DataFrame) -> list[Section]:
             view[e] = [MISSING if c is None or pd.isna(c["weight_mean"]) else
                        bold(f"{c['weight_mean']:.2f} ± {c['weight_sd']:.2f}", c["weight_mean"] == mx)
                        for c, mx in zip(cells, top, strict=True)]
-        first = rows.drop_duplicates("task").set_index("task").reindex(view["task"])
-        view["KL from uniform"] = first["kl_from_uniform"].map(lambda v: num(v, 3))
-        view["mean max weight"] = first["max_weight"].map(lambda v: num(v, 2))
-        view["folds kept epoch 0"] = first["folds_kept_first_epoch"].fillna(0).astype(int).astype(str)
-        view["gate moved?"] = ["NO: ≈ uniform product of experts" if flag else "yes" if not pd.isna(kl) else MISSING
-                               for flag, kl in zip(first["near_uniform"], first["kl_from_uniform"], strict=True)]
+        view["KL from uniform"] = [num(v, 3) for v in first["kl_from_uniform"]]
+        view["mean max weight"] = [num(v, 2) for v in first["max_weight"]]
+        kept = zip(first["folds_kept_first_epoch"], first["status"], strict=True)
+        view["folds kept epoch 0"] = [num(n, 0) if status == "ok" else MISSING for n, status in kept]
+        view["gate moved?"] = [_gate_moved(kl) for kl in first["kl_from_uniform"]]
         sections.append((f"{method}: mean gate weight per expert (test samples; bold = most trusted)", view))
     return sections
+
+
+def _gate_moved(kl: float) -> str:
+    """The answer the KL shown beside it gives: NO below :data:`NEAR_UNIFORM_KL`, unknown without a KL."""
+    if pd.isna(kl):
+        return UNKNOWN
+    return "NO: ≈ uniform product of experts" if kl < NEAR_UNIFORM_KL else "yes"
 
 
 def missing_view(missing: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +221,7 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
             ("binary_f1: F1 of the positive class (the published code's f1_score default), beside macro F1. "
              "Section headings say which tasks carved validation out of train and why, and where the splits "
              "and CIs are per slide or per tile instead of per patient."), missing_note,
-        ], benchmark_sections(frames["benchmark"], meta["primary_metric"], meta.get("task_facts"))),
+        ], benchmark_sections(frames["benchmark"], meta["primary_metric"], level, meta.get("task_facts"))),
         "ranks": document("Ranks on the primary metric", [
             (f"Ranked value: {stat}. Ties share the mean of their places; all tied winners are first. "
             f"Families ranked: {', '.join(meta['rank_families'])}."), selection,
@@ -214,7 +229,7 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
              "paired bootstrap (the same stratified patient resamples for both, within each fold); ↑/↓ where "
              "the CI excludes 0 — uncorrected, per task (the Holm-corrected p-value is in the Parquet table)."),
             missing_note, *_task_notes(meta.get("task_facts") or {}),
-        ], ranks_sections(frames["ranks"], meta["methods"])),
+        ], ranks_sections(frames["ranks"], meta["methods"], level)),
         "summary": document("Summary: who wins where, by how much", [
             "First on: tasks where the method has the best ranked value, out of the tasks it was run on.",
             selection,
@@ -233,8 +248,9 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
             "Mean ± sd over test samples of each expert's gate weight (survival: averaged over the T+1 bins).",
             ("Gate movement, mean over folds on the test samples: KL(w ‖ uniform) in nats (0 = never moved, log M = "
              "one expert) and the mean largest weight; 'folds kept epoch 0': early stopping kept the first epoch. "
-             "'NO' flags a task where the gate stayed uniform (KL < 0.01): LogitProd is then the uniform product of "
-             "experts (the mean-logits baseline), not a learned fusion."),
+             f"'NO' flags a task where the gate stayed uniform (KL < {NEAR_UNIFORM_KL}): LogitProd is then the "
+             "uniform product of experts (the mean-logits baseline), not a learned fusion; 'unknown': the fusion "
+             "run recorded no gate movement."),
         ], gate_sections(frames["gate_weights"]) or [("No gated fusion method in this run", pd.DataFrame())]),
         "left_out": document("Left out: samples no method was scored on, and why", [
             ("Every expert, fuser and score of a task uses one sample set: the slides (or tiles) that every "
