@@ -54,6 +54,8 @@ def make_cohort(work: Path, faults: set[str], **settings: object) -> Path:
         write_bag(_folder(root, "tri_uni") / "S03.h5", feats)
     if "wrong_width" in faults:
         write_bag(_folder(root, "tri_conch") / "S04.h5", np.ones((n_tiles("S04"), 10), np.float32))
+    if "misaligned" in faults:  # another tiling for one encoder: Shazam and concat cannot pair its tiles
+        write_bag(_folder(root, "tri_conch") / "S12.h5", np.ones((n_tiles("S12") + 1, DIMS["tri_conch"]), np.float32))
     if "missing" in faults:
         for slide in LACKING:
             (_folder(root, "tri_conch") / f"{slide}.h5").unlink()
@@ -82,6 +84,7 @@ STOPS = {
     "wrong_width": ({}, ["S04.h5", "10-d features, the encoder registry says 12"], "start", "S04.h5"),
     "duplicate": ({}, ["listed twice with different values", "S11"], "start", "S11"),
     "nan": ({}, ["S03.h5", "NaN/Inf", "nan_policy"], "job", "S03"),
+    "misaligned": ({}, ["different tiles per encoder", "S12", "drop the feature-level methods"], "start", "S12"),
 }
 
 

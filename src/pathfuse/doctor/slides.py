@@ -29,6 +29,8 @@ def check_cohorts(cfg: Config, *, deep: bool) -> list[Row]:
         rows += [_byo_row(cfg, enc, cohort, deep) for enc in imported]
         if sources.is_features_only(cfg, cohort):
             rows.append(_coverage_row(cfg, cohort, encoders))
+            if len(encoders) > 1 and _pairs_tiles(cfg):
+                rows.append(_alignment_row(cfg, cohort, encoders, deep))
         elif len(imported) < len(encoders):
             rows += _slide_rows(cfg, cohort, deep)
     datasets = sorted({t.dataset for t in cfg.tasks if not t.is_slide_task and t.dataset})
@@ -90,6 +92,51 @@ def _coverage_row(cfg: Config, cohort: str, encoders: list[str]) -> Row:
     shown = "; ".join(f"{s} ({r})" for s, r in sorted(cover.dropped.items()))
     left_out = f"; {len(cover.dropped)} left out: {shown}" if cover.dropped else ""
     return Row(CHECK, f"{cohort} (features only)", OK, f"{len(cover.slide_ids)} slides with every encoder{left_out}")
+
+
+def _pairs_tiles(cfg: Config) -> bool:
+    """Whether a method of the run pairs tile i of every encoder (Shazam, concat: ``needs_features``)."""
+    from pathfuse.fusion import FUSERS
+
+    return any(FUSERS.get(m).needs_features for m in cfg.fusion_methods if m in FUSERS)
+
+
+def _alignment_row(cfg: Config, cohort: str, encoders: list[str], deep: bool) -> Row:
+    """Feature-level fusers pair tile i of every encoder: each slide's bags must list the same tiles.
+
+    Checked on the tile counts of the bag headers (cheap, at every start) and, deep, on the
+    coordinates themselves — else the fuse job would stop on it after every expert had trained.
+    """
+    target = f"{cohort} (tiles across encoders)"
+    try:
+        cover = sources.coverage(cfg, cohort, encoders)
+        verdicts = {e: sources.bag_verdicts(cfg, e, cohort) for e in encoders}
+    except ConfigError:
+        return Row(CHECK, target, OK, "see the coverage row")  # the coverage row FAILs with the reason
+    differ = [s for s in cover.slide_ids if len({verdicts[e][s].n_tiles for e in encoders}) > 1]
+    if deep and not differ:
+        differ = [s for s in cover.slide_ids if not _same_coords(cfg, cohort, encoders, s)]
+    if differ:
+        return Row(CHECK, target, FAIL, f"{len(differ)} slide(s) have different tiles per encoder, e.g. {differ[:5]}: "
+                   f"{', '.join(m for m in cfg.fusion_methods if m.startswith(('shazam', 'concat')))} pair tile i of "
+                   "every encoder", "extract every encoder from the same tiling (one TRIDENT job directory), or drop "
+                   "the feature-level methods (shazam*, concat) from fusion.methods")
+    checked = "tile counts and coordinates" if deep else "tile counts"
+    return Row(CHECK, target, OK, f"{len(cover.slide_ids)} slides: the same {checked} for every encoder")
+
+
+def _same_coords(cfg: Config, cohort: str, encoders: list[str], slide: str) -> bool:
+    import h5py
+
+    coords = []
+    for encoder in encoders:
+        folder = sources.slide_source(cfg, encoder, cohort)
+        with h5py.File(Path(str(folder)) / f"{slide}.h5", "r") as fh:
+            coords.append(np.asarray(fh["coords"]).reshape(-1, 2) if "coords" in fh else None)
+    present = [c for c in coords if c is not None]
+    if len(present) < len(coords):
+        return not present  # bags without coords: the fuse job names them itself
+    return all(np.array_equal(present[0], c) for c in present[1:])
 
 
 def _slide_rows(cfg: Config, cohort: str, deep: bool) -> list[Row]:
