@@ -144,10 +144,11 @@ def test_a_copy_with_whole_second_mtimes_keeps_every_method(tmp_path, caplog):
         mtime = path.stat().st_mtime_ns // 10**9 * 10**9
         os.utime(path, ns=(mtime, mtime))
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
-    assert any(p.stat().st_mtime_ns % 10**9 == 0 for p in results.rglob("experts/*/*/predictions.parquet"))
+    manifest = cfg.layout.fusion_manifest(task).read_bytes()
     with caplog.at_level(logging.INFO, logger="pathfuse.fusion.run"):
         assert fuse_task(cfg, task) == paths
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths} == before
+    assert cfg.layout.fusion_manifest(task).read_bytes() == manifest  # the same bytes: nothing downstream reruns
     assert f"task {task}: up to date, kept: logitprod, mean_logits, best_val_expert" in caplog.text
     assert "to fit" not in caplog.text
 
