@@ -62,6 +62,7 @@ def test_replicate_paths_and_digests(demo_raw):
     assert layout.expert_predictions("t", "e", 2) == r / "seeds/seed2/experts/t/e/predictions.parquet"
     assert layout.expert_attention("t", "e", "{seed}") == r / "seeds/seed{seed}/experts/t/e/attention.parquet"
     assert layout.fusion_predictions("t", "m", 1) == r / "seeds/seed1/fusion/t/m/predictions.parquet"
+    assert layout.fusion_manifest("t", 1) == r / "seeds/seed1/fusion/t/_methods.parquet"
     assert layout.feature_shard("e", "c", "shard0000") == r / "features/e/c/_shards/shard0000.parquet"
 
     raw = copy.deepcopy(demo_raw)
@@ -77,7 +78,7 @@ def test_replicate_paths_and_digests(demo_raw):
                                                     for e in plan.cfg.task(task).encoders]
     replicates = plan.evaluate(task).inputs["replicates"]
     assert str(plan.layout.expert_predictions(task, enc, 2)) in replicates
-    assert str(plan.layout.fusion_predictions(task, plan.cfg.fusion_methods[0], 1)) in replicates
+    assert str(plan.layout.fusion_manifest(task, 1)) in replicates  # it lists the replicate's method files
     assert not any("seed0" in p for p in replicates)
 
 

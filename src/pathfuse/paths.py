@@ -109,6 +109,14 @@ class Layout:
         """A fusion method's predictions, every fold."""
         return self.fusion_dir(task, method, seed) / "predictions.parquet"
 
+    def fusion_manifest(self, task: str, seed: int | str = 0) -> Path:
+        """A task's fusion manifest: each method's predictions file, digest and SHA-256 (written last).
+
+        The fuse job's one Snakemake-tracked output (pathfuse.plan.fusion says why), and what
+        evaluate and report take as input; they read the method files it lists.
+        """
+        return self.seed_root(seed) / "fusion" / task / "_methods.parquet"
+
     # evaluation + report
     def metrics(self, task: str) -> Path:
         """The long metrics table of one task (docs/architecture.md)."""

@@ -7,7 +7,8 @@
 * **Digests.** Every "has this changed?" check (the job plan's settings digests, an expert fold's
   resume fingerprint, a fusion method's output digest) hashes the canonical JSON text of what the
   result depends on (:func:`json_digest`), so key order and non-JSON values (paths) cannot make
-  equal settings look different.
+  equal settings look different. Files enter a digest by content (:func:`file_sha256`), never by
+  size and modification time: a results folder copied with coarser timestamps changes nothing.
 * **Device.** ``device: auto | cpu | cuda`` settings resolve the same way in every stage
   (:func:`choose_device`), and asking for a GPU that is not there stops the job instead of
   silently running on the CPU (different speed and, with reduced precision, different numbers).
@@ -22,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 
@@ -63,6 +66,21 @@ def canonical_json(payload: Any, *, compact: bool = False) -> str:
 def json_digest(payload: Any, *, compact: bool = False) -> str:
     """SHA-256 (hex) of :func:`canonical_json` of the payload: equal settings, equal digest."""
     return hashlib.sha256(canonical_json(payload, compact=compact).encode()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read once per process per (path, size, mtime)."""
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def choose_device(wanted: str, setting: str, gpu_available: Callable[[], bool]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 
 import numpy as np
@@ -14,7 +16,8 @@ from pathfuse.config import Config
 from pathfuse.evaluation.metrics import score
 from pathfuse.fusion.context import FusionInputError
 from pathfuse.fusion.run import fuse_task
-from pathfuse.io import read_parquet, write_parquet
+from pathfuse.io import read_parquet, read_parquet_meta, write_parquet
+from pathfuse.reproducibility import file_sha256
 
 METHODS = ["logitprod", "shazam", "best_val_expert", "oracle_expert", "mean_logits", "mean_probs", "stacking", "concat"]
 FAMILY = {"logitprod": "fuser", "shazam": "fuser", "oracle_expert": "oracle"}
@@ -115,6 +118,39 @@ def test_rerun_keeps_finished_methods_and_redoes_missing_ones(tmp_path):
     changed = Config.from_dict({**cfg.raw, "fusion": {**settings, "stacking": {"C": 0.5}}})
     fuse_task(changed, task)  # a changed setting redoes that method only
     assert paths[2].stat().st_mtime_ns != before[paths[2]] and paths[1].stat().st_mtime_ns == before[paths[1]]
+    manifest, meta = read_parquet(cfg.layout.fusion_manifest(task), schema="fusion_manifest")
+    assert list(manifest["method"]) == settings["methods"] and meta["task"] == task
+    assert [cfg.layout.fusion_manifest(task).parent / p for p in manifest["path"]] == paths
+    for path, sha, digest in zip(paths, manifest["sha256"], manifest["digest"], strict=True):
+        assert sha == file_sha256(path) and digest == read_parquet_meta(path, schema="predictions")["digest"]
+
+
+def test_a_copy_with_whole_second_mtimes_keeps_every_method(tmp_path, caplog):
+    """A results folder copied back with whole-second modification times refits nothing.
+
+    The method digests read the expert files' content, not their size and mtime (some copy tools
+    and file systems keep seconds only).
+    """
+    task = TASK_OF_KIND["mutation"]
+    settings = {**fast_fusion_settings(), "methods": ["logitprod", "mean_logits", "best_val_expert"]}
+    cfg = write_synthetic_task(tmp_path, SyntheticTask(task=task, n_samples=30, n_folds=2), settings,
+                               with_features=False)
+    paths = fuse_task(cfg, task)
+    results = tmp_path / "results"
+    shutil.copytree(results, tmp_path / "copy")
+    shutil.rmtree(results)
+    shutil.copytree(tmp_path / "copy", results)
+    for path in results.rglob("*.parquet"):
+        mtime = path.stat().st_mtime_ns // 10**9 * 10**9
+        os.utime(path, ns=(mtime, mtime))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
+    manifest = cfg.layout.fusion_manifest(task).read_bytes()
+    with caplog.at_level(logging.INFO, logger="pathfuse.fusion.run"):
+        assert fuse_task(cfg, task) == paths
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths} == before
+    assert cfg.layout.fusion_manifest(task).read_bytes() == manifest  # the same bytes: nothing downstream reruns
+    assert f"task {task}: up to date, kept: logitprod, mean_logits, best_val_expert" in caplog.text
+    assert "to fit" not in caplog.text
 
 
 def test_deterministic(tmp_path):

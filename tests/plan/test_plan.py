@@ -53,6 +53,54 @@ def test_a_per_kind_setting_changes_only_that_kinds_jobs(demo_raw):
     assert _changed(demo_raw, survival_epochs) == {"expert/surv_brca"}
 
 
+ALL_METHODS = ["logitprod", "shazam", "best_val_expert", "oracle_expert", "mean_logits", "mean_probs", "stacking",
+               "concat", "shazam_sum", "shazam_moe", "logitprod_converged"]
+
+
+def _changed_methods(raw: dict, edit) -> set[str]:
+    """The (task/method) units whose digest inside the fuse job changes with ``edit``."""
+    def digests(edited: dict) -> dict[str, str]:
+        plan = Planner(Config.from_dict(edited))
+        return {f"{t}/{m}": p.digest for t in TASKS for m, p in plan.fuse_methods(t).items()}
+
+    raw = copy.deepcopy(raw)
+    raw["fusion"]["methods"] = ALL_METHODS
+    changed = copy.deepcopy(raw)
+    edit(changed)
+    before, after = digests(raw), digests(changed)
+    return {unit for unit in before if before[unit] != after[unit]}
+
+
+def test_a_fusion_setting_changes_only_the_methods_that_read_it(demo_raw):
+    def tile_lr(raw):
+        raw["fusion"]["logitprod"]["by_kind"]["tile_classification"]["lr"] = 0.3
+
+    def shrinkage(raw):  # LogitProd's, read by logitprod_converged too
+        raw["fusion"].setdefault("logitprod", {})["corr_shrinkage"] = 0.5
+
+    def shazam_lr(raw):  # the ablations read the shazam block
+        raw["fusion"].setdefault("shazam", {})["lr"] = 0.1
+
+    def selection(raw):
+        raw.setdefault("report", {}).setdefault("primary_metric", {})["crc100k"] = "auroc"
+
+    assert _changed_methods(demo_raw, tile_lr) == {"crc100k/logitprod"}
+    assert _changed_methods(demo_raw, shrinkage) == {f"{t}/{m}" for t in TASKS
+                                                     for m in ("logitprod", "logitprod_converged")}
+    assert _changed_methods(demo_raw, shazam_lr) == {f"{t}/{m}" for t in TASKS
+                                                     for m in ("shazam", "shazam_sum", "shazam_moe")}
+    assert _changed_methods(demo_raw, selection) == {"crc100k/best_val_expert", "crc100k/oracle_expert"}
+
+
+def test_a_method_reads_the_experts_and_only_then_the_features(demo_raw):
+    plan = Planner(Config.from_dict(demo_raw))
+    job = plan.fuse("crc100k").inputs
+    methods = plan.fuse_methods("crc100k")
+    assert methods["logitprod"].inputs == job["experts"]
+    assert methods["shazam"].inputs == job["experts"] + job["features"]
+    assert plan.evaluate("crc100k").inputs["fusion"] == [str(plan.layout.fusion_manifest("crc100k"))]
+
+
 def test_settings_that_cannot_change_results_are_left_out(demo_raw):
     def workers_and_logs(raw):
         raw["embedding"]["num_workers"] = 7

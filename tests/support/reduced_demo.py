@@ -59,7 +59,7 @@ def snakemake_cmd(workdir: Path, config: Path, *extra: str) -> list[str]:
 
 
 OUTPUT_PATTERNS = ["tiles/*/_shards/*.parquet", "features/*/*/_shards/*.parquet", "features/*/*.safetensors",
-                   "experts/*/*/predictions.parquet", "fusion/*/*/predictions.parquet"]
+                   "experts/*/*/predictions.parquet", "fusion/*/*/predictions.parquet", "fusion/*/_methods.parquet"]
 
 
 @dataclass

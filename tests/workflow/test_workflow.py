@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from support.reduced_demo import REDUCED_ENCODERS, REDUCED_TASKS, ResumedRun, snakemake_cmd
 
-from pathfuse.io import read_parquet
+from pathfuse.config import Config
+from pathfuse.io import read_parquet, read_parquet_meta
 
 pytestmark = pytest.mark.slow
 TABLES = ["benchmark", "ranks", "summary", "cost", "gate_weights"]
@@ -82,7 +84,11 @@ def _planned(run: ResumedRun, config: Path) -> dict[str, int]:
     out = subprocess.run(snakemake_cmd(run.workdir, config, "-n", "--cores", "1"), check=False,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    text = out.stdout + out.stderr
+    return _job_stats(out.stdout + out.stderr)
+
+
+def _job_stats(text: str) -> dict[str, int]:
+    """Jobs per rule of Snakemake's "Job stats" table in its output (empty: nothing to do)."""
     if "Nothing to be done" in text:
         return {}
     table = text.split("Job stats:", 1)[1].split("total", 1)[0]
@@ -124,6 +130,43 @@ def test_tile_logitprod_lr_reruns_only_the_tile_tasks_fusion(resumed_run):
 
     assert _planned(resumed_run, _changed_config(resumed_run, edit)) == {"fuse": 1, "evaluate": 1, "report": 1,
                                                                          "all": 1}
+
+
+def test_a_changed_logitprod_setting_refits_logitprod_alone(resumed_run, tmp_path):
+    """Through Snakemake, on a copy of the finished run: the tile task's LogitProd lr changes.
+
+    Only the tile task's fuse job (then its evaluate and the report) runs, and inside it only
+    LogitProd is refitted: every other method's file, and every other task's, keeps its bytes
+    and mtime; the job's log names the methods it kept.
+    """
+    work = tmp_path / "run"
+    shutil.copytree(resumed_run.workdir, work, symlinks=True)  # copy2: mtimes kept to the nanosecond
+    copied = ResumedRun(work, work / resumed_run.config.name, {}, {})
+
+    def edit(raw):
+        raw["fusion"]["logitprod"]["by_kind"]["tile_classification"]["lr"] = 0.5
+
+    config = _changed_config(copied, edit)
+    files = sorted(copied.results.glob("fusion/*/*/predictions.parquet"))
+    experts = sorted(copied.results.glob("experts/*/*/*.parquet"))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files + experts}
+    out = subprocess.run(snakemake_cmd(work, config, "--cores", "2"), check=False, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
+    assert _job_stats(out.stdout + out.stderr) == {"fuse": 1, "evaluate": 1, "report": 1, "all": 1}
+
+    refitted = copied.results / "fusion/crc100k/logitprod/predictions.parquet"
+    assert refitted in before and refitted.read_bytes() != before[refitted][1]
+    recorded = read_parquet_meta(refitted, schema="predictions")["settings"]["logitprod"]["by_kind"]
+    assert list(recorded) == ["tile_classification"] and recorded["tile_classification"]["lr"] == 0.5
+    untouched = [p for p in before if p != refitted]
+    assert len(untouched) == len(files) - 1 + len(experts) and len(files) == len(REDUCED_TASKS) * 8
+    changed = [str(p.relative_to(copied.results)) for p in untouched
+               if (p.stat().st_mtime_ns, p.read_bytes()) != before[p]]
+    assert not changed, f"rewritten although unaffected: {changed}"
+    log = (copied.results / "logs/fuse/crc100k.log").read_text()
+    kept = [m for m in Config.from_file(config).fusion_methods if m != "logitprod"]
+    assert f"task crc100k: up to date, kept: {', '.join(kept)}" in log and "task crc100k: to fit: logitprod" in log
 
 
 def test_min_tissue_reruns_slide_tiles_and_everything_downstream(resumed_run):

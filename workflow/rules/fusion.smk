@@ -1,11 +1,16 @@
 # Stage 2b: every fuser and baseline of one task in one job (all methods, all folds).
+# The unit of recomputation is the (task, method): the job's digest combines its methods'
+# digests, and inside the job a method whose own digest (settings it reads + content of the
+# files it reads) matches its predictions file is kept, not refitted. The one tracked output is
+# the task's fusion manifest, written last: Snakemake deletes declared outputs before a job
+# runs, so declaring the method files would refit them all (src/pathfuse/plan/fusion.py).
 
 
 rule fuse:
     input:
         unpack(lambda w: PLAN.fuse(w.task).inputs),
     output:
-        [L.fusion_predictions("{task}", m) for m in CFG.fusion_methods],
+        L.fusion_manifest("{task}"),
     log:
         L.log("fuse", "{task}"),
     conda:
@@ -27,7 +32,7 @@ rule fuse_replicate:
     input:
         unpack(lambda w: PLAN.fuse(w.task, int(w.seed)).inputs),
     output:
-        [L.fusion_predictions("{task}", m, "{seed}") for m in CFG.fusion_methods],
+        L.fusion_manifest("{task}", "{seed}"),
     log:
         L.log("fuse", "{task}", "seed{seed}"),
     wildcard_constraints:

@@ -22,7 +22,6 @@ positive control for fusion (:mod:`pathfuse.demo.design`, docs/demo.md).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -61,6 +60,7 @@ from pathfuse.demo.tiles import (
 )
 from pathfuse.demo.tissue import TissueLook
 from pathfuse.io import atomic_path, write_json
+from pathfuse.reproducibility import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def generate_demo(cfg: Config) -> Path:
     for split, parts in sorted(pcam.items()):
         written += write_pcam(out / "tiles", cfg.seed, split, parts)
 
-    files = {str(p.relative_to(out)): _sha256(p) for p in sorted(written)}
+    files = {str(p.relative_to(out)): file_sha256(p) for p in sorted(written)}
     for stale in sorted(set(previous.get("files", {})) - set(files)):
         (out / stale).unlink(missing_ok=True)
     write_json({"fingerprint": fingerprint, "files": files}, done)
@@ -263,10 +263,3 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

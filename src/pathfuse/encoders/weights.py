@@ -18,7 +18,6 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from torch import nn
 from pathfuse.config import Config
 from pathfuse.encoders.registry import EncoderModel, EncoderSpec, TimmTrunk, build_encoder, encoder_spec
 from pathfuse.registry import Registry
-from pathfuse.reproducibility import derive_seed
+from pathfuse.reproducibility import derive_seed, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +152,6 @@ def load_weights(model: EncoderModel, spec: EncoderSpec, path: Path) -> None:
 def _listing(keys: list[str], limit: int = 20) -> str:
     shown = ", ".join(keys[:limit])
     return f"[{shown}{', ...' if len(keys) > limit else ''}]"
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, computed once per process per (path, size, mtime)."""
-    stat = path.stat()
-    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=32)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def state_sha256(model: nn.Module) -> str:

@@ -59,6 +59,9 @@ class Method:
     description: str = ""
     settings: str | None = None  # the config block under `fusion` it reads; None = its own name
     options: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments bound to the function
+    # Further settings it reads, as dotted paths from the config root (e.g. "report.primary_metric"):
+    # with its block, `fusion.survival_alpha` and `options` they make its rerun digest (pathfuse.plan).
+    reads: tuple[str, ...] = ()
 
     @property
     def fit_fold(self) -> Callable[..., FoldOutput]:
@@ -75,6 +78,7 @@ _BUILT_IN: dict[str, Method] = {
                         description="per-sample gated product of the experts' distributions (logits only)"),
     "logitprod_converged": Method(
         "fuser", "pathfuse.fusion.logitprod_converged:fit_fold", needs_oof=True,
+        reads=("fusion.logitprod.corr_shrinkage",),
         description="LogitProd's gate fitted to convergence "
                     "(full-batch L-BFGS; λ, weight decay chosen on validation)"),
     "shazam": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True,
@@ -90,8 +94,9 @@ _BUILT_IN: dict[str, Method] = {
     "concat": Method("baseline", "pathfuse.fusion.concat:fit_fold", needs_features=True,
                      description="concatenated teacher features + one head (MLP probe or gated ABMIL)"),
     "best_val_expert": Method("baseline", "pathfuse.fusion.baselines:best_val_expert",
+                              reads=("report.primary_metric",),
                               description="single expert chosen per fold on validation"),
-    "oracle_expert": Method("oracle", "pathfuse.fusion.baselines:oracle_expert",
+    "oracle_expert": Method("oracle", "pathfuse.fusion.baselines:oracle_expert", reads=("report.primary_metric",),
                             description="single expert chosen per fold on TEST (not a method)"),
     "mean_logits": Method("baseline", "pathfuse.fusion.baselines:mean_logits",
                           description="mean of the experts' logits"),

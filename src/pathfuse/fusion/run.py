@@ -1,8 +1,12 @@
 """Stage entry ``fuse``: every fusion method of one task, all folds → one predictions file per method.
 
-Each method's file is a unit of work, written atomically once all its folds are done. A re-run
-(e.g. after a killed job) keeps a method's existing file when it was produced from the same
-settings, seed and expert files (a digest in its metadata says so), and redoes the others.
+Each method's file is a unit of work, written atomically once all its folds are done. The unit of
+recomputation is the (task, method): a re-run (a changed setting, a killed job) keeps a method's
+existing file when its digest — the job plan's digest of the settings it reads, plus the content
+of the files it reads (:meth:`pathfuse.plan.digests.MethodPlan.fingerprint`) — matches the one in
+the file's metadata, and refits the others. The task's fusion manifest, written last, lists every
+method's file with its digest and SHA-256: it is the job's one Snakemake-tracked output, so
+Snakemake never deletes the method files it keeps (:mod:`pathfuse.plan.fusion`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.inputs import load_context
 from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
 from pathfuse.plan import Planner
-from pathfuse.reproducibility import json_digest
+from pathfuse.plan.fusion import method_settings
+from pathfuse.reproducibility import file_sha256
 from pathfuse.seeds import replicate_payload
-from pathfuse.selection import primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +44,22 @@ def fuse_task(cfg: Config, task: str, seed: int = 0) -> list[Path]:
     methods = list(cfg.settings.fusion.methods)
     for method in methods:
         FUSERS.get(method)  # an unknown name fails before any work
-    outputs = [cfg.layout.fusion_predictions(task, m, seed) for m in methods]
-    digests = {m: _digest(cfg, task, m, seed) for m in methods}
-    todo = [m for m, path in zip(methods, outputs, strict=True) if not _up_to_date(path, digests[m])]
-    for method in sorted(set(methods) - set(todo)):
-        log.info("task %s: %s is up to date, kept", task, method)
-    if not todo:
-        return outputs
+    plan = Planner(cfg)
+    outputs = {m: cfg.layout.fusion_predictions(task, m, seed) for m in methods}
+    digests = {m: p.fingerprint() for m, p in plan.fuse_methods(task, seed).items()}
+    todo = [m for m in methods if not _up_to_date(outputs[m], digests[m])]
+    kept = [m for m in methods if m not in todo]
+    if kept:
+        log.info("task %s: up to date, kept: %s", task, ", ".join(kept))
+    if todo:
+        log.info("task %s: to fit: %s", task, ", ".join(todo))
+        _fit(cfg, plan, task, seed, todo, digests)
+    write_manifest(cfg.layout.fusion_manifest(task, seed), task, seed, outputs, digests)
+    return list(outputs.values())
+
+
+def _fit(cfg: Config, plan: Planner, task: str, seed: int, todo: list[str], digests: dict[str, str]) -> None:
+    """Fit each method of ``todo`` on every fold and write its predictions file (a progress step per method)."""
     with progress.scope("job", len(todo), interval=cfg.settings.logging.progress_interval_s, task=task,
                         seed=seed or None) as report:
         ctx = load_context(cfg, task, seed)
@@ -58,9 +71,20 @@ def fuse_task(cfg: Config, task: str, seed: int = 0) -> list[Path]:
             results = _fit_method(ctx, method)
             frame = pd.concat([_fold_frame(ctx, fold, out) for fold, out in results.items()], ignore_index=True)
             write_parquet(frame, cfg.layout.fusion_predictions(task, method, seed), schema="predictions",
-                          meta=_metadata(ctx, method, results, digests[method]))
+                          meta=_metadata(ctx, method_settings(plan, task, method), method, results, digests[method]))
             report.advance()
-    return outputs
+
+
+def write_manifest(path: Path, task: str, seed: int, outputs: dict[str, Path], digests: dict[str, str]) -> None:
+    """The task's fusion manifest: per method its file (relative to the manifest), digest and SHA-256.
+
+    Only content, nothing about this run (fitted or kept): a job that keeps every method writes
+    the same bytes, so evaluate and report do not rerun.
+    """
+    rows = [{"method": m, "family": FUSERS.get(m).family, "path": str(p.relative_to(path.parent)),
+             "digest": digests[m], "sha256": file_sha256(p)} for m, p in outputs.items()]
+    write_parquet(pd.DataFrame(rows, columns=["method", "family", "path", "digest", "sha256"]), path,
+                  schema="fusion_manifest", meta={"task": task, **replicate_payload(seed)})
 
 
 def _fit_method(ctx: FusionContext, method: str) -> dict[int, FoldOutput]:
@@ -97,7 +121,8 @@ def _fold_frame(ctx: FusionContext, fold: int, out: FoldOutput) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], digest: str) -> dict[str, Any]:
+def _metadata(ctx: FusionContext, settings: dict[str, Any], method: str, results: dict[int, FoldOutput],
+              digest: str) -> dict[str, Any]:
     spec = FUSERS.get(method)
     kind = ctx.task.kind_strategy
     meta: dict[str, Any] = {
@@ -106,7 +131,7 @@ def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], d
         "classes": ctx.classes if kind.has_classes else None,
         "folds": {str(f): {**ctx.fold_facts(f), **out.cost} for f, out in results.items()},
         "dropped": ctx.dropped, "seed": ctx.cfg.seed, **replicate_payload(ctx.replicate),
-        "settings": _method_settings(ctx.cfg.raw["fusion"], method),
+        "settings": settings,
         "digest": digest,
     }
     if kind.time_to_event:
@@ -119,31 +144,6 @@ def _metadata(ctx: FusionContext, method: str, results: dict[int, FoldOutput], d
         meta["gate_layout"] = {"n_groups": n_groups, "n_experts": len(ctx.encoders), "order": "group-major",
                                "groups": groups}
     return meta
-
-
-def _digest(cfg: Config, task: str, method: str, seed: int = 0) -> str:
-    """What a method's output depends on: its settings, the seed (and replicate) and the experts' files."""
-    spec = cfg.task(task)
-    experts = []
-    for enc in spec.encoders:
-        path = cfg.layout.expert_predictions(task, enc, seed)
-        stat = path.stat() if path.exists() else None
-        experts.append([enc, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
-    payload = {"method": method, "seed": cfg.seed, "experts": experts,
-               "settings": _method_settings(Planner(cfg).section("fusion", kind=spec.kind, task=task), method),
-               "selection_metric": primary_metric(cfg, spec), **replicate_payload(seed)}
-    return json_digest(payload)
-
-
-def _method_settings(settings: dict[str, Any], method: str) -> dict[str, Any]:
-    """The settings one method reads: its block (its own, or the one it shares) and the shared keys.
-
-    ``settings`` is the raw ``fusion`` section (the metadata's record, or the job plan's narrowed
-    section for the digest), not the typed model: the dict's key order and lists are what earlier
-    runs recorded and hashed, so records and digests stay byte-identical.
-    """
-    block = FUSERS.get(method).settings or method
-    return {k: settings[k] for k in (block, "survival_alpha") if k in settings}
 
 
 def _up_to_date(path: Path, digest: str) -> bool:

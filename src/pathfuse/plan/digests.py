@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pathfuse.reproducibility import json_digest
+from pathfuse.reproducibility import file_sha256, json_digest
 
 #: Bumped only when the digest's payload changes shape on purpose (it then reruns every job).
 DIGEST_FORMAT = 1
@@ -42,6 +42,27 @@ class JobPlan:
     def files(self) -> list[str]:
         """Every input file, in a stable order (for fingerprints inside a job)."""
         return [f for name in sorted(self.inputs) for f in self.inputs[name]]
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """One fusion method inside its task's fuse job: the files it reads and the digest of its settings.
+
+    The fuse job's own digest combines its methods' digests (so Snakemake reruns the job when any
+    changed); inside the job, :meth:`fingerprint` adds the content of the method's input files and
+    decides, method by method, whether its predictions file is kept or refitted.
+    """
+
+    inputs: list[str]
+    digest: str
+
+    def fingerprint(self) -> str:
+        """The settings digest and the SHA-256 of every input file (None where absent).
+
+        Content, not size and mtime: a results folder copied with other timestamps keeps its methods.
+        """
+        hashes = [file_sha256(p) if Path(p).is_file() else None for p in self.inputs]
+        return settings_digest({"settings": self.digest, "inputs": hashes})
 
 
 def settings_digest(payload: Mapping[str, Any]) -> str:

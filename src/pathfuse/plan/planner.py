@@ -16,7 +16,8 @@ from pathfuse.doctor.rows import generated_by_run
 from pathfuse.encoders.sources import cohort_encoders, shard_bags, slide_source, tile_source
 from pathfuse.paths import shard_name
 from pathfuse.plan.checks import check_inputs_at_start
-from pathfuse.plan.digests import NO_EFFECT, JobPlan, folder_fingerprint, narrow, settings_digest
+from pathfuse.plan.digests import NO_EFFECT, JobPlan, MethodPlan, folder_fingerprint, narrow, settings_digest
+from pathfuse.plan.fusion import fuse_plan, method_plans
 from pathfuse.plan.inner_folds import inner_folds_needed
 from pathfuse.seeds import n_seeds, replicate_payload, replicates
 
@@ -236,14 +237,15 @@ class Planner:
         return JobPlan(inputs, settings_digest(payload))
 
     def fuse(self, task_id: str, seed: int = 0) -> JobPlan:
-        """Every fuser of one task on one seed's experts (seed > 0: rule ``fuse_replicate``)."""
-        task = self.cfg.task(task_id)
-        inputs = {"experts": [str(self.layout.expert_predictions(task_id, e, seed)) for e in task.encoders],
-                  "features": self.sample_features(task)}
-        payload = {"fusion": self.section("fusion", kind=task.kind, task=task_id),
-                   "selection": self.section("report", task=task_id).get("primary_metric"),
-                   "task": self.task_facts(task_id), "seed": self.cfg.seed, **replicate_payload(seed)}
-        return JobPlan(inputs, settings_digest(payload))
+        """Every fuser of one task on one seed's experts (seed > 0: ``fuse_replicate``); digest: its methods'.
+
+        A changed setting reruns the job; inside it only the methods that read it refit (:mod:`pathfuse.plan.fusion`).
+        """
+        return fuse_plan(self, task_id, seed)
+
+    def fuse_methods(self, task_id: str, seed: int = 0) -> dict[str, MethodPlan]:
+        """Each method inside a task's fuse job: what it reads (:func:`pathfuse.plan.fusion.method_plans`)."""
+        return method_plans(self, task_id, seed)
 
     def evaluate(self, task_id: str) -> JobPlan:
         """Scores of one task: seed 0's predictions, and every replicate's when ``n_seeds`` > 1.
@@ -252,13 +254,13 @@ class Planner:
         """
         task = self.cfg.task(task_id)
         inputs = {"experts": [str(self.layout.expert_predictions(task_id, e)) for e in task.encoders],
-                  "fusion": [str(self.layout.fusion_predictions(task_id, m)) for m in self.cfg.fusion_methods]}
+                  "fusion": [str(self.layout.fusion_manifest(task_id))]}
         payload = {"report": self.section("report", kind=task.kind, task=task_id), "task": self.task_facts(task_id),
                    "methods": self.cfg.fusion_methods, "seed": self.cfg.seed}
         if replicates(self.cfg):
             inputs["replicates"] = [str(p) for s in replicates(self.cfg) for p in (
                 *(self.layout.expert_predictions(task_id, e, s) for e in task.encoders),
-                *(self.layout.fusion_predictions(task_id, m, s) for m in self.cfg.fusion_methods))]
+                self.layout.fusion_manifest(task_id, s))]
             payload["n_seeds"] = n_seeds(self.cfg)
         return JobPlan(inputs, settings_digest(payload))
 
@@ -271,7 +273,7 @@ class Planner:
         tasks = self.cfg.tasks
         inputs = {
             "metrics": [str(self.layout.metrics(t.id)) for t in tasks],
-            "fusion": [str(self.layout.fusion_predictions(t.id, m)) for t in tasks for m in self.cfg.fusion_methods],
+            "fusion": [str(self.layout.fusion_manifest(t.id)) for t in tasks],
             "curves": [str(self.layout.expert_curve(t.id, e)) for t in tasks for e in t.encoders],
             # The attention figures: experts' test predictions and attention, slide thumbnails, tile images.
             "experts": [str(self.layout.expert_predictions(t.id, e)) for t in tasks for e in t.encoders],
