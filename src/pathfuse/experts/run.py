@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import resource
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from pathfuse.attention import write_attention
 from pathfuse.config import Config
 from pathfuse.data.labels import PATIENTS_KEY
-from pathfuse.experts.fold import FoldError, run_fold
+from pathfuse.experts.fold import FoldError, plan_fold, train_folds
 from pathfuse.experts.job import FoldResult, Job
+from pathfuse.experts.resume import finished_fold, fold_fingerprint
 from pathfuse.io import remove_stale_temporaries, write_parquet
 from pathfuse.plan import inner_folds_needed
 from pathfuse.seeds import replicate_payload
@@ -38,15 +41,21 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
         job.recipe.head,
         job.device,
     )
-    results, skipped = [], {}
+    results, plans, skipped = [], [], {}
     for fold in job.folds:
+        fingerprint = fold_fingerprint(job, fold)
+        if (done := finished_fold(job, fold, fingerprint)) is not None:
+            results.append(done)
+            continue
         try:
-            results.append(run_fold(job, fold))
+            plans.append(plan_fold(job, fold, fingerprint))
         except FoldError as err:
             if job.settings.on_bad_input != "skip":
                 raise
             log.warning("%s — fold skipped (experts.on_bad_input: skip)", err)
             skipped[str(fold.index)] = str(err)
+    if plans:
+        results = sorted(results + train_folds(job, plans), key=lambda r: r.fold)
     if not results:
         raise FoldError(f"task {task}, encoder {encoder}: every fold was skipped: {skipped}")
     out = write_outputs(job, results, skipped)
@@ -80,6 +89,7 @@ def write_outputs(job: Job, results: list[FoldResult], skipped: dict[str, str]) 
         "recipe": dict(cfg.raw["experts"]["heads"][spec.kind]),
         "inner_folds": inner_folds_needed(cfg),
         "bag_unit": job.settings.bag_unit if spec.is_slide_task else None,
+        "memory": memory_record(job),
     }
     curve = pd.concat([r.curve for r in results], ignore_index=True)
     write_parquet(
@@ -101,3 +111,15 @@ def write_outputs(job: Job, results: list[FoldResult], skipped: dict[str, str]) 
         schema="predictions",
         meta=meta,
     )
+
+
+def memory_record(job: Job) -> dict[str, float | bool | None]:
+    """Where the bags were and the job's peak memory so far (GiB), logged and kept in the metadata."""
+    record: dict[str, float | bool | None] = {
+        "features_held": job.held_bytes is not None,
+        "features_gib": None if job.held_bytes is None else job.held_bytes / 2**30,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if job.device == "cuda" else None,
+    }
+    log.info("memory: %s", record)
+    return record

@@ -1,0 +1,254 @@
+"""A head bank: the heads of one recipe trained together on shared batches (docs/methods.md, Head bank).
+
+An expert job trains 30 heads of one recipe (5 outer folds, each with 5 inner models behind
+the out-of-fold logits) on one cohort. Trained one after the other, every head re-reads every
+bag in every epoch and runs its own small matmuls. The bank reads each batch once and sends it
+through all heads in one pass (:mod:`pathfuse.heads.stacked`). What stays per head is all
+that would otherwise couple them: its training samples (a head learns only from its own:
+its loss covers only its slots of the batch), its loss (own class weights, own survival
+bins), its Adam state and step count (:class:`~pathfuse.optimizers.StackedAdam`; a head
+without samples in a batch does not step), its dropout masks, its validation set, checkpoint
+choice and early stopping (a stopped head stops learning, the others go on). The learning
+rate follows the recipe's per-epoch cosine schedule, the same function of the epoch for every
+head, so one schedule object serves them all.
+
+The one deliberate difference to training the heads one by one: heads share the order in
+which samples are drawn. The bank shuffles the union of the heads' training samples and cuts
+it into batches of ``batch_size · |union| / mean |train_h|`` samples, so a head's expected
+share of a batch is the recipe's ``batch_size`` (binomially spread around it) and it takes
+about as many steps per epoch as alone. With one head the union is its training set, the
+batch its own, and training is bit-identical to :func:`pathfuse.training.fit` (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from pathfuse.heads.stacked import Form, stack_parameters, stacked_form
+from pathfuse.optimizers import CosineRestarts, StackedAdam
+from pathfuse.training import Batch, FitResult, LossFn, MetricFn, make_loader, to_device
+
+log = logging.getLogger(__name__)
+
+#: Elements of gathered inputs ([heads, slots, tiles, dim]) in one pass; heads beyond it go in
+#: further passes of the same step (bounds memory with 30 heads × 2,000-tile bags).
+PASS_ELEMENTS = 2**28
+
+
+@dataclass
+class BankHead:
+    """One head of a bank; positions index the bank's datasets (the job's samples)."""
+
+    name: str
+    model: nn.Module  # initialised from the head's own seed; holds its chosen state at the end
+    train: Sequence[int]  # what it learns from, in its own order
+    val: Sequence[int]  # what chooses its checkpoint
+    targets: Mapping[str, np.ndarray]  # target arrays over all positions
+    loss_fn: LossFn
+    metric_fn: MetricFn | None  # None: the monitor is the validation loss
+
+
+@dataclass(frozen=True)
+class BankRecipe:
+    """The training schedule every head of the bank follows (an expert recipe's fields)."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    patience: int | None
+    monitor: str
+    mode: str  # "min" or "max"
+    decoupled: bool = False  # AdamW
+    t0: int = 10
+    t_mult: int = 2
+
+
+def train_bank(
+    heads: Sequence[BankHead],
+    data: tuple[Dataset, Dataset],
+    collate: Callable[[list[Any]], Batch],
+    recipe: BankRecipe,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> list[FitResult]:
+    """Train every head; load each one's chosen state into its model; return their results.
+
+    ``data`` are the training dataset (bags subsampled, seeded ``seed + 1``) and the evaluation
+    dataset over the same positions; ``seed`` fixes dropout (``seed``) and the order (``seed + 2``).
+    """
+    torch.manual_seed(seed)
+    params = stack_parameters([h.model for h in heads], device)
+    bank = _Bank(heads, params, stacked_form(heads[0].model), collate, recipe, device, num_workers)
+    opt = StackedAdam(params.values(), len(heads), recipe.lr, recipe.weight_decay, recipe.decoupled)
+    sched = CosineRestarts(opt, recipe.t0, recipe.t_mult)
+    union = list(dict.fromkeys(p for h in heads for p in h.train))
+    batch = max(1, round(recipe.batch_size * len(union) / np.mean([len(h.train) for h in heads])))
+    # A loader over the union's indices draws its order exactly as a head's own training loader.
+    order = make_loader(range(len(union)), batch, shuffle=True, seed=seed + 2)  # type: ignore[arg-type]
+    tracks = [_Track(recipe) for _ in heads]
+    start = time.perf_counter()
+    for epoch in range(recipe.epochs):
+        running = [i for i, t in enumerate(tracks) if not t.stopped]
+        if not running:
+            break
+        batches = [[union[i] for i in b.tolist()] for b in order]
+        train_loss = bank.train_epoch(data[0], batches, running, opt)
+        lr = opt.lr
+        sched.step()
+        for i, (val_loss, value) in bank.validate(data[1], running).items():
+            tracks[i].offer(epoch, train_loss[i], val_loss, value, lr, time.perf_counter() - start,
+                            partial(_state, params, i))
+        log.info("head bank epoch %d/%d: %d of %d heads training; best validation %s: %s", epoch + 1,
+                 recipe.epochs, sum(not t.stopped for t in tracks), len(heads), recipe.monitor,
+                 ", ".join(f"{heads[i].name} {tracks[i].best[0]:.4g}" for i in running))
+    seconds = time.perf_counter() - start
+    share = bank.work / max(bank.work.sum(), 1)
+    results = []
+    for head, track, part in zip(heads, tracks, share, strict=True):
+        result = track.result(seconds * float(part))
+        head.model.load_state_dict(result.state)
+        results.append(result)
+    return results
+
+
+class _Bank:
+    """The stacked heads and how a batch reaches them (training steps, validation passes)."""
+
+    def __init__(self, heads: Sequence[BankHead], params: dict[str, torch.Tensor], form: Form,
+                 collate: Callable[[list[Any]], Batch], recipe: BankRecipe, device: str | torch.device,
+                 num_workers: int) -> None:
+        self.heads, self.params, self.form, self.collate = heads, params, form, collate
+        self.recipe, self.device, self.num_workers = recipe, torch.device(device), num_workers
+        self.members = [set(h.train) for h in heads]
+        self.work = np.zeros(len(heads))  # samples each head processed: its share of the bank's time
+        bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+    def train_epoch(self, dataset: Dataset, batches: list[list[int]], running: list[int],
+                    opt: StackedAdam) -> dict[int, float]:
+        """One pass over ``batches``; each running head learns from its own slots of each."""
+        total, count = dict.fromkeys(running, 0.0), dict.fromkeys(running, 0)
+        # its own generator: drawing its workers' base seed leaves the dropout stream alone
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=self.collate, num_workers=self.num_workers,
+                            generator=torch.Generator())
+        for positions, batch in zip(batches, loader, strict=True):
+            slots = {i: s for i in running if (s := [j for j, p in enumerate(positions) if p in self.members[i]])}
+            opt.zero_grad()
+            inputs = to_device(batch["inputs"], self.device)
+            for outputs in self._passes(inputs, slots, training=True):
+                losses = [self._loss(i, out, [positions[j] for j in slots[i]]) for i, out in outputs.items()]
+                sum(losses[1:], losses[0]).backward()
+                for (i, out), loss in zip(outputs.items(), losses, strict=True):
+                    total[i], count[i] = total[i] + float(loss.detach()) * len(out), count[i] + len(out)
+            opt.step(list(slots))
+        return {i: total[i] / max(count[i], 1) for i in running}
+
+    @torch.no_grad()
+    def validate(self, dataset: Dataset, running: list[int]) -> dict[int, tuple[float, float]]:
+        """Each running head on its validation samples, in batches of the recipe's size: (loss, monitor)."""
+        size = self.recipe.batch_size
+        outputs: dict[int, list[torch.Tensor]] = {i: [] for i in running}
+        loss = dict.fromkeys(running, 0.0)
+        for start in range(0, max(len(self.heads[i].val) for i in running), size):
+            chunks = {i: list(self.heads[i].val[start:start + size]) for i in running}
+            chunks = {i: c for i, c in chunks.items() if c}
+            unique = list(dict.fromkeys(p for c in chunks.values() for p in c))
+            where = {p: j for j, p in enumerate(unique)}
+            batch = self.collate([dataset[p] for p in unique])
+            inputs = to_device(batch["inputs"], self.device)
+            for out in self._passes(inputs, {i: [where[p] for p in c] for i, c in chunks.items()}, training=False):
+                for i, o in out.items():
+                    loss[i] += float(self._loss(i, o, chunks[i])) * len(o)
+                    outputs[i].append(o.float().cpu())
+        results = {}
+        for i in running:
+            head = self.heads[i]
+            if not head.val:
+                raise ValueError(f"head {head.name} has no validation samples; early stopping needs them")
+            val_loss = loss[i] / len(head.val)
+            targets = {k: torch.as_tensor(v[list(head.val)]) for k, v in head.targets.items()}
+            value = val_loss if head.metric_fn is None else float(head.metric_fn(torch.cat(outputs[i]), targets))
+            results[i] = (val_loss, value)
+        return results
+
+    def _passes(self, inputs: Mapping[str, torch.Tensor], slots: dict[int, list[int]], training: bool):
+        """Logits of each head on its slots ({head: [n_h, outputs]}), in as few passes as memory allows."""
+        order = list(slots)
+        width = max(len(s) for s in slots.values())
+        per_head = width * inputs["features"][0].numel()
+        step = max(1, PASS_ELEMENTS // max(per_head, 1))
+        for first in range(0, len(order), step):
+            group = order[first:first + step]
+            for i in group:
+                self.work[i] += len(slots[i])
+            index = torch.tensor([slots[i] + [0] * (width - len(slots[i])) for i in group], device=self.device)
+            heads = torch.tensor(group, device=self.device)
+            with self.autocast():
+                out = self.form({n: p[heads] for n, p in self.params.items()},
+                                {k: v[index] for k, v in inputs.items()}, training)
+            yield {i: out[r, :len(slots[i])].float() for r, i in enumerate(group)}
+
+    def _loss(self, i: int, outputs: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        head = self.heads[i]
+        batch = {k: torch.as_tensor(v[positions]) for k, v in head.targets.items()}
+        return head.loss_fn(outputs, to_device(batch, self.device))
+
+
+class _Track:
+    """One head's curve, best states (by monitor and by loss) and early stopping."""
+
+    def __init__(self, recipe: BankRecipe) -> None:
+        self.recipe, self.sign = recipe, 1.0 if recipe.mode == "min" else -1.0
+        self.rows: list[dict[str, float]] = []
+        self.best: tuple[float, int, dict[str, torch.Tensor] | None] = (math.nan, -1, None)
+        self.best_loss: tuple[float, int, dict[str, torch.Tensor] | None] = (math.nan, -1, None)
+        self.stale, self.stopped = 0, False
+
+    def offer(self, epoch: int, train_loss: float, val_loss: float, value: float, lr: float,
+              seconds: float, state: Callable[[], dict[str, torch.Tensor]]) -> None:
+        self.rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                          "val_metric": value, "lr": lr, "seconds": seconds})
+        improved = _better(self.best, value, self.sign)
+        if improved:
+            self.best = (value, epoch, state())
+        if _better(self.best_loss, val_loss, 1.0):
+            self.best_loss = (val_loss, epoch, self.best[2] if improved else state())
+        self.stale = 0 if improved else self.stale + 1
+        patience = self.recipe.patience
+        self.stopped = patience is not None and self.stale > patience
+
+    def result(self, seconds: float) -> FitResult:
+        chosen, monitor = self.best, self.recipe.monitor
+        if chosen[2] is None:
+            log.warning("validation %s was undefined at every epoch; choosing the checkpoint by "
+                        "validation loss instead", monitor)
+            chosen, monitor = self.best_loss, "loss"
+        if chosen[2] is None:
+            raise RuntimeError("validation loss was NaN at every epoch; training diverged")
+        return FitResult(state=chosen[2], best_epoch=chosen[1], best_value=chosen[0], monitor=monitor,
+                         curve=pd.DataFrame(self.rows), seconds=seconds)
+
+
+def _state(params: Mapping[str, torch.Tensor], head: int) -> dict[str, torch.Tensor]:
+    """Head ``head``'s parameters as its module's state dict (a copy, on the CPU)."""
+    return {name: p[head].detach().cpu().clone() for name, p in params.items()}
+
+
+def _better(best: tuple[float, int, Any], value: float, sign: float) -> bool:
+    return not math.isnan(value) and (best[2] is None or sign * value < sign * best[0])
