@@ -3,9 +3,11 @@
 The bank's one deliberate change is that heads share the order in which samples are drawn
 (docs/methods.md, Head bank). On a synthetic cohort every head of an expert job (3 outer folds
 × (1 outer + 3 inner models)) is trained alone under 4 training seeds (``experts.replicates``:
-today's loop, which a one-head bank reproduces bit for bit) and once in the bank; each head's
-validation loss and test AUROC from the bank must lie within the range the loop shows across
-seeds, widened by half its width.
+today's loop, which a one-head bank reproduces bit for bit) and once in the bank. The bank
+counts as one more seed: its heads' validation losses and test AUROCs may differ from the
+loop's mean over seeds, head by head, by no more on average than the loop's own seeds differ
+from the mean of the other seeds (measured: val loss 0.096 vs 0.109-0.174 per seed, test AUROC
+0.079 vs 0.080-0.115).
 """
 
 from __future__ import annotations
