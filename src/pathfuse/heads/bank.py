@@ -26,7 +26,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -149,6 +149,8 @@ class _Bank:
                             generator=torch.Generator())
         for positions, batch in zip(batches, loader, strict=True):
             slots = {i: s for i in running if (s := [j for j, p in enumerate(positions) if p in self.members[i]])}
+            if not slots:  # only stopped heads learn from this batch
+                continue
             opt.zero_grad()
             inputs = to_device(batch["inputs"], self.device)
             for outputs in self._passes(inputs, slots, training=True):
@@ -187,22 +189,33 @@ class _Bank:
             results[i] = (val_loss, value)
         return results
 
-    def _passes(self, inputs: Mapping[str, torch.Tensor], slots: dict[int, list[int]], training: bool):
-        """Logits of each head on its slots ({head: [n_h, outputs]}), in as few passes as memory allows."""
-        order = list(slots)
+    def _passes(self, inputs: Mapping[str, torch.Tensor], slots: dict[int, list[int]],
+                training: bool) -> Iterator[dict[int, torch.Tensor]]:
+        """Logits of each head on its slots ({head: [n_h, outputs]}), in as few passes as memory allows.
+
+        A pass pads its heads' slots to the longest; heads are taken in order of their slot
+        count, so when memory splits a step into passes, each pass pads little.
+        """
+        per_slot = inputs["features"][0].numel()
+        group: list[int] = []
+        for i in sorted(slots, key=lambda i: len(slots[i])):
+            if group and (len(group) + 1) * len(slots[i]) * per_slot > PASS_ELEMENTS:
+                yield self._pass(inputs, {h: slots[h] for h in group}, training)
+                group = []
+            group.append(i)
+        yield self._pass(inputs, {h: slots[h] for h in group}, training)
+
+    def _pass(self, inputs: Mapping[str, torch.Tensor], slots: dict[int, list[int]],
+              training: bool) -> dict[int, torch.Tensor]:
         width = max(len(s) for s in slots.values())
-        per_head = width * inputs["features"][0].numel()
-        step = max(1, PASS_ELEMENTS // max(per_head, 1))
-        for first in range(0, len(order), step):
-            group = order[first:first + step]
-            for i in group:
-                self.work[i] += len(slots[i])
-            index = torch.tensor([slots[i] + [0] * (width - len(slots[i])) for i in group], device=self.device)
-            heads = torch.tensor(group, device=self.device)
-            with self.autocast():
-                out = self.form({n: p[heads] for n, p in self.params.items()},
-                                {k: v[index] for k, v in inputs.items()}, training)
-            yield {i: out[r, :len(slots[i])].float() for r, i in enumerate(group)}
+        for i, s in slots.items():
+            self.work[i] += len(s)
+        index = torch.tensor([s + [0] * (width - len(s)) for s in slots.values()], device=self.device)
+        heads = torch.tensor(list(slots), device=self.device)
+        with self.autocast():
+            out = self.form({n: p[heads] for n, p in self.params.items()},
+                            {k: v[index] for k, v in inputs.items()}, training)
+        return {i: out[r, :len(s)].float() for r, (i, s) in enumerate(slots.items())}
 
     def _loss(self, i: int, outputs: torch.Tensor, positions: list[int]) -> torch.Tensor:
         head = self.heads[i]
