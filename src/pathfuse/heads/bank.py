@@ -6,11 +6,11 @@ bag in every epoch and runs its own small matmuls. The bank reads each batch onc
 through all heads in one pass (:mod:`pathfuse.heads.stacked`). What stays per head is all
 that would otherwise couple them: its training samples (a head learns only from its own:
 its loss covers only its slots of the batch), its loss (own class weights, own survival
-bins), its Adam state and step count (:class:`~pathfuse.optimizers.StackedAdam`; a head
-without samples in a batch does not step), its dropout masks, its validation set, checkpoint
-choice and early stopping (a stopped head stops learning, the others go on). The learning
-rate follows the recipe's per-epoch cosine schedule, the same function of the epoch for every
-head, so one schedule object serves them all.
+bins), its Adam state and step count (its own parameter tensors in torch.optim's multi-tensor
+Adam; a head without samples in a batch has no gradient and does not step), its dropout
+masks, its validation set, checkpoint choice and early stopping (a stopped head stops
+learning, the others go on). The learning rate follows the recipe's per-epoch cosine
+schedule, the same function of the epoch for every head, so one schedule object serves all.
 
 The one deliberate difference to training the heads one by one: heads share the order in
 which samples are drawn. The bank shuffles the union of the heads' training samples and cuts
@@ -38,7 +38,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pathfuse.heads.stacked import Form, stack_parameters, stacked_form
-from pathfuse.optimizers import CosineRestarts, StackedAdam
 from pathfuse.training import Batch, FitResult, LossFn, MetricFn, make_loader, to_device
 
 log = logging.getLogger(__name__)
@@ -93,10 +92,18 @@ def train_bank(
     dataset over the same positions; ``seed`` fixes dropout (``seed``) and the order (``seed + 2``).
     """
     torch.manual_seed(seed)
-    params = stack_parameters([h.model for h in heads], device)
+    for head in heads:
+        head.model.to(device)
+    params = [dict(h.model.named_parameters()) for h in heads]
+    if any(True for _ in heads[0].model.buffers()):
+        raise ValueError(f"{type(heads[0].model).__name__} has buffers; a head bank stacks parameters only")
     bank = _Bank(heads, params, stacked_form(heads[0].model), collate, recipe, device, num_workers)
-    opt = StackedAdam(params.values(), len(heads), recipe.lr, recipe.weight_decay, recipe.decoupled)
-    sched = CosineRestarts(opt, recipe.t0, recipe.t_mult)
+    # torch.optim's multi-tensor Adam, bit for bit the single-tensor updates of pathfuse.optimizers
+    # for one head (tested); with per-head tensors each head keeps its own state and step count.
+    optim = torch.optim.AdamW if recipe.decoupled else torch.optim.Adam
+    opt = optim([p for h in params for p in h.values()], lr=recipe.lr, weight_decay=recipe.weight_decay,
+                foreach=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=recipe.t0, T_mult=recipe.t_mult)
     union = list(dict.fromkeys(p for h in heads for p in h.train))
     batch = max(1, round(recipe.batch_size * len(union) / np.mean([len(h.train) for h in heads])))
     # A loader over the union's indices draws its order exactly as a head's own training loader.
@@ -109,11 +116,11 @@ def train_bank(
             break
         batches = [[union[i] for i in b.tolist()] for b in order]
         train_loss = bank.train_epoch(data[0], batches, running, opt)
-        lr = opt.lr
+        lr = opt.param_groups[0]["lr"]
         sched.step()
         for i, (val_loss, value) in bank.validate(data[1], running).items():
             tracks[i].offer(epoch, train_loss[i], val_loss, value, lr, time.perf_counter() - start,
-                            partial(_state, params, i))
+                            partial(_state, params[i]))
         log.info("head bank epoch %d/%d: %d of %d heads training; best validation %s: %s", epoch + 1,
                  recipe.epochs, sum(not t.stopped for t in tracks), len(heads), recipe.monitor,
                  ", ".join(f"{heads[i].name} {tracks[i].best[0]:.4g}" for i in running))
@@ -130,7 +137,7 @@ def train_bank(
 class _Bank:
     """The stacked heads and how a batch reaches them (training steps, validation passes)."""
 
-    def __init__(self, heads: Sequence[BankHead], params: dict[str, torch.Tensor], form: Form,
+    def __init__(self, heads: Sequence[BankHead], params: Sequence[Mapping[str, torch.Tensor]], form: Form,
                  collate: Callable[[list[Any]], Batch], recipe: BankRecipe, device: str | torch.device,
                  num_workers: int) -> None:
         self.heads, self.params, self.form, self.collate = heads, params, form, collate
@@ -141,7 +148,7 @@ class _Bank:
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def train_epoch(self, dataset: Dataset, batches: list[list[int]], running: list[int],
-                    opt: StackedAdam) -> dict[int, float]:
+                    opt: torch.optim.Optimizer) -> dict[int, float]:
         """One pass over ``batches``; each running head learns from its own slots of each."""
         total, count = dict.fromkeys(running, 0.0), dict.fromkeys(running, 0)
         # its own generator: drawing its workers' base seed leaves the dropout stream alone
@@ -151,14 +158,14 @@ class _Bank:
             slots = {i: s for i in running if (s := [j for j, p in enumerate(positions) if p in self.members[i]])}
             if not slots:  # only stopped heads learn from this batch
                 continue
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)  # heads without slots keep no gradient: they do not step
             inputs = to_device(batch["inputs"], self.device)
             for outputs in self._passes(inputs, slots, training=True):
                 losses = [self._loss(i, out, [positions[j] for j in slots[i]]) for i, out in outputs.items()]
                 sum(losses[1:], losses[0]).backward()
                 for (i, out), loss in zip(outputs.items(), losses, strict=True):
                     total[i], count[i] = total[i] + float(loss.detach()) * len(out), count[i] + len(out)
-            opt.step(list(slots))
+            opt.step()
         return {i: total[i] / max(count[i], 1) for i in running}
 
     @torch.no_grad()
@@ -211,9 +218,8 @@ class _Bank:
         for i, s in slots.items():
             self.work[i] += len(s)
         index = torch.tensor([s + [0] * (width - len(s)) for s in slots.values()], device=self.device)
-        heads = torch.tensor(list(slots), device=self.device)
         with self.autocast():
-            out = self.form({n: p[heads] for n, p in self.params.items()},
+            out = self.form(stack_parameters([self.params[i] for i in slots]),
                             {k: v[index] for k, v in inputs.items()}, training)
         return {i: out[r, :len(s)].float() for r, (i, s) in enumerate(slots.items())}
 
@@ -258,9 +264,9 @@ class _Track:
                          curve=pd.DataFrame(self.rows), seconds=seconds)
 
 
-def _state(params: Mapping[str, torch.Tensor], head: int) -> dict[str, torch.Tensor]:
-    """Head ``head``'s parameters as its module's state dict (a copy, on the CPU)."""
-    return {name: p[head].detach().cpu().clone() for name, p in params.items()}
+def _state(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A head's parameters as its module's state dict (a copy, on the CPU)."""
+    return {name: p.detach().cpu().clone() for name, p in params.items()}
 
 
 def _better(best: tuple[float, int, Any], value: float, sign: float) -> bool:

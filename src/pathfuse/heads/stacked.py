@@ -10,7 +10,9 @@ another class trains through :func:`_looped` (its own module, head by head; same
 batched matmul).
 
 A form maps (stacked parameters {state-dict name: [H', …]}, inputs {name: [H', S, …]},
-training) to logits [H', S, n_outputs]; H' ≤ H are the heads of one pass.
+training) to logits [H', S, n_outputs]; H' ≤ H are the heads of one pass. Each head keeps its
+own parameter tensors (its optimiser state stays its own); a pass stacks them, which costs a
+copy of the weights next to a batched matmul over H' × S bags.
 """
 
 from __future__ import annotations
@@ -29,13 +31,9 @@ Params = Mapping[str, torch.Tensor]
 Form = Callable[[Params, Mapping[str, torch.Tensor], bool], torch.Tensor]
 
 
-def stack_parameters(heads: Sequence[nn.Module], device: str | torch.device) -> dict[str, torch.Tensor]:
-    """Each parameter of the heads stacked into one leaf tensor [H, …] (the heads' own initial values)."""
-    names = [name for name, _ in heads[0].named_parameters()]
-    if any(True for _ in heads[0].buffers()):
-        raise ValueError(f"{type(heads[0]).__name__} has buffers; a head bank stacks parameters only")
-    params = [dict(h.named_parameters()) for h in heads]
-    return {n: torch.stack([p[n].detach() for p in params]).to(device).requires_grad_() for n in names}
+def stack_parameters(heads: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The heads' parameters stacked per name into [H', …] (differentiable: gradients reach each head's own)."""
+    return {name: torch.stack([h[name] for h in heads]) for name in heads[0]}
 
 
 def stacked_form(template: nn.Module) -> Form:
