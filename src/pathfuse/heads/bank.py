@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: Elements of gathered inputs ([heads, slots, tiles, dim]) in one pass; heads beyond it go in
 #: further passes of the same step (bounds memory with 30 heads × 2,000-tile bags).
 PASS_ELEMENTS = 2**28
+#: Largest share of padded slots in a pass before its heads are split into two passes.
+PAD_SHARE = 0.125
 
 
 @dataclass
@@ -200,16 +202,21 @@ class _Bank:
                 training: bool) -> Iterator[dict[int, torch.Tensor]]:
         """Logits of each head on its slots ({head: [n_h, outputs]}), in as few passes as memory allows.
 
-        A pass pads its heads' slots to the longest; heads are taken in order of their slot
-        count, so when memory splits a step into passes, each pass pads little.
+        A pass pads its heads' slots to the longest. Heads are taken in order of their slot
+        count and a pass closes when memory is full or padding would exceed ``PAD_SHARE`` of its
+        rows (an outer model holds more samples of a batch than an inner one).
         """
         per_slot = inputs["features"][0].numel()
         group: list[int] = []
+        rows = 0
         for i in sorted(slots, key=lambda i: len(slots[i])):
-            if group and (len(group) + 1) * len(slots[i]) * per_slot > PASS_ELEMENTS:
+            width = len(slots[i])
+            padded = (len(group) + 1) * width
+            if group and (padded * per_slot > PASS_ELEMENTS or padded - rows - width > PAD_SHARE * padded):
                 yield self._pass(inputs, {h: slots[h] for h in group}, training)
-                group = []
+                group, rows = [], 0
             group.append(i)
+            rows += width
         yield self._pass(inputs, {h: slots[h] for h in group}, training)
 
     def _pass(self, inputs: Mapping[str, torch.Tensor], slots: dict[int, list[int]],
