@@ -23,6 +23,8 @@ def test_gpu_script_dry_run_writes_every_figure(tmp_path):
     e2e = result["end_to_end"]
     assert e2e["jpeg_cpu_decode"]["fraction_of_model_only"] > 0 and e2e["jpeg_nvjpeg"].startswith("skipped")
     assert result["abmil_training"]["bags_per_s"] > 0
+    bank = result["head_bank"]
+    assert bank["loop_head_bags_per_s"] > 0 and bank["bank_head_bags_per_s"] > 0
 
 
 def test_svs_writer_needs_no_imagecodecs(tmp_path):
