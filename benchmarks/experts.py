@@ -11,7 +11,9 @@ machine, the same bags and in one run:
    bit-identical to ``pathfuse.training.fit``) against the bank (all heads, bags held in memory);
 2. ``full_size_bags``: the same at 2,000 × 1,536 bags, scaled down (fewer bags and heads, one
    epoch), as seconds per head-bag step;
-3. ``extrapolated_full_scale``: hours per (task, encoder) at full scale from (2), next to the
+3. ``optimizer_step``: one Adam step of 30 ABMIL heads, pathfuse's hand-written Adam (the
+   bank's) against torch.optim's multi-tensor (foreach) and fused Adam;
+4. ``extrapolated_full_scale``: hours per (task, encoder) at full scale from (2), next to the
    loop's 81 h.
 
 Run: ``nice -n 10 python benchmarks/experts.py`` (a few minutes on 2 cores); writes
@@ -159,9 +161,6 @@ def loop_vs_bank(root: Path, bags: int, tiles: int, dim: int, folds: int, inner:
     their share of the job's head-bag steps.
     """
     write_cohort(root, bags, tiles, dim)
-    optimiser_import = time.perf_counter()  # torch.optim's first optimiser imports torch._dynamo
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    optimiser_import = time.perf_counter() - optimiser_import
     cfg = make_config(root, epochs, inner, device, folds)
     streamed = make_config(root, epochs, inner, device, folds, in_memory_gib=0)
     job, heads, seeds = heads_of(streamed, held=False)
@@ -177,11 +176,32 @@ def loop_vs_bank(root: Path, bags: int, tiles: int, dim: int, folds: int, inner:
         "bags": bags, "tiles": tiles, "dim": dim, "folds": folds, "inner_folds": inner, "epochs": epochs,
         "heads": len(heads), "head_bag_steps": sum(steps), "loop_heads_timed": len(timed),
         "loop_seconds": loop, "bank_seconds": bank, "bank_job_load_seconds": load,
-        "torch_optim_import_seconds": optimiser_import,
         "loop_head_bags_per_s": sum(steps) / loop, "bank_head_bags_per_s": sum(steps) / bank,
         "speedup": loop / bank,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
+
+
+def optimizer_step(heads: int = 30, dims: tuple[int, ...] = (48, 1536)) -> dict:
+    """Seconds per Adam step of ``heads`` ABMIL heads: pathfuse's Adam (the bank's) vs torch.optim's."""
+    from pathfuse.heads.abmil import ABMIL
+    from pathfuse.optimizers import Adam
+
+    out = {}
+    for dim in dims:
+        params = [p for m in [ABMIL(dim, 2) for _ in range(heads)] for p in m.parameters()]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        optimisers = {"pathfuse_adam": Adam(params, lr=2e-4, weight_decay=1e-5),
+                      "torch_foreach": torch.optim.Adam(params, lr=2e-4, weight_decay=1e-5, foreach=True),
+                      "torch_fused": torch.optim.Adam(params, lr=2e-4, weight_decay=1e-5, fused=True)}
+        for name, opt in optimisers.items():
+            opt.step()
+            start = time.perf_counter()
+            for _ in range(5):
+                opt.step()
+            out[f"dim{dim}_{name}_seconds"] = (time.perf_counter() - start) / 5
+    return {"heads": heads, **out}
 
 
 def extrapolate(seconds_per_head_bag_step: float, n_bags: int = 1000, n_folds: int = 5, inner: int = 5,
@@ -236,6 +256,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         result["full_size_bags"] = loop_vs_bank(Path(tmp) / "full", 20, 2000, 1536, 2, 2, 1, args.device,
                                                 loop_heads=2)
+    torch.set_num_threads(1)
+    result["optimizer_step"] = optimizer_step()
     full = result["full_size_bags"]
     result["extrapolated_full_scale"] = {
         "loop_before_bank_hours": 81.35,  # the earlier experts.json (per-head loop, 2 cores)

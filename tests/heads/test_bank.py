@@ -188,3 +188,28 @@ def test_a_head_without_a_stacked_form_trains_head_by_head_as_alone():
                           mode="min"), seed=3)
     assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), banked.state_dict().values(),
                                                  strict=True))
+
+
+def test_a_bank_does_not_import_dynamo():
+    """Expert jobs are short processes: the bank keeps torch.optim's ~1.8 s torch._dynamo import away."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from pathfuse.data.tiles import collate_tiles\n"
+        "from pathfuse.heads import build_head\n"
+        "from pathfuse.heads.bank import BankHead, BankRecipe, train_bank\n"
+        "from pathfuse.heads.objectives import Objective\n"
+        "class D(torch.utils.data.Dataset):\n"
+        "    def __len__(self): return 20\n"
+        "    def __getitem__(self, i): return {'features': torch.randn(6), 'index': i}\n"
+        "o = Objective('tile_classification'); t = {'label': np.arange(20) % 3}\n"
+        "heads = [BankHead(str(h), build_head('mlp', 6, 3), list(range(h, 15)), list(range(15, 20)), t, o.loss(),"
+        " None) for h in range(2)]\n"
+        "train_bank(heads, (D(), D()), collate_tiles, BankRecipe(epochs=2, lr=1e-2, weight_decay=0.0, batch_size=4,"
+        " patience=None, monitor='loss', mode='min'), seed=0)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

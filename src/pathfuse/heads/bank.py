@@ -6,8 +6,8 @@ bag in every epoch and runs its own small matmuls. The bank reads each batch onc
 through all heads in one pass (:mod:`pathfuse.heads.stacked`). What stays per head is all
 that would otherwise couple them: its training samples (a head learns only from its own:
 its loss covers only its slots of the batch), its loss (own class weights, own survival
-bins), its Adam state and step count (its own parameter tensors in torch.optim's multi-tensor
-Adam; a head without samples in a batch has no gradient and does not step), its dropout
+bins), its Adam state and step count (its own parameter tensors in :class:`pathfuse.optimizers.Adam`;
+a head without samples in a batch has no gradient and does not step), its dropout
 masks, its validation set, checkpoint choice and early stopping (a stopped head stops
 learning, the others go on). The learning rate follows the recipe's per-epoch cosine
 schedule, the same function of the epoch for every head, so one schedule object serves all.
@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pathfuse.heads.stacked import Form, stack_parameters, stacked_form
+from pathfuse.optimizers import Adam, CosineRestarts
 from pathfuse.training import Batch, FitResult, LossFn, MetricFn, make_loader, to_device
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,12 @@ def train_bank(
     if any(True for _ in heads[0].model.buffers()):
         raise ValueError(f"{type(heads[0].model).__name__} has buffers; a head bank stacks parameters only")
     bank = _Bank(heads, params, stacked_form(heads[0].model), collate, recipe, device, num_workers)
-    # torch.optim's multi-tensor Adam, bit for bit the single-tensor updates of pathfuse.optimizers
-    # for one head (tested); with per-head tensors each head keeps its own state and step count.
-    optim = torch.optim.AdamW if recipe.decoupled else torch.optim.Adam
-    opt = optim([p for h in params for p in h.values()], lr=recipe.lr, weight_decay=recipe.weight_decay,
-                foreach=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=recipe.t0, T_mult=recipe.t_mult)
+    # pathfuse's Adam over every head's tensors: each tensor keeps its own state and step count,
+    # so each head does; as fast as torch.optim's foreach Adam at 30 heads on a CPU
+    # (benchmarks/experts.py, optimizer_step) and without its torch._dynamo import.
+    opt = Adam([p for h in params for p in h.values()], lr=recipe.lr, weight_decay=recipe.weight_decay,
+               decoupled=recipe.decoupled)
+    sched = CosineRestarts(opt, t0=recipe.t0, t_mult=recipe.t_mult)
     union = list(dict.fromkeys(p for h in heads for p in h.train))
     batch = max(1, round(recipe.batch_size * len(union) / np.mean([len(h.train) for h in heads])))
     # A loader over the union's indices draws its order exactly as a head's own training loader.
@@ -118,7 +119,7 @@ def train_bank(
             break
         batches = [[union[i] for i in b.tolist()] for b in order]
         train_loss = bank.train_epoch(data[0], batches, running, opt)
-        lr = opt.param_groups[0]["lr"]
+        lr = opt.lr
         sched.step()
         for i, (val_loss, value) in bank.validate(data[1], running).items():
             tracks[i].offer(epoch, train_loss[i], val_loss, value, lr, time.perf_counter() - start,
@@ -150,7 +151,7 @@ class _Bank:
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def train_epoch(self, dataset: Dataset, batches: list[list[int]], running: list[int],
-                    opt: torch.optim.Optimizer) -> dict[int, float]:
+                    opt: Adam) -> dict[int, float]:
         """One pass over ``batches``; each running head learns from its own slots of each."""
         total, count = dict.fromkeys(running, 0.0), dict.fromkeys(running, 0)
         # its own generator: drawing its workers' base seed leaves the dropout stream alone
@@ -160,7 +161,7 @@ class _Bank:
             slots = {i: s for i in running if (s := [j for j, p in enumerate(positions) if p in self.members[i]])}
             if not slots:  # only stopped heads learn from this batch
                 continue
-            opt.zero_grad(set_to_none=True)  # heads without slots keep no gradient: they do not step
+            opt.zero_grad()  # heads without slots keep no gradient: they do not step
             inputs = to_device(batch["inputs"], self.device)
             for outputs in self._passes(inputs, slots, training=True):
                 losses = [self._loss(i, out, [positions[j] for j in slots[i]]) for i, out in outputs.items()]
