@@ -74,7 +74,6 @@ class BankRecipe:
     patience: int | None
     monitor: str
     mode: str  # "min" or "max"
-    decoupled: bool = False  # AdamW
     t0: int = 10
     t_mult: int = 2
 
@@ -104,8 +103,7 @@ def train_bank(
     # pathfuse's Adam over every head's tensors: each tensor keeps its own state and step count,
     # so each head does; as fast as torch.optim's foreach Adam at 30 heads on a CPU
     # (benchmarks/experts.py, optimizer_step) and without its torch._dynamo import.
-    opt = Adam([p for h in params for p in h.values()], lr=recipe.lr, weight_decay=recipe.weight_decay,
-               decoupled=recipe.decoupled)
+    opt = Adam([p for h in params for p in h.values()], lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = CosineRestarts(opt, t0=recipe.t0, t_mult=recipe.t_mult)
     union = list(dict.fromkeys(p for h in heads for p in h.train))
     batch = max(1, round(recipe.batch_size * len(union) / np.mean([len(h.train) for h in heads])))
@@ -124,9 +122,10 @@ def train_bank(
         for i, (val_loss, value) in bank.validate(data[1], running).items():
             tracks[i].offer(epoch, train_loss[i], val_loss, value, lr, time.perf_counter() - start,
                             partial(_state, params[i]))
+        going = [i for i in running if not tracks[i].stopped]
         log.info("head bank epoch %d/%d: %d of %d heads training; best validation %s: %s", epoch + 1,
-                 recipe.epochs, sum(not t.stopped for t in tracks), len(heads), recipe.monitor,
-                 ", ".join(f"{heads[i].name} {tracks[i].best[0]:.4g}" for i in running))
+                 recipe.epochs, len(going), len(heads), recipe.monitor,
+                 ", ".join(f"{heads[i].name} {tracks[i].best[0]:.4g}" for i in going))
     seconds = time.perf_counter() - start
     share = bank.work / max(bank.work.sum(), 1)
     results = []
