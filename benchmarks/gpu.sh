@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU figures for pathfuse in one short run (≤ 4 minutes on one H100): bf16 GEMM peak, ViT-L/16 and
 # ViT-g/14 model-only tiles/s and MFU, end-to-end tiles/s from a generated 40x slide (OpenSlide /
-# JPEG-native reader with CPU decode / nvJPEG), ABMIL training bags/s. What is measured and how:
+# JPEG-native reader with CPU decode / nvJPEG), ABMIL training bags/s, head bank vs loop. What is measured and how:
 # benchmarks/gpu_bench.py. Runs pathfuse from src/ (no install needed; the GPU image has no
 # OpenSlide, imagecodecs or pandas, and the script needs none of them).
 #

@@ -8,7 +8,10 @@
     the JPEG-native reader decoding in the workers (CPU, DCT 1/2), and workers reading bytes
     with nvJPEG decoding on the GPU (:mod:`pathfuse.encoders.gpu_decode`), each as a
     fraction of model-only;
-  * ABMIL expert training bags/s at 2,000 tiles × 1,536 dims (bf16 autocast, AdamW).
+  * ABMIL expert training bags/s at 2,000 tiles × 1,536 dims (bf16 autocast, AdamW);
+  * the head bank (:mod:`pathfuse.heads.bank`): 30 ABMIL heads, each learning from ~70 % of
+    every batch of 16 bags resident on the GPU (float16), trained one head at a time (the loop)
+    and all together in stacked passes (the bank), as head-bag steps per second.
 
 Needs only torch, torchvision, timm, tifffile, Pillow and numpy (the GPU image has no
 OpenSlide, imagecodecs or pandas). ``--dry`` runs everything on the CPU with tiny sizes in
@@ -38,16 +41,19 @@ from svs_writer import write_aperio_svs
 from pathfuse.compat import import_timm
 from pathfuse.encoders.gpu_decode import GpuJpegDecoder, collate_raw
 from pathfuse.heads.abmil import ABMIL
+from pathfuse.heads.stacked import stack_parameters, stacked_form
 from pathfuse.slides.readers import reader_class
 
 # Mixed values by key (sizes, model lists, tuples), read by name: typed as Any per key.
 FULL: dict[str, Any] = {"gemm_n": 8192, "batch": 256, "px": 224,
                         "vits": {"vit_l16": ("vit_large_patch16_224", {}),
                                  "vit_g14": ("vit_giant_patch14_dinov2", {"img_size": 224})},
-                        "steps": 10, "side": 40_960, "e2e_tiles": 6144, "bag": (2000, 1536), "abmil_steps": 200}
+                        "steps": 10, "side": 40_960, "e2e_tiles": 6144, "bag": (2000, 1536), "abmil_steps": 200,
+                        "bank": {"heads": 30, "bags": 64, "steps": 5}}
 DRY: dict[str, Any] = {"gemm_n": 256, "batch": 4, "px": 32,
                        "vits": {"vit_tiny": ("vit_tiny_patch16_224", {"img_size": 32})},
-                       "steps": 2, "side": 4096, "e2e_tiles": 16, "bag": (100, 64), "abmil_steps": 5}
+                       "steps": 2, "side": 4096, "e2e_tiles": 16, "bag": (100, 64), "abmil_steps": 5,
+                       "bank": {"heads": 4, "bags": 32, "steps": 2}}
 
 
 def timed(fn: Callable[[], Any], steps: int, device: torch.device) -> float:
@@ -176,6 +182,54 @@ def abmil_training(cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {"tiles_per_bag": n_tiles, "dim": dim, "bags_per_s": 1 / timed(step, cfg["abmil_steps"], device)}
 
 
+def head_bank(cfg: dict[str, Any], device: torch.device, batch: int = 16,
+              pass_elements: int = 2**28) -> dict[str, Any]:
+    """Head-bag steps/s of H heads trained one at a time (loop) and in stacked passes (bank)."""
+    n_tiles, dim = cfg["bag"]
+    heads, steps = cfg["bank"]["heads"], cfg["bank"]["steps"]
+    bags = torch.randn(cfg["bank"]["bags"], n_tiles, dim, device=device).half()  # resident features
+    torch.manual_seed(0)
+    models = [ABMIL(dim, 2).to(device) for _ in range(heads)]
+    params = [dict(m.named_parameters()) for m in models]
+    form = stacked_form(models[0])
+    gen = torch.Generator().manual_seed(0)
+    slots = [torch.randperm(batch, generator=gen)[: int(0.7 * batch)].to(device) for _ in range(heads)]
+    labels = torch.zeros(len(slots[0]), dtype=torch.long, device=device)
+    batches = [torch.arange(i * batch, (i + 1) * batch, device=device) % len(bags) for i in range(steps + 1)]
+    loop_opts = [torch.optim.AdamW(m.parameters(), lr=1e-4, foreach=True) for m in models]
+    bank_opt = torch.optim.AdamW([p for m in models for p in m.parameters()], lr=1e-4, foreach=True)
+    per_pass = max(1, pass_elements // (len(slots[0]) * n_tiles * dim))
+    it = iter(batches)
+
+    def loop_step() -> None:
+        x = bags[next(it)].float()
+        for h, model in enumerate(models):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(x[slots[h]]).float(), labels)
+            loop_opts[h].zero_grad(set_to_none=True)
+            loss.backward()
+            loop_opts[h].step()
+
+    def bank_step() -> None:
+        x = bags[next(it)].float()
+        bank_opt.zero_grad(set_to_none=True)
+        for first in range(0, heads, per_pass):
+            group = range(first, min(heads, first + per_pass))
+            index = torch.stack([slots[h] for h in group])
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out = form(stack_parameters([params[h] for h in group]), {"features": x[index]}, True).float()
+            sum(torch.nn.functional.cross_entropy(o, labels) for o in out).backward()
+        bank_opt.step()
+
+    head_bags = heads * len(slots[0])
+    loop_s = timed(loop_step, steps, device)
+    it = iter(batches)
+    bank_s = timed(bank_step, steps, device)
+    return {"heads": heads, "batch": batch, "head_bags_per_step": head_bags, "tiles_per_bag": n_tiles, "dim": dim,
+            "features_resident_gib": bags.numel() * 2 / 2**30, "loop_head_bags_per_s": head_bags / loop_s,
+            "bank_head_bags_per_s": head_bags / bank_s, "speedup": loop_s / bank_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry", action="store_true", help="tiny sizes on the CPU, in seconds")
@@ -202,6 +256,7 @@ def main() -> None:
             result["end_to_end"] = end_to_end(model, cfg, device, work, result["models"][name]["tiles_per_s"])
         del model
     result["abmil_training"] = abmil_training(cfg, device)
+    result["head_bank"] = head_bank(cfg, device)
     result["seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

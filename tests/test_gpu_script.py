@@ -32,7 +32,7 @@ def test_gpu_script_dry_run_writes_every_figure(tmp_path):
                    cwd=tmp_path, timeout=300, capture_output=True)
     result = json.loads(out.read_text())
     assert set(result) == {"dry", "device", "torch", "python", "batch", "bf16_gemm_peak_tflops", "models",
-                           "end_to_end", "abmil_training", "seconds"}
+                           "end_to_end", "abmil_training", "head_bank", "seconds"}
     assert result["dry"] is True and result["device"].startswith("cpu")
     assert all(positive(result[k]) for k in ("batch", "bf16_gemm_peak_tflops", "seconds"))
     peak = result["bf16_gemm_peak_tflops"] * 1e12
@@ -55,6 +55,9 @@ def test_gpu_script_dry_run_writes_every_figure(tmp_path):
         assert figures["fraction_of_model_only"] == pytest.approx(fraction, rel=1e-9)
     abmil = result["abmil_training"]
     assert set(abmil) == {"tiles_per_bag", "dim", "bags_per_s"} and all(map(positive, abmil.values()))
+    bank = result["head_bank"]
+    assert positive(bank["loop_head_bags_per_s"]) and positive(bank["bank_head_bags_per_s"])
+    assert bank["speedup"] == pytest.approx(bank["bank_head_bags_per_s"] / bank["loop_head_bags_per_s"], rel=1e-9)
 
 
 def test_svs_writer_needs_no_imagecodecs(tmp_path):

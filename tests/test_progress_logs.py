@@ -32,19 +32,18 @@ def run_job(tmp_path: Path, raw: dict, *stage: str) -> str:
     return log.read_text()
 
 
-def test_expert_job_logs_fold_model_epoch_batch_values_and_etas(tmp_path):
+def test_expert_job_logs_its_head_bank_epochs_batches_values_and_etas(tmp_path):
     classification_cohort(tmp_path, n_patients=30).to_csv(tmp_path / "labels_bin.csv", index=False)
     raw = make_config(tmp_path, ["tbin"], experts={"inner_folds": 2}, epochs=2).raw
     text = run_job(tmp_path, raw, "train-experts", "--task", "tbin", "--encoder", ENCODER)
-    job = f"job: task tbin, encoder {ENCODER}"
+    job = f"job: task tbin, encoder {ENCODER}, folds 3 to train, 0 resumed"
     assert f"job started: task tbin, encoder {ENCODER}" in text
-    assert re.search(rf"{job}, fold 1/3, model outer \| training: epoch 1/2, batch 1/2 \| "
-                     rf"ETA training {DURATION}, job {DURATION}\n", text)
-    assert re.search(rf"{job}, fold 1/3, model outer \| training: epoch 2/2, batch 1/2, last epoch: train_loss "
-                     rf"{NUMBER}, val_loss {NUMBER}, best {NUMBER} @ epoch 1 \| ETA training {DURATION}, job", text)
-    assert re.search(rf"{job}, fold 3/3, model inner 2/2 \| training: epoch 2/2, train_loss {NUMBER}, "
-                     rf"val_loss {NUMBER}, best {NUMBER} @ epoch [12] \| ETA training 0s, job {DURATION}\n", text)
-    assert re.search(rf"{job}, fold 2/3, model outer \| training done in {DURATION}: epoch 2/2, .* \| ETA job", text)
+    # One head bank trains the 3 folds' outer and 2 inner models each: 9 heads, an epoch per step.
+    assert re.search(rf"{job} \| head bank: heads 9, epoch 1/2, training 9 heads, batch 1/2 \| "
+                     rf"ETA head bank {DURATION}, job {DURATION}\n", text)
+    assert re.search(rf"head bank epoch 2/2: \d of 9 heads training; best validation loss: fold0.outer {NUMBER}, "
+                     rf"fold0.inner0 {NUMBER}", text)
+    assert re.search(rf"{job} \| head bank done in {DURATION}: heads 9, epoch 2/2", text)
     assert re.search(rf"job done in {DURATION}: task tbin", text)
 
 

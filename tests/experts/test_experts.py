@@ -23,8 +23,9 @@ from support.synthetic_experts import (
 from pathfuse.data.splits import SplitError
 from pathfuse.evaluation.metrics import score
 from pathfuse.experts import fold as expert_fold
-from pathfuse.experts.fold import FoldError, run_fold
+from pathfuse.experts.fold import FoldError, plan_fold, train_folds
 from pathfuse.experts.job import Job
+from pathfuse.experts.resume import fold_fingerprint
 from pathfuse.experts.run import train_experts
 from pathfuse.heads import build_head
 from pathfuse.io import read_parquet
@@ -55,12 +56,13 @@ def binary_run(tmp_path_factory):
     trained_on: dict[int, set[str]] = {}
     predicted: list[tuple[int, bool, set[str]]] = []
     alive: list[torch.nn.Module] = []  # keeps every model alive so that no two share an id()
-    real_fit, real_predict = expert_fold.fit, expert_fold.predict_rows
+    real_bank, real_predict = expert_fold.train_bank, expert_fold.predict_rows
 
-    def spy_fit(model, train_loader, *args, **kwargs):
-        alive.append(model)
-        trained_on[id(model)] = {s for ids in train_loader.dataset.slide_ids for s in ids}
-        return real_fit(model, train_loader, *args, **kwargs)
+    def spy_bank(heads, data, *args, **kwargs):
+        for head in heads:
+            alive.append(head.model)
+            trained_on[id(head.model)] = {s for p in head.train for s in data[0].slide_ids[p]}
+        return real_bank(heads, data, *args, **kwargs)
 
     def spy_predict(job, model, df, objective, fold, split, oof):
         predicted.append((id(model), oof, set(df["sample_id"])))
@@ -69,7 +71,7 @@ def binary_run(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(expert_fold, "fit", spy_fit)
+        mp.setattr(expert_fold, "train_bank", spy_bank)
         mp.setattr(expert_fold, "predict_rows", spy_predict)
         path = train_experts(cfg, "tbin", ENCODER)
     torch.set_num_threads(before)
@@ -159,18 +161,24 @@ def test_out_of_fold_predictions_come_from_models_that_never_trained_on_them(bin
     assert len(in_sample) == 3  # the outer model's train rows: the only predictions of seen samples
 
 
-def test_runs_are_deterministic_and_a_killed_job_resumes_at_the_next_fold(tmp_path, binary_run, caplog):
+def test_runs_are_deterministic_and_a_killed_job_resumes_its_finished_folds(tmp_path, binary_run, caplog):
     _, first, _, _ = binary_run
     classification_cohort(tmp_path, n_patients=30).to_csv(tmp_path / "labels_bin.csv", index=False)
     cfg = make_config(tmp_path, ["tbin"])
-    job = Job.create(cfg, "tbin", ENCODER)
-    run_fold(job, job.folds[0])  # the job was killed after its first fold
-    with caplog.at_level(logging.INFO, logger="pathfuse.experts"):
-        second = train_experts(cfg, "tbin", ENCODER)
-    assert "fold 0: finished earlier" in caplog.text and "fold 1: finished earlier" not in caplog.text
-    a, b = read_parquet(first, "predictions")[0], read_parquet(second, "predictions")[0]
+    again = train_experts(cfg, "tbin", ENCODER)
+    a, b = read_parquet(first, "predictions")[0], read_parquet(again, "predictions")[0]
     assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
     assert a[["fold", "split", "oof", "sample_id"]].equals(b[["fold", "split", "oof", "sample_id"]])
+    again.unlink()
+    job = Job.create(cfg, "tbin", ENCODER)
+    fold0 = job.folds[0]
+    [done] = train_folds(job, [plan_fold(job, fold0, fold_fingerprint(job, fold0))])  # then killed
+    with caplog.at_level(logging.INFO, logger="pathfuse.experts"):
+        resumed = read_parquet(train_experts(cfg, "tbin", ENCODER), "predictions")[0]
+    assert "fold 0: finished earlier" in caplog.text and "fold 1: finished earlier" not in caplog.text
+    kept = resumed[resumed["fold"] == 0].reset_index(drop=True)
+    assert np.array_equal(np.stack(kept["logits"]), np.stack(done.rows["logits"]))
+    assert set(resumed["fold"]) == {0, 1, 2}
 
 
 def test_survival_expert_carves_validation_when_val_equals_test(tmp_path):
@@ -233,3 +241,15 @@ def test_a_class_missing_from_a_training_fold_fails_or_is_skipped(tmp_path):
     cfg = make_config(tmp_path, ["tmulti"], {"on_bad_input": "skip"})
     df, meta = read_parquet(train_experts(cfg, "tmulti", ENCODER), "predictions")
     assert set(df["fold"]) == {1} and "class(es) ['c']" in meta["skipped_folds"]["0"]
+
+
+def test_bags_held_in_memory_give_the_same_predictions_as_bags_read_per_batch(tmp_path, binary_run, caplog):
+    _, held, _, _ = binary_run
+    classification_cohort(tmp_path, n_patients=30).to_csv(tmp_path / "labels_bin.csv", index=False)
+    with caplog.at_level(logging.INFO, logger="pathfuse.experts"):
+        streamed = train_experts(make_config(tmp_path, ["tbin"], {"features_in_memory_gib": 0}), "tbin", ENCODER)
+    assert "reading the 30 bags from disk per batch" in caplog.text
+    (a, meta_a), (b, meta_b) = read_parquet(held, "predictions"), read_parquet(streamed, "predictions")
+    assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
+    assert meta_a["memory"]["features_held"] and not meta_b["memory"]["features_held"]
+    assert meta_a["memory"]["features_gib"] > 0 and meta_b["memory"]["peak_rss_gib"] > 0

@@ -1,10 +1,11 @@
 """Memory-mapped bags of tile features for slide-level heads.
 
-A cohort of 10,000 slides × 2,000 tiles × 1,536 dims is ~60 GB in float16, so bags are never
-loaded together: :class:`BagStore` opens a slide's safetensors file (memory-mapped by
+A cohort of 10,000 slides × 2,000 tiles × 1,536 dims is ~60 GB in float16, so bags are not
+loaded together by default: :class:`BagStore` opens a slide's safetensors file (memory-mapped by
 ``safe_open``) only while one bag is read, copies that bag out as float32 and closes it again.
 Peak memory is then a batch of bags plus the model, whatever the cohort size (measured in
-benchmarks/experts.py).
+benchmarks/experts.py). A job whose bags fit ``experts.features_in_memory_gib`` holds them
+instead (:class:`HeldBags`): read once, not once per training and epoch.
 """
 
 from __future__ import annotations
@@ -91,15 +92,46 @@ class BagStore:
         With ``max_tiles`` and ``rng``, a random subset of at most ``max_tiles`` tiles (kept in
         their original order) bounds the cost of very large bags during training.
         """
+        return _subsample(self.read(slide_ids), max_tiles, rng).float()
+
+    def read(self, slide_ids: Sequence[str]) -> torch.Tensor:
+        """float16 [n_tiles, dim]: the stored tiles of one or more slides concatenated."""
         parts = []
         for slide_id in slide_ids:
             with self._open(slide_id, "pt") as fh:
                 parts.append(fh.get_tensor(FEATURES_KEY))
-        bag = parts[0] if len(parts) == 1 else torch.cat(parts)
-        if max_tiles is not None and rng is not None and len(bag) > max_tiles:
-            keep = np.sort(rng.choice(len(bag), size=max_tiles, replace=False))
-            bag = bag[torch.from_numpy(keep)]
-        return bag.float()
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class HeldBags(BagStore):
+    """A job's bags read once and held (float16, in RAM or on the GPU), read like a :class:`BagStore`.
+
+    Training many heads reads every bag in every epoch; holding the cohort's bags (when they
+    fit ``experts.features_in_memory_gib``) replaces those disk reads by a memory copy. Values
+    are exactly the store's: the same float16 tiles, subsampled the same way, converted to float32.
+    """
+
+    def __init__(self, store: BagStore, bags: Sequence[Sequence[str]], device: str | torch.device = "cpu") -> None:
+        super().__init__(store.paths)
+        self._held = {tuple(ids): store.read(ids).to(device) for ids in bags}
+        self.nbytes = sum(b.numel() * b.element_size() for b in self._held.values())
+
+    def read(self, slide_ids: Sequence[str]) -> torch.Tensor:
+        """The held bag (a bag not held is read from its files)."""
+        held = self._held.get(tuple(slide_ids))
+        return super().read(slide_ids) if held is None else held
+
+
+def bags_nbytes(store: BagStore, bags: Sequence[Sequence[str]]) -> int:
+    """float16 bytes of ``bags`` (from the files' headers; nothing is read)."""
+    return sum(2 * n * dim for ids in bags for n, dim in (store.shape(s) for s in ids))
+
+
+def _subsample(bag: torch.Tensor, max_tiles: int | None, rng: np.random.Generator | None) -> torch.Tensor:
+    if max_tiles is not None and rng is not None and len(bag) > max_tiles:
+        keep = np.sort(rng.choice(len(bag), size=max_tiles, replace=False))
+        bag = bag[torch.from_numpy(keep).to(bag.device)]
+    return bag
 
 
 class BagDataset(Dataset):
@@ -147,10 +179,11 @@ def collate_bags(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Pad bags to the longest one in the batch and mark real tiles in ``mask``."""
     bags = [it["features"] for it in items]
     lengths = torch.tensor([len(b) for b in bags])
-    features = torch.zeros(len(bags), int(lengths.max()), bags[0].shape[1], dtype=bags[0].dtype)
+    device = bags[0].device  # held on the GPU: the batch is built there
+    features = torch.zeros(len(bags), int(lengths.max()), bags[0].shape[1], dtype=bags[0].dtype, device=device)
     for row, bag in enumerate(bags):
         features[row, : len(bag)] = bag
-    mask = torch.arange(features.shape[1])[None, :] < lengths[:, None]
+    mask = torch.arange(features.shape[1], device=device)[None, :] < lengths.to(device)[:, None]
     batch: dict[str, Any] = {"inputs": {"features": features, "mask": mask}}
     for key in items[0]:
         if key != "features":

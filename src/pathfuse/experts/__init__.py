@@ -10,11 +10,13 @@ models stop on the outer validation set, which none of them trains on.
 Outputs (docs/architecture.md): ``predictions.parquet`` (schema ``predictions``), per fold
 ``fold{k}.safetensors`` (weights of the outer model), ``training_curve.parquet`` (the
 report plots it) and ``attention.parquet`` (each test tile's attention,
-:mod:`pathfuse.attention`). A finished fold is kept as a hidden partial file, so a killed job
-resumes at the next fold; the partial files are removed once ``predictions.parquet`` exists.
+:mod:`pathfuse.attention`). All heads of the job (every fold's outer and inner models) train
+together in one head bank (:mod:`pathfuse.heads.bank`, docs/methods.md). Each finished fold is
+then kept as a hidden partial file; a rerun reuses the folds it finds finished and trains the
+others in one bank; the partial files are removed once ``predictions.parquet`` exists.
 
 Modules: :mod:`~pathfuse.experts.run` (stage entry and the job's final outputs),
-:mod:`~pathfuse.experts.job` (what a job loads once), :mod:`~pathfuse.experts.fold` (one outer
-fold with its inner models), :mod:`~pathfuse.experts.predict` (prediction and attention rows),
+:mod:`~pathfuse.experts.job` (what a job loads once), :mod:`~pathfuse.experts.fold` (each
+fold's plan and heads, the bank, each fold's outputs), :mod:`~pathfuse.experts.predict` (prediction and attention rows),
 :mod:`~pathfuse.experts.resume` (fold fingerprints and partial files).
 """

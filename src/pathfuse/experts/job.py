@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pathfuse.config import Config, TaskSpec
-from pathfuse.data.bags import BagDataset, BagStore, cohort_feature_paths, collate_bags
+from pathfuse.data.bags import BagDataset, BagStore, HeldBags, bags_nbytes, cohort_feature_paths, collate_bags
 from pathfuse.data.labels import load_samples
 from pathfuse.data.splits import Fold, make_folds, record_unsplit
 from pathfuse.data.tiles import TileDataset, collate_tiles, load_tile_features
@@ -22,6 +23,8 @@ from pathfuse.plan import Planner
 from pathfuse.reproducibility import choose_device
 from pathfuse.settings import ExpertsSettings
 from pathfuse.settings.base import per_kind
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Job:
     inputs: list[Path]
     store: BagStore | None = None
     replicate: int = 0  # the training seed's index (0: the default run's seeds and paths)
+    held_bytes: int | None = None  # bags held in memory (experts.features_in_memory_gib), None: read per batch
 
     @classmethod
     def create(cls, cfg: Config, task: str, encoder: str, replicate: int = 0) -> Job:
@@ -80,7 +84,7 @@ class Job:
         recipe = recipe_of(settings, spec.kind)
         inputs = _input_files(cfg, spec, encoder)
         if spec.is_slide_task:
-            features = _bag_features(cfg, spec, encoder, samples, settings.max_tiles_per_bag)
+            features = _bag_features(cfg, spec, encoder, samples, settings, device)
         else:
             features = _tile_features(cfg, spec, encoder)
         return cls(
@@ -99,6 +103,7 @@ class Job:
             inputs=inputs,
             store=features.store,
             replicate=replicate,
+            held_bytes=features.store.nbytes if isinstance(features.store, HeldBags) else None,
         )
 
     # -- paths
@@ -131,13 +136,22 @@ class _Features(NamedTuple):
 
 
 def _bag_features(
-    cfg: Config, spec: TaskSpec, encoder: str, samples: pd.DataFrame, max_tiles: int | None
+    cfg: Config, spec: TaskSpec, encoder: str, samples: pd.DataFrame, settings: ExpertsSettings, device: str
 ) -> _Features:
-    """Slide tasks: each sample's bag of tile features from the cohort's store.
+    """Slide tasks: each sample's bag of tile features, held in memory when it fits the budget.
 
-    Training bags are subsampled to ``max_tiles`` (memory and time per step); evaluation bags are whole.
+    Training bags are subsampled to ``experts.max_tiles_per_bag`` (memory and time per step);
+    evaluation bags are whole.
     """
+    max_tiles = settings.max_tiles_per_bag
     store = BagStore(cohort_feature_paths(cfg, encoder, spec.cohort or "")[0])
+    bags = samples["slide_ids"].tolist()
+    if 0 < (size := bags_nbytes(store, bags)) <= settings.features_in_memory_gib * 2**30:
+        store = HeldBags(store, bags, device)
+        log.info("holding the %d bags in memory (%.2f GiB float16, %s)", len(bags), size / 2**30, device)
+    else:
+        log.info("reading the %d bags from disk per batch (%.2f GiB > experts.features_in_memory_gib %s)",
+                 len(bags), size / 2**30, settings.features_in_memory_gib)
 
     def bag_dataset(df: pd.DataFrame, targets: dict[str, np.ndarray], train: bool, seed: int) -> Dataset:
         return BagDataset(store, df["slide_ids"].tolist(), targets, max_tiles if train else None, seed)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import resource
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from pathfuse import progress
 from pathfuse.attention import write_attention
 from pathfuse.config import Config
 from pathfuse.data.labels import PATIENTS_KEY
-from pathfuse.experts.fold import FoldError, run_fold
+from pathfuse.experts.fold import FoldError, plan_fold, train_folds
 from pathfuse.experts.job import FoldResult, Job
+from pathfuse.experts.resume import finished_fold, fold_fingerprint
 from pathfuse.io import remove_stale_temporaries, write_parquet
 from pathfuse.plan import inner_folds_needed
 from pathfuse.seeds import replicate_payload
@@ -39,20 +42,25 @@ def train_experts(cfg: Config, task: str, encoder: str, seed: int = 0) -> Path:
         job.recipe.head,
         job.device,
     )
-    results, skipped = [], {}
-    models_per_fold = 1 + inner_folds_needed(cfg)  # the outer model and the inner out-of-fold ones
-    with progress.scope("job", len(job.folds) * models_per_fold, interval=cfg.settings.logging.progress_interval_s,
-                        task=task, encoder=encoder, seed=seed or None) as report:
-        for k, fold in enumerate(job.folds):
-            report.note(fold=f"{k + 1}/{len(job.folds)}")
+    results, plans, skipped = [], [], {}
+    with progress.scope("job", 1, interval=cfg.settings.logging.progress_interval_s, task=task, encoder=encoder,
+                        seed=seed or None) as report:
+        for fold in job.folds:
+            fingerprint = fold_fingerprint(job, fold)
+            if (done := finished_fold(job, fold, fingerprint)) is not None:
+                results.append(done)
+                continue
             try:
-                results.append(run_fold(job, fold))
+                plans.append(plan_fold(job, fold, fingerprint))
             except FoldError as err:
                 if job.settings.on_bad_input != "skip":
                     raise
                 log.warning("%s — fold skipped (experts.on_bad_input: skip)", err)
                 skipped[str(fold.index)] = str(err)
-                report.skip(models_per_fold)
+        report.note(folds=f"{len(plans)} to train, {len(results)} resumed")
+        if plans:  # every unfinished fold's heads in one bank: one unit with an epoch per step
+            results = sorted(results + train_folds(job, plans), key=lambda r: r.fold)
+        report.advance()
     if not results:
         raise FoldError(f"task {task}, encoder {encoder}: every fold was skipped: {skipped}")
     out = write_outputs(job, results, skipped)
@@ -86,6 +94,7 @@ def write_outputs(job: Job, results: list[FoldResult], skipped: dict[str, str]) 
         "recipe": dict(cfg.raw["experts"]["heads"][spec.kind]),
         "inner_folds": inner_folds_needed(cfg),
         "bag_unit": job.settings.bag_unit if spec.is_slide_task else None,
+        "memory": memory_record(job),
     }
     curve = pd.concat([r.curve for r in results], ignore_index=True)
     write_parquet(
@@ -107,3 +116,15 @@ def write_outputs(job: Job, results: list[FoldResult], skipped: dict[str, str]) 
         schema="predictions",
         meta=meta,
     )
+
+
+def memory_record(job: Job) -> dict[str, float | bool | None]:
+    """Where the bags were and the job's peak memory so far (GiB), logged and kept in the metadata."""
+    record: dict[str, float | bool | None] = {
+        "features_held": job.held_bytes is not None,
+        "features_gib": None if job.held_bytes is None else job.held_bytes / 2**30,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if job.device == "cuda" else None,
+    }
+    log.info("memory: %s", record)
+    return record

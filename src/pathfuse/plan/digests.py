@@ -26,7 +26,7 @@ DIGEST_FORMAT = 1
 #: precision stay in: they can change floating-point results.
 NO_EFFECT: dict[str, tuple[str, ...]] = {
     "embedding": ("num_workers", "prefetch_factor", "allow_mixed_readers"),
-    "experts": ("num_workers", "n_seeds"),
+    "experts": ("num_workers", "n_seeds", "features_in_memory_gib"),
     "demo": ("workers",),
 }
 

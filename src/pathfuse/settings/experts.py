@@ -64,4 +64,5 @@ class ExpertsSettings(Settings):
     device: Literal["auto", "cpu", "cuda"]
     torch_threads: int | None
     num_workers: int
+    features_in_memory_gib: Number
     heads: HeadsSettings
