@@ -24,7 +24,7 @@ def shard_index(name: str) -> int:
 
 #: The report's tables and plots (file stems), in the order they are written.
 REPORT_TABLES = ("benchmark", "ranks", "summary", "cost", "gate_weights", "left_out")
-REPORT_PLOTS = ("heatmap", "gains", "gate_weights", "cost")
+REPORT_PLOTS = ("heatmap", "gains", "gate_weights", "cost", "cost_gain")
 
 
 @dataclass(frozen=True)

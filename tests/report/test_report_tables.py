@@ -184,13 +184,15 @@ def test_task_without_metrics_is_missing_everywhere(hand_made):
 def test_cost_ratios_use_shared_units():
     rec = pd.DataFrame([
         {"task": "t1", "method": "logitprod", "family": "fuser", "fold": 0, "train_seconds": 2.0, "params": 10,
-         "flops": np.nan, "inner_expert_seconds": 10.0},  # half of 20 s of inner experts, shared with stacking
+         "flops": np.nan, "inner_expert_seconds": 10.0,  # half of 20 s of inner experts, shared with stacking
+         "required_expert_seconds": 20.0},
         {"task": "t1", "method": "stacking", "family": "baseline", "fold": 0, "train_seconds": 1.0, "params": 10,
-         "flops": np.nan, "inner_expert_seconds": 10.0},
+         "flops": np.nan, "inner_expert_seconds": 10.0, "required_expert_seconds": 20.0},
         {"task": "t1", "method": "shazam", "family": "fuser", "fold": 0, "train_seconds": 24.0, "params": 1000,
-         "flops": np.nan, "inner_expert_seconds": 0.0},
+         "flops": np.nan, "inner_expert_seconds": 0.0, "required_expert_seconds": 0.0},
         {"task": "t2", "method": "shazam", "family": "fuser", "fold": 0, "train_seconds": 99.0, "params": 1000,
-         "flops": np.nan, "inner_expert_seconds": 0.0},  # logitprod failed on t2: not in the ratio
+         "flops": np.nan, "inner_expert_seconds": 0.0,  # logitprod failed on t2: not in the ratio
+         "required_expert_seconds": 0.0},
     ])
     expected = pd.DataFrame({"task": ["t1", "t2"] * 3, "method": ["logitprod"] * 2 + ["shazam"] * 2 + ["stacking"] * 2})
     cost = fusion_tables.cost_table(rec, expected, "logitprod").set_index("method")
@@ -202,6 +204,8 @@ def test_cost_ratios_use_shared_units():
     shared = cost.loc[["logitprod", "stacking"], "total_seconds_incl_experts"].sum() - \
         cost.loc[["logitprod", "stacking"], "train_seconds_total"].sum()
     assert shared == pytest.approx(20.0)  # the inner experts are charged once in all
+    assert cost.loc["logitprod", "total_seconds_standalone"] == pytest.approx(22.0)  # alone, it pays them all
+    assert cost.loc["shazam", "total_seconds_standalone"] == cost.loc["shazam", "train_seconds_total"]
     assert cost.loc["shazam", "params_ratio"] == pytest.approx(100.0)
     assert cost.loc["shazam", "train_seconds_total"] == pytest.approx(123.0)
     assert cost.loc["logitprod", "seconds_ratio"] == pytest.approx(1.0)

@@ -205,3 +205,37 @@ def test_doctor_is_all_ok_after_the_run(resumed_run):
                          cwd=resumed_run.workdir, check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert re.search(r"\d+ OK, 0 PENDING, 0 FAIL", out.stdout), out.stdout[-3000:]
+
+
+LEARNERS = ("logitprod", "logitprod_converged", "stacking")
+
+
+def test_learners_on_val_train_no_inner_fold_expert(resumed_run):
+    """Every logit-level learner on ``train_on: val``: no inner-fold expert is planned.
+
+    The experts' digest holds the inner-fold count, so every expert reruns (without inner folds),
+    exactly as for a run without learners; one learner left on ``oof`` keeps them, and no expert reruns.
+    """
+
+    def on(train_on):
+        def edit(raw):
+            for method in LEARNERS:
+                raw["fusion"].setdefault(method, {})["train_on"] = train_on
+        return edit
+
+    def without_learners(raw):
+        from pathfuse.config import Config
+
+        methods = Config.from_file(resumed_run.config).settings.fusion.methods  # the demo's: the defaults
+        raw["fusion"]["methods"] = [m for m in methods if m not in LEARNERS]
+
+    def stacking_on_oof(raw):
+        on("val")(raw)
+        raw["fusion"]["stacking"]["train_on"] = "oof"
+
+    n_experts = len(REDUCED_TASKS) * len(REDUCED_ENCODERS)
+    rerun_all = {"expert": n_experts, "fuse": len(REDUCED_TASKS), "evaluate": len(REDUCED_TASKS), "report": 1,
+                 "all": 1}
+    assert _planned(resumed_run, _changed_config(resumed_run, on("val"))) == rerun_all
+    assert _planned(resumed_run, _changed_config(resumed_run, without_learners)) == rerun_all
+    assert "expert" not in _planned(resumed_run, _changed_config(resumed_run, stacking_on_oof))

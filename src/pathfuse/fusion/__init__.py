@@ -55,7 +55,9 @@ class Method:
     family: str
     target: str  # "package.module:function" with signature (FusionContext, fold, **options) -> FoldOutput
     needs_features: bool = False
-    needs_oof: bool = False  # reads the experts' out-of-fold logits: the inner-fold experts are trained for it
+    # May read the experts' out-of-fold logits: the inner-fold experts are trained for it unless its
+    # settings block has a ``train_on`` other than "oof" (see :func:`reads_oof`).
+    needs_oof: bool = False
     description: str = ""
     settings: str | None = None  # the config block under `fusion` it reads; None = its own name
     options: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments bound to the function
@@ -73,8 +75,23 @@ class Method:
 
 FUSERS: Registry[Method] = Registry("fusion method")
 
+
+def reads_oof(name: str, fusion: Any) -> bool:
+    """Whether method ``name`` reads out-of-fold expert logits under the ``fusion`` settings.
+
+    A method declaring ``needs_oof`` reads them unless its settings block says otherwise:
+    a ``train_on`` of ``val`` or ``in_sample`` (LogitProd, logitprod_converged, stacking) learns
+    from rows every expert job writes anyway, so no inner-fold expert is trained for it.
+    ``fusion`` is the run's typed ``fusion`` settings (:class:`pathfuse.settings.FusionSettings`).
+    """
+    spec = FUSERS.get(name)
+    if not spec.needs_oof:
+        return False
+    block = getattr(fusion, spec.settings or name, None)
+    return getattr(block, "train_on", "oof") == "oof"
+
 _BUILT_IN: dict[str, Method] = {
-    "logitprod": Method("fuser", "pathfuse.fusion.logitprod:fit_fold", needs_oof=True,
+    "logitprod": Method("fuser", "pathfuse.fusion.logitprod_fold:fit_fold", needs_oof=True,
                         description="per-sample gated product of the experts' distributions (logits only)"),
     "logitprod_converged": Method(
         "fuser", "pathfuse.fusion.logitprod_converged:fit_fold", needs_oof=True,
@@ -103,11 +120,11 @@ _BUILT_IN: dict[str, Method] = {
     "mean_probs": Method("baseline", "pathfuse.fusion.baselines:mean_probs",
                          description="mean of the experts' distributions"),
     "stacking": Method("baseline", "pathfuse.fusion.baselines:stacking", needs_oof=True,
-                       description="linear stacker on out-of-fold expert outputs"),
+                       description="linear stacker on the experts' outputs (out-of-fold by default)"),
 }
 for _name, _method in _BUILT_IN.items():
     FUSERS.register(_name)(_method)
 for _plugin in entry_points(group="pathfuse.fusers"):  # a lab's own methods, without forking
     FUSERS.register(_plugin.name)(_plugin.load())
 
-__all__ = ["FUSERS", "BlockKey", "FoldOutput", "Method"]
+__all__ = ["FUSERS", "BlockKey", "FoldOutput", "Method", "reads_oof"]

@@ -7,11 +7,13 @@
 * ``mean_logits`` / ``mean_probs``: untrained averages. Survival: the mean of the hazard
   logits (a geometric mean of the hazard odds) / the mean of the event distributions over
   T+1 outcomes, converted back to hazards — both are valid survival models.
-* ``stacking``: a linear model on the concatenated expert outputs, fitted on the experts'
-  out-of-fold training logits (in-sample logits are over-confident on the very samples the
-  stacker would learn from). Classification: multinomial logistic regression on the
-  standardised log-probabilities; survival: a linear map of the standardised hazard logits to
-  T hazard logits fitted by the discrete-time NLL with the same L2 convention.
+* ``stacking``: a linear model on the concatenated expert outputs, fitted by default on the
+  experts' out-of-fold training logits (in-sample logits are over-confident on the very samples
+  the stacker would learn from); ``train_on: val`` fits it on the validation logits instead (no
+  inner-fold experts), ``in_sample`` on the experts' own training logits. Classification:
+  multinomial logistic regression on the standardised log-probabilities; survival: a linear map
+  of the standardised hazard logits to T hazard logits fitted by the discrete-time NLL with the
+  same L2 convention.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from pathfuse import selection
 from pathfuse.fusion import FoldOutput
 from pathfuse.fusion.blocks import Block
-from pathfuse.fusion.context import FusionContext
+from pathfuse.fusion.context import FusionContext, read_record
 from pathfuse.fusion.logitprod import expert_log_distributions
 from pathfuse.heads.losses import survival_nll
 from pathfuse.selection import primary_metric
@@ -110,14 +112,13 @@ def _stack_features(block: Block, survival: bool) -> np.ndarray:
 
 
 def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
-    """Linear stacker on the concatenated expert outputs, fitted on out-of-fold training logits."""
+    """Linear stacker on the concatenated expert outputs, fitted on the rows its ``train_on`` names.
+
+    Its C is fixed (no model choice), so with ``train_on: val`` nothing else needs the validation rows.
+    """
     start = time.perf_counter()
     settings = ctx.settings.stacking
-    oof = ctx.has_block(fold, "train", True)
-    if not oof:
-        log.warning("task %s fold %d: no out-of-fold expert logits; stacking fits on in-sample logits",
-                    ctx.task.id, fold)
-    train = ctx.block(fold, "train", oof)
+    train, trained_on = ctx.training_block(fold, settings.train_on, "stacking")
     survival = ctx.task.kind_strategy.time_to_event  # stacks hazard logits, fitted by the survival NLL
     scaler = StandardScaler().fit(_stack_features(train, survival))
     if survival:
@@ -130,7 +131,7 @@ def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
               for key, b in ctx.blocks[fold].items()}
     n_features = scaler.n_features_in_
     cost = {"train_seconds": train_seconds, "params": params, "flops": 2 * n_features * logits[("val", False)].shape[1],
-            "best_epoch": None, "trained_on": "oof" if oof else "in_sample", "uses_inner_experts": oof}
+            "best_epoch": None, **read_record(trained_on)}
     return FoldOutput(logits=logits, cost=cost)
 
 

@@ -33,6 +33,13 @@ class Block:
     def __len__(self) -> int:
         return len(self.sample_id)
 
+    def take(self, rows: np.ndarray) -> Block:
+        """The block's rows ``rows`` (indices), same order for every expert (e.g. one inner fold)."""
+        return Block(sample_id=self.sample_id[rows], patient_id=self.patient_id[rows], label=self.label[rows],
+                     time=self.time[rows], event=self.event[rows], logits=self.logits[rows],
+                     embeddings=None if self.embeddings is None else [e[rows] for e in self.embeddings],
+                     bin_index=None if self.bin_index is None else self.bin_index[rows])
+
     def frame(self, fold: int, split: str, oof: bool) -> pd.DataFrame:
         """The contract's identity and target columns for these rows (no logits yet)."""
         return pd.DataFrame({

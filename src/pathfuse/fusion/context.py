@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -14,6 +15,20 @@ from pathfuse.reproducibility import derive_seed
 from pathfuse.seeds import replicate_parts
 from pathfuse.settings import FusionSettings
 
+log = logging.getLogger(__name__)
+
+#: The expert blocks a logit-level learner reads to fit itself and choose its settings, by ``train_on``.
+READS = {"oof": ["train_oof", "val"], "val": ["val"], "in_sample": ["train", "val"]}
+
+
+def read_record(trained_on: str) -> dict[str, Any]:
+    """What a logit-level learner records of the rows it learned from; the cost table charges by it.
+
+    ``uses_inner_experts`` is true only when it read out-of-fold rows, whatever other methods of
+    the run asked for: only then is it charged a share of the inner-fold experts.
+    """
+    return {"trained_on": trained_on, "logits_read": READS[trained_on],
+            "uses_inner_experts": "train_oof" in READS[trained_on]}
 
 class FusionInputError(ValueError):
     """The experts' predictions cannot be fused; the message names the file and the fix."""
@@ -67,6 +82,21 @@ class FusionContext:
     def has_block(self, fold: int, split: str, oof: bool = False) -> bool:
         """Whether the block exists and has rows (optional blocks, e.g. out-of-fold, may lack them)."""
         return (split, oof) in self.blocks.get(fold, {}) and len(self.blocks[fold][(split, oof)]) > 0
+
+    def training_block(self, fold: int, train_on: str, method: str) -> tuple[Block, str]:
+        """The rows a logit-level learner (``train_on``: oof | val | in_sample) learns from, and the mode used.
+
+        ``oof`` falls back to the in-sample training logits, with a warning, when the experts
+        wrote no out-of-fold rows; the returned mode (what the method records as ``trained_on``,
+        and what decides whether it is charged for inner-fold experts) says which it got.
+        """
+        if train_on == "oof" and not self.has_block(fold, "train", True):
+            log.warning("task %s fold %d: the experts wrote no out-of-fold logits; %s trains on their "
+                        "in-sample training logits instead", self.task.id, fold, method)
+            train_on = "in_sample"
+        if train_on == "val":
+            return self.block(fold, "val"), train_on
+        return self.block(fold, "train", train_on == "oof"), train_on
 
     def fold_bin_edges(self, fold: int) -> list[float] | None:
         """Survival: the fold's time-bin edges (what ``metrics.score`` needs for the IBS)."""

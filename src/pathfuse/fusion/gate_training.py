@@ -219,7 +219,7 @@ class _Best:
 
 def train(
     problem: GateProblem, schedule: GateSchedule, batch_size: int, seed: int, hidden: int,
-    monitor: Monitor, fallback: Monitor,
+    monitor: Monitor | None, fallback: Monitor | None,
 ) -> GateFit:
     """Adam (the update of torch.optim.Adam, L2 weight decay) with early stopping on ``monitor``.
 
@@ -231,11 +231,15 @@ def train(
         batch_size: rows per Adam step (minibatches of a fresh shuffle each epoch).
         seed: seeds the initial weights and the shuffles.
         hidden: width of the gate's hidden layer; 0 = a linear gate.
-        monitor: (name, "min" | "max", params → value on the VALIDATION rows).
+        monitor: (name, "min" | "max", params → value on the VALIDATION rows); None: no
+            early stopping, the state after ``max_epochs`` epochs is kept (``train_on: val``,
+            whose epoch count an inner k-fold chose, :mod:`pathfuse.fusion.val_selection`).
         fallback: the monitor that chooses the state if ``monitor`` is undefined (NaN) at every
             epoch, e.g. a c-index on a validation split without events (as
             :func:`pathfuse.training.fit` does).
     """
+    final: Monitor = ("fixed_epochs", "max", lambda params: float(best.epoch + 1))  # every epoch improves
+    monitor, fallback = monitor or final, fallback or monitor or final
     rng = np.random.default_rng(seed)
     n_in, n_experts = problem.features.shape[1] - 1, problem.log_p_t.shape[2]
     params = GateParams.initial(n_in, problem.n_groups * n_experts, hidden, rng)

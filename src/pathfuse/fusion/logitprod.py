@@ -14,35 +14,29 @@ Formulation (METHODS.md §3; docs/methods.md states every deviation from the pub
   published mutation script fed the unnormalised sum to its loss **[anchor defect]**).
 * Loss: the task NLL of q (cross-entropy; or, for survival, q → hazards → discrete-time NLL,
   with gradients through both conversions, which the published code ran under no-grad
-  **[anchor defect]**) + λ·mean(wᵀRw), R from the experts' out-of-fold NLL correlations.
+  **[anchor defect]**) + λ·mean(wᵀRw), R from the experts' NLL correlations on the rows the gate
+  learns from (``train_on``: out-of-fold, validation or in-sample training logits).
 
 One-hot weights reproduce any single expert exactly and have zero penalty (R has a zero
 diagonal), so the optimum of the training objective is never worse than the best expert's
-training NLL — the guarantee tests/fusion/test_fusion_logitprod.py checks.
+training NLL — the guarantee tests/fusion/test_fusion_logitprod.py checks. Fitting one outer
+fold (which rows, model choice, cost record) is :mod:`pathfuse.fusion.logitprod_fold`.
 """
 
 from __future__ import annotations
-
-import logging
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pathfuse.fusion import BlockKey, FoldOutput
+from pathfuse.fusion import BlockKey
 from pathfuse.fusion.blocks import Block
 from pathfuse.fusion.context import FusionContext
-from pathfuse.fusion.fitting import block_targets, forward_flops, kind_monitor
-from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, nll
-from pathfuse.fusion.gate_training import train as train_gate
+from pathfuse.fusion.gate_training import GateParams, GateProblem
 from pathfuse.heads.losses import event_distribution_to_hazards, hazards_to_event_distribution, survival_nll
 from pathfuse.settings import GateSchedule, LogitProdSettings
 from pathfuse.settings.base import per_kind
-from pathfuse.training import count_parameters
-
-log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- distributions
@@ -131,6 +125,12 @@ def correlation_penalty_matrix(nll: np.ndarray, shrinkage: float = 0.1) -> np.nd
     r = np.clip(shrunk_psd_correlation(nll, shrinkage), 0.0, None)
     np.fill_diagonal(r, 0.0)
     return r.astype(np.float32)
+
+
+def penalty_matrix(block: Block, survival: bool, alpha: float, shrinkage: float) -> np.ndarray:
+    """R from the experts' per-sample NLLs on ``block``: the rows the gate learns from (its ``train_on``)."""
+    nll = per_sample_nll(gate_inputs(block, survival)["log_p"], block, survival, alpha)
+    return correlation_penalty_matrix(nll.numpy().astype(np.float64), shrinkage)
 
 
 # ----------------------------------------------------------------------------- model
@@ -227,57 +227,6 @@ def predict_blocks(model: LogitProdGate, ctx: FusionContext, fold: int,
             logits[key] = output_logits(log_q, survival).numpy()
             gates[key] = w.flatten(1).numpy()
     return logits, gates
-
-
-def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
-    """Train the gate on one outer fold and predict every block of it."""
-    start = time.perf_counter()
-    settings, alpha = ctx.settings.logitprod, ctx.settings.survival_alpha
-    survival = ctx.task.kind_strategy.time_to_event  # event distributions over T+1 outcomes, one gate each
-    train_oof = settings.train_on == "oof" and ctx.has_block(fold, "train", True)
-    if settings.train_on == "oof" and not train_oof:
-        log.warning("task %s fold %d: the experts wrote no out-of-fold logits; LogitProd trains on "
-                    "their in-sample training logits instead", ctx.task.id, fold)
-    train, val = ctx.block(fold, "train", train_oof), ctx.block(fold, "val")
-    # R from out-of-fold NLLs when they exist (they are what the experts' errors look like
-    # on unseen samples); otherwise from the rows the gate trains on.
-    r_block = ctx.block(fold, "train", True) if ctx.has_block(fold, "train", True) else train
-    r_nll = per_sample_nll(gate_inputs(r_block, survival)["log_p"], r_block, survival, alpha)
-    r = correlation_penalty_matrix(r_nll.numpy().astype(np.float64), settings.corr_shrinkage)
-    train_problem = gate_problem(train, survival, r, settings.corr_weight, alpha)
-    val_problem = gate_problem(val, survival, r, settings.corr_weight, alpha)
-    # Early stopping: the fused validation NLL (the penalty is a training device, not a score);
-    # survival: the validation c-index, as published.
-    val_nll = ("nll", "min", lambda params: nll(val_problem, fused_log_q(val_problem, params)))
-    monitor = val_nll
-    scored = kind_monitor(ctx, val, fold)
-    if scored:
-        name, mode, score = scored
-        rows = {"index": torch.arange(len(val))}
-        monitor = (name, mode, lambda params: score(
-            output_logits(torch.as_tensor(fused_log_q(val_problem, params)), survival), rows))
-    result = train_gate(train_problem, gate_schedule(settings, ctx.kind), settings.batch_size,
-                        ctx.seed("logitprod", fold), settings.gate_hidden, monitor, fallback=val_nll)
-    train_seconds = time.perf_counter() - start
-
-    n_groups = train_problem.n_groups
-    model = LogitProdGate(len(ctx.encoders), n_groups, settings.gate_hidden).load(result.params).eval()
-    logits, gates = predict_blocks(model, ctx, fold, survival)
-    with torch.no_grad():
-        train_log_q, train_w = model(**gate_inputs(train, survival))
-        objective = LogitProdObjective(r, settings.corr_weight, survival, alpha)(
-            train_log_q, train_w, block_targets(train, ctx.task.kind_strategy))
-    val_in = gate_inputs(val, survival)
-    cost = {
-        "train_seconds": train_seconds, "params": count_parameters(model),
-        "flops": forward_flops(model, lambda: model(**val_in), len(val)),
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "monitor": result.monitor,
-        "best_value": result.best_value, "trained_on": "oof" if train_oof else "in_sample",
-        "train_objective": float(objective), "r_matrix": r.tolist(),
-        "uses_inner_experts": ctx.has_block(fold, "train", True),
-        "kept_first_epoch": result.best_epoch <= 0, **gate_movement(gates[("test", False)], len(ctx.encoders)),
-    }
-    return FoldOutput(logits=logits, cost=cost, gate_weights=gates)
 
 
 def gate_schedule(settings: LogitProdSettings, kind: str) -> GateSchedule:

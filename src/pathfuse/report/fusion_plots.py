@@ -1,6 +1,7 @@
 """The fusion methods' figures (PNG + SVG).
 
-How LogitProd's gate splits its trust, and cost against gain; drawn with the helpers of
+How LogitProd's gate splits its trust, cost against gain (per fold, and on the whole run with the
+Pareto front); drawn with the helpers of
 :mod:`pathfuse.report.plots`.
 """
 
@@ -16,6 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from pathfuse.io import save_figure
+from pathfuse.report import fusion_tables
 from pathfuse.report.plots import (
     FAMILY_COLORS,
     FONT,
@@ -69,18 +71,16 @@ def gate_weights(gates: pd.DataFrame, task_order: Sequence[str], stem: Path) -> 
     return save_figure(fig, stem)
 
 
-def _label_offsets(data: pd.DataFrame, y_span: float) -> list[float]:
-    """Vertical label offsets (points) that keep labels of nearby markers from overlapping."""
+def _label_offsets(x: np.ndarray, y: np.ndarray, y_span: float) -> list[float]:
+    """Vertical label offsets (points) that keep labels of nearby markers (log x, linear y) from overlapping."""
     placed: list[tuple[float, float]] = []  # (log10 x, label y in points-ish units)
-    offsets = [0.0] * len(data)
-    order = np.argsort(-data["mean_gain_points"].to_numpy())
-    for i in order:
-        x = float(np.log10(data["train_seconds_per_fold"].iloc[i]))
-        y = float(data["mean_gain_points"].iloc[i]) / y_span * 300  # ~300 pt of axis height
+    offsets = [0.0] * len(x)
+    for i in np.argsort(-y):
+        xi, yi = float(np.log10(x[i])), float(y[i]) / y_span * 300  # ~300 pt of axis height
         dy = 0.0
-        while any(abs(x - px) < 0.9 and abs(y + dy - py) < 11 for px, py in placed):
+        while any(abs(xi - px) < 0.9 and abs(yi + dy - py) < 11 for px, py in placed):
             dy -= 11
-        placed.append((x, y + dy))
+        placed.append((xi, yi + dy))
         offsets[i] = dy
     return offsets
 
@@ -109,7 +109,8 @@ def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: 
                edgecolor="white", lw=1.2, zorder=3)
     y_span = max(float(np.ptp(data["mean_gain_points"])), 1.0)
     points = zip(data["method"], data["seconds_ratio"], data["train_seconds_per_fold"], data["mean_gain_points"],
-                 _label_offsets(data, y_span), size, strict=True)
+                 _label_offsets(data["train_seconds_per_fold"].to_numpy(dtype=float),
+                                data["mean_gain_points"].to_numpy(dtype=float), y_span), size, strict=True)
     for method, seconds_ratio, x, y, dy, area in points:
         ratio = "" if pd.isna(seconds_ratio) or method == reference else f"  ×{seconds_ratio:.2g}"
         ax.annotate(f"{method}{ratio}", (x, y),
@@ -131,4 +132,58 @@ def cost(cost_table: pd.DataFrame, summary: pd.DataFrame, reference: str, stem: 
               + [Line2D([], [], color="#222222", lw=0.8, ls="--", label="best single expert")],
               fontsize=FONT, frameon=False, loc="best", title="marker area ∝ √parameters", title_fontsize=FONT - 1)
     ax.set_title("Cost vs performance of the fusion methods", fontsize=10)
+    return save_figure(fig, stem)
+
+
+# ----------------------------------------------------------------------------- cost against gain, Pareto front
+def cost_gain(cost_table: pd.DataFrame, ranks: pd.DataFrame, outer_seconds: float, ci_level: float,
+              stem: Path) -> list[Path]:
+    """Every method's cost on its own (log) against its mean gain over the best expert (CI across tasks); Pareto front.
+
+    x: the method's training seconds plus the inner-fold experts it read (summed over tasks and
+    folds); the outer experts, which every method reads, are one shared cost drawn as a vertical
+    reference line. Methods on the front (no other is both cheaper and better) are ringed and joined.
+    """
+    data = fusion_tables.cost_gain_points(cost_table, ranks, ci_level)
+    if data.empty:
+        return placeholder("no fusion method with both cost and gain to plot", stem)
+    floor = 1e-3  # untrained baselines take microseconds: drawn at 1 ms, the axis says so
+    x = np.maximum(data["seconds"].to_numpy(dtype=float), floor)
+    y = data["gain_points"].to_numpy(dtype=float)
+    fig = figure(7.2, 4.8)
+    ax = fig.add_subplot()
+    low, high = data["ci_low"].to_numpy(dtype=float), data["ci_high"].to_numpy(dtype=float)
+    ok = np.isfinite(low) & np.isfinite(high)
+    ax.errorbar(x[ok], y[ok], yerr=[y[ok] - low[ok], high[ok] - y[ok]], fmt="none", ecolor="#9a9a9a",
+                elinewidth=1.0, capsize=2.5, zorder=2)
+    colors = [FAMILY_COLORS.get(f, "#888") for f in data["family"]]
+    ax.scatter(x, y, s=60, c=colors, edgecolor="white", lw=1.0, zorder=4)
+    front = data["pareto"].to_numpy(dtype=bool)
+    order = np.argsort(x[front])
+    ax.step(x[front][order], y[front][order], where="post", color="#d1495b", lw=1.2, zorder=3)
+    ax.scatter(x[front], y[front], s=170, facecolor="none", edgecolor="#d1495b", lw=1.4, zorder=5)
+    y_span = max(float(np.nanmax(high[ok]) - np.nanmin(low[ok])) if ok.any() else float(np.ptp(y)), 1.0)
+    for method, xi, yi, dy in zip(data["method"], x, y, _label_offsets(x, y, y_span), strict=True):
+        ax.annotate(method, (xi, yi), xytext=(7, dy), textcoords="offset points", va="center", fontsize=FONT - 0.5,
+                    zorder=6, arrowprops={"arrowstyle": "-", "color": "#bbbbbb", "lw": 0.5} if dy else None)
+    ax.axhline(0, color="#222222", lw=0.8, ls="--")
+    if outer_seconds > 0:
+        ax.axvline(outer_seconds, color="#4c566a", lw=1.0, ls=":")
+        ax.annotate(f"outer experts, shared\nby every method: {outer_seconds:.3g} s", (outer_seconds, 1.0),
+                    xycoords=("data", "axes fraction"), xytext=(-4, -4), textcoords="offset points",
+                    ha="right", va="top", fontsize=FONT - 0.5, color="#4c566a")
+    ax.set_xscale("log")
+    ax.set_xlim(min(x.min(), outer_seconds or x.min()) / 3, max(x.max(), outer_seconds) * 8)
+    ax.set_xlabel("training seconds of the whole run: the method + the inner-fold experts it needs (log; "
+                  f"≤ {floor * 1000:.0f} ms drawn at {floor * 1000:.0f} ms)", fontsize=FONT)
+    ax.set_ylabel(f"mean gain over best expert (points, {ci_level:.0%} CI across tasks)", fontsize=FONT)
+    ax.grid(color="#ececec", lw=0.6)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    families = list(dict.fromkeys(data["family"]))
+    ax.legend(handles=[Patch(color=FAMILY_COLORS.get(f, "#888"), label=f) for f in families]
+              + [Line2D([], [], color="#d1495b", lw=1.2, marker="o", mfc="none", label="Pareto front"),
+                 Line2D([], [], color="#222222", lw=0.8, ls="--", label="best single expert")],
+              fontsize=FONT, frameon=False, loc="best")
+    ax.set_title("What each method costs on its own against what it gains", fontsize=10)
     return save_figure(fig, stem)

@@ -133,8 +133,9 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
 def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
     """One row per method: training time and parameters, absolute and as ratios to the reference.
 
-    A second time column adds the inner-fold experts that methods needing out-of-fold logits
-    (LogitProd, stacking) cannot be trained without, so their cost is not understated.
+    A second time column adds the inner-fold experts that methods reading out-of-fold logits
+    (logit-level learners with ``train_on: oof``) cannot be trained without, so their cost is not
+    understated.
     """
     return pd.DataFrame({
         "method": cost["method"], "family": cost["family"],
@@ -240,8 +241,9 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
         "cost": document("Training cost of the fusion methods", [
             ("Training seconds and parameters from the fusion prediction files' metadata. 'training' is the "
              "method's own training; 'incl. inner-fold experts' adds the inner-fold expert trainings that only "
-             "methods needing out-of-fold expert logits (LogitProd, stacking) require, split equally among those "
-             "of the run (no double charging). The outer experts every method reads are not counted. Ratios use "
+             "methods reading out-of-fold expert logits (logit-level learners with train_on: oof) require, "
+             "split equally among those of the run (no double charging). The outer experts every method reads "
+             "are not counted. Ratios use "
              f"only the (task, fold) units both methods have, on both bases; reference: {meta['cost_reference']}."),
         ], [("", cost_view(frames["cost"]))]),
         "gate_weights": document("Gate weights: which foundation model the gate trusts where", [

@@ -115,12 +115,14 @@ def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Cost rows carry ``inner_expert_seconds``: the method's share of the fold's inner-fold expert
     trainings (summed over the task's experts, ``inner_seconds`` in their metadata), split equally
-    among the methods of the run that use them (``uses_inner_experts``), so the shares add up
-    to what was spent and nothing is charged twice.
+    among the methods of the run that read out-of-fold logits (``uses_inner_experts``: what the
+    method itself read, not what other methods asked for), so the shares add up to what was spent
+    and nothing is charged twice; and ``required_expert_seconds``: all of those trainings for a
+    method that read them (what the method costs on its own, beside the shared outer experts).
     """
     cost, gates = [], []
     for task in cfg.tasks:
-        inner = _inner_expert_seconds(cfg, task.id, task.encoders)
+        inner = expert_seconds(cfg, task.id, task.encoders, "inner_seconds")
         rows = []
         for method in cfg.fusion_methods:
             path = cfg.layout.fusion_predictions(task.id, method)
@@ -139,24 +141,25 @@ def fusion_records(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
             for r in rows:
                 if r["fold"] == fold:
                     r["inner_expert_seconds"] = inner.get(fold, np.nan) / len(users) if r["_uses"] else 0.0
+                    r["required_expert_seconds"] = inner.get(fold, np.nan) if r["_uses"] else 0.0
         cost += [{k: v for k, v in r.items() if k != "_uses"} for r in rows]
     cost_df = pd.DataFrame(cost, columns=["task", "method", "family", "fold", "train_seconds", "params", "flops",
-                                          "inner_expert_seconds"])
+                                          "inner_expert_seconds", "required_expert_seconds"])
     gate_df = pd.DataFrame(gates, columns=["task", "kind", "method", "expert", "weight_mean", "weight_sd",
                                            "n_samples", "status", "kl_from_uniform", "max_weight",
                                            "folds_kept_first_epoch", "near_uniform"])
     return cost_df, gate_df
 
 
-def _inner_expert_seconds(cfg: Config, task: str, encoders: Sequence[str]) -> dict[int, float]:
-    """Per fold, the seconds all experts of the task spent on their inner-fold models (NaN if unknown)."""
+def expert_seconds(cfg: Config, task: str, encoders: Sequence[str], key: str) -> dict[int, float]:
+    """Per fold, the seconds all experts of the task spent (``key``: ``train_seconds`` outer, ``inner_seconds``)."""
     out: dict[int, float] = {}
     for encoder in encoders:
         path = cfg.layout.expert_predictions(task, encoder)
         if not path.exists():
             continue
         for fold, info in (read_parquet_meta(path, schema="predictions").get("folds") or {}).items():
-            out[int(fold)] = out.get(int(fold), 0.0) + _number(info.get("inner_seconds"))
+            out[int(fold)] = out.get(int(fold), 0.0) + _number(info.get(key))
     return out
 
 
@@ -211,6 +214,11 @@ def _complete_gates(cfg: Config, gates: pd.DataFrame) -> pd.DataFrame:
                           "near_uniform": False}
                          for e in task.encoders]
     return pd.concat([gates, pd.DataFrame(rows, columns=gates.columns)], ignore_index=True) if rows else gates
+
+
+def _outer_expert_seconds(cfg: Config) -> float:
+    """The outer experts' training seconds of the whole run: what every method reads, drawn as a reference."""
+    return float(sum(sum(expert_seconds(cfg, t.id, t.encoders, "train_seconds").values()) for t in cfg.tasks))
 
 
 # ----------------------------------------------------------------------------- per-task figures
@@ -274,6 +282,8 @@ def build_report(cfg: Config) -> list[Path]:
         (plots.gains, (ranks, task_order, order, stem / "gains")),
         (fusion_plots.gate_weights, (gates, task_order, stem / "gate_weights")),
         (fusion_plots.cost, (cost, summary, settings.cost_reference, stem / "cost")),
+        (fusion_plots.cost_gain, (cost, ranks, _outer_expert_seconds(cfg), float(settings.ci_level),
+                                  stem / "cost_gain")),
         *((_task_figures, (cfg, task)) for task in task_order),
     ]
     written += draw(figures, job_threads())

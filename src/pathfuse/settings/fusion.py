@@ -6,6 +6,10 @@ from typing import Literal
 
 from pathfuse.settings.base import Number, Settings
 
+#: Which expert logits a logit-level learner (LogitProd, logitprod_converged, stacking) learns from:
+#: out-of-fold training logits (inner-fold experts), the validation split's, or in-sample training logits.
+TrainOn = Literal["oof", "val", "in_sample"]
+
 
 class GateSchedule(Settings):
     """LogitProd's optimiser schedule of one task kind."""
@@ -28,20 +32,25 @@ class GateSchedules(Settings):
 class LogitProdSettings(Settings):
     """The LogitProd fuser: its gate, correlation penalty and schedules."""
 
-    train_on: Literal["oof", "in_sample"]
+    train_on: TrainOn
     gate_hidden: int
     corr_weight: Number
     corr_shrinkage: Number
     batch_size: int
     by_kind: GateSchedules
+    val_folds: int
+    val_corr_weights: tuple[Number, ...]
+    val_weight_decays: tuple[Number, ...]
 
 
 class LogitProdConvergedSettings(Settings):
     """LogitProd fitted to convergence over a grid of (corr_weight, weight_decay)."""
 
+    train_on: TrainOn
     corr_weights: tuple[Number, ...]
     weight_decays: tuple[Number, ...]
     max_iter: int
+    val_folds: int
 
 
 class ShazamSettings(Settings):
@@ -81,6 +90,7 @@ class ConcatSettings(Settings):
 class StackingSettings(Settings):
     """Logistic-regression (or linear hazard) stacking of the experts' logits."""
 
+    train_on: TrainOn
     C: Number
     max_iter: int
 
