@@ -122,3 +122,24 @@ def test_one_job_embeds_every_tile_dataset_of_the_encoder_and_skips_finished_one
     assert manifest["n_samples"].tolist() == [8, 8]
     assert cfg.layout.tile_features("demo_vit_a", "tiles").stat().st_mtime_ns == stamp
     assert _read(cfg, "demo_vit_a", "pcam_ds")[0].shape == (8, 48)
+
+
+def test_level_features_are_written_only_when_asked_and_added_on_a_rerun(tmp_path):
+    """levels: false writes none; switching to tiles re-embeds once, the embedding itself unchanged."""
+    from pathfuse.encoders.levels import LEVELS_KEY, has_levels
+
+    root = tmp_path / "tiles"
+    _image_folder(root, splits=("",), n=2)
+    plain_cfg = _folder_config(tmp_path, root)
+    embed_dataset(plain_cfg, "demo_vit_c", "tiles")
+    path = plain_cfg.layout.tile_features("demo_vit_c", "tiles")
+    assert not has_levels(path)
+    plain, *_ = _read(plain_cfg, "demo_vit_c", "tiles")
+    cfg = _folder_config(tmp_path, root, levels="tiles")
+    embed_dataset(cfg, "demo_vit_c", "tiles")
+    assert has_levels(path)
+    with safe_open(str(path), framework="np") as fh:
+        feats, levels = fh.get_tensor("features"), fh.get_tensor(LEVELS_KEY)
+    np.testing.assert_array_equal(feats, plain)
+    assert levels.shape == (len(feats), 2, 128) and levels.dtype == np.float16
+    assert not np.allclose(levels[:, 0], levels[:, 1])

@@ -21,6 +21,7 @@ import yaml
 
 from pathfuse import resources
 from pathfuse.config import Config, load_yaml
+from pathfuse.encoders.levels import LEVELS_KEY
 from pathfuse.heads.losses import time_bins
 from pathfuse.io import write_parquet, write_safetensors
 from pathfuse.paths import shard_name
@@ -58,6 +59,7 @@ class SyntheticTask:
     tiles_per_slide: int = 8
     embed_dim: int = 16
     oof: bool = True
+    levels: bool = False  # tile tasks: also write level features (low, mid) as shazam_levels reads them
     seed: int = 0
 
     @property
@@ -207,8 +209,12 @@ def _write_tiles(cfg: Config, spec: SyntheticTask, task: Any, ids: np.ndarray, l
                           "label": [str(task.classes[y]) for y in label], "split": "", "group": ids})
     for enc, dim, s in zip(spec.encoders, spec.feature_dims, signal, strict=True):
         projection = rng.normal(size=(latent.shape[1], dim)) / np.sqrt(latent.shape[1])
-        write_safetensors({"features": _teacher_feature(rng, latent, s, projection)},
-                          cfg.layout.tile_features(enc, DATASET), {"encoder": enc})
+        tensors = {"features": _teacher_feature(rng, latent, s, projection)}
+        if spec.levels:  # a generator of their own: the draws of every other test stay as they were
+            own = np.random.default_rng([spec.seed, dim])
+            tensors[LEVELS_KEY] = np.stack([_teacher_feature(own, latent, s * k / 3, projection)
+                                            for k in (1, 2)], axis=1)
+        write_safetensors(tensors, cfg.layout.tile_features(enc, DATASET), {"encoder": enc})
         write_parquet(index, cfg.layout.tile_feature_index(enc, DATASET), schema="tile_feature_index")
 
 

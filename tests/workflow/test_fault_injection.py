@@ -20,7 +20,15 @@ import pytest
 import yaml
 from safetensors import safe_open
 from support.reduced_demo import snakemake_cmd
-from support.trident import TRIDENT_ATTRS, n_tiles, trident_config, write_bag, write_bags, write_labels_and_splits
+from support.trident import (
+    TRIDENT_ATTRS,
+    n_tiles,
+    quick_settings,
+    trident_config,
+    write_bag,
+    write_bags,
+    write_labels_and_splits,
+)
 
 from pathfuse.config import Config
 from pathfuse.doctor import FAIL, run_checks
@@ -85,6 +93,9 @@ STOPS = {
     "duplicate": ({}, ["listed twice with different values", "S11"], "start", "S11"),
     "nan": ({}, ["S03.h5", "NaN/Inf", "nan_policy"], "job", "S03"),
     "misaligned": ({}, ["different tiles per encoder", "S12", "drop the feature-level methods"], "start", "S12"),
+    # Not a file fault: a method that reads level features, on a cohort of imported bags (which have none).
+    "levels": ({"fusion": {**quick_settings()["fusion"], "methods": ["mean_logits", "shazam_levels"]}},
+               ["cohort 'tri' is features only", "no levels", "drop shazam_levels"], "start", "shazam_levels"),
 }
 
 

@@ -20,6 +20,8 @@ import pytest
 from support.reduced_demo import REDUCED_ENCODERS, REDUCED_TASKS, ResumedRun, snakemake_cmd
 
 from pathfuse.config import Config
+from pathfuse.encoders.levels import has_levels
+from pathfuse.fusion import applicable_methods
 from pathfuse.io import read_parquet, read_parquet_meta
 
 pytestmark = pytest.mark.slow
@@ -49,7 +51,29 @@ def test_tables_cover_every_task_and_method(resumed_run):
     for col in ("mean", "sd", "ci_low", "ci_high"):
         assert col in bench.columns
     primary = bench[(bench["task"] == "brca_idc_ilc") & (bench["metric"] == "auroc")]
+    primary = primary[~primary["note"].fillna("").str.startswith("not applicable")]  # shazam_levels: tiles only
     assert primary["mean"].between(0, 1).all() and len(primary) >= len(REDUCED_ENCODERS) + 3
+
+
+def test_shazam_levels_runs_on_the_tile_task_and_says_why_not_on_slide_tasks(resumed_run):
+    """The demo lists shazam_levels: scored on crc100k, in the cost and gate tables; not applicable elsewhere."""
+    tables = resumed_run.results / "tables"
+    bench, _ = read_parquet(tables / "benchmark.parquet", schema="table:benchmark")
+    levels = bench[bench["method"] == "shazam_levels"].set_index("task")
+    assert levels.loc[levels.index == "crc100k", "mean"].notna().all()
+    slide = levels[levels.index != "crc100k"]
+    assert set(slide.index) == {"brca_idc_ilc", "surv_brca"} and slide["mean"].isna().all()
+    assert slide["note"].str.startswith("not applicable: tile tasks only").all()
+    cost, _ = read_parquet(tables / "cost.parquet", schema="table:cost")
+    row = cost.set_index("method").loc["shazam_levels"]
+    assert row["n_tasks"] == 1 and row["n_missing"] == 2 and row["params_mean"] > 0
+    gates, _ = read_parquet(tables / "gate_weights.parquet", schema="table:gate_weights")
+    ok = gates[(gates["method"] == "shazam_levels") & (gates["status"] == "ok")]
+    assert set(ok["task"]) == {"crc100k"} and set(ok["expert"]) == set(REDUCED_ENCODERS)
+    levels_files = list(resumed_run.results.glob("features/*/*.safetensors"))
+    assert has_levels(levels_files[0])  # the demo asks for tile-dataset levels (embedding.levels: tiles)
+    slide_files = list(resumed_run.results.glob("features/*/*/*.safetensors"))
+    assert not has_levels(slide_files[0])  # ... and not for slides
 
 
 def test_every_rule_wrote_its_log(resumed_run):
@@ -160,7 +184,9 @@ def test_a_changed_logitprod_setting_refits_logitprod_alone(resumed_run, tmp_pat
     recorded = read_parquet_meta(refitted, schema="predictions")["settings"]["logitprod"]["by_kind"]
     assert list(recorded) == ["tile_classification"] and recorded["tile_classification"]["lr"] == 0.5
     untouched = [p for p in before if p != refitted]
-    assert len(untouched) == len(files) - 1 + len(experts) and len(files) == len(REDUCED_TASKS) * 8
+    run = Config.from_file(config)
+    n_files = sum(len(applicable_methods(run.fusion_methods, run.task(t).is_slide_task)) for t in REDUCED_TASKS)
+    assert len(untouched) == len(files) - 1 + len(experts) and len(files) == n_files
     changed = [str(p.relative_to(copied.results)) for p in untouched
                if (p.stat().st_mtime_ns, p.read_bytes()) != before[p]]
     assert not changed, f"rewritten although unaffected: {changed}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pathfuse.config import Config
+from pathfuse.doctor.levels import check_levels
 from pathfuse.doctor.profile import check_profile
 from pathfuse.doctor.rows import FAIL, OK, PENDING, Row, render_table
 from pathfuse.doctor.slides import check_cohorts
@@ -37,7 +38,7 @@ def check_inputs(cfg: Config, *, deep: bool) -> list[Row]:
     The Snakefile runs these with ``deep=False`` at every start (:meth:`pathfuse.plan.Planner.check`),
     so a run stops on the same FAIL rows, with the same fixes, that ``pathfuse doctor`` prints.
     """
-    return check_cohorts(cfg, deep=deep) + check_task_tables(cfg, deep=deep)
+    return check_cohorts(cfg, deep=deep) + check_task_tables(cfg, deep=deep) + check_levels(cfg, deep=deep)
 
 
 def doctor(cfg: Config, profile: str | Path | None = None, *, deep: bool = True) -> int:

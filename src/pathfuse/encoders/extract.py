@@ -29,6 +29,7 @@ from pathfuse.encoders.feature_files import (
     finished_features,
     manifest_row,
 )
+from pathfuse.encoders.levels import LEVELS_KEY, has_levels, split_levels, writes_levels
 from pathfuse.encoders.registry import EncoderSpec, encoder_spec
 from pathfuse.io import read_parquet, write_parquet, write_safetensors
 from pathfuse.paths import shard_name
@@ -63,6 +64,8 @@ def embed_shard(cfg: Config, encoder: str, cohort: str, shard: int) -> Path:
             rows[slide_id] = manifest_row(slide_id, "skipped", reason, 0, spec.dim, "")
             continue
         done = finished_features(out, encoder)
+        if done is not None and writes_levels(cfg.settings.embedding.levels, "slides") and not has_levels(out):
+            done = None  # embedded before level features were asked for
         if done is not None:
             n_tiles, dim, fmeta = done
             reason = failure_reason(int(fmeta.get("n_tiles_failed", 0)), fmeta.get("on_tile_error", "drop"))
@@ -159,7 +162,9 @@ def write_slide_features(cfg: Config, spec: EncoderSpec, cohort: str, slide: _Pe
     meta = dict(metadata, slide_id=slide.slide_id, cohort=cohort, mpp=str(float(first["mpp"])),
                 tile_px=str(int(first["tile_px"])), n_tiles_failed=str(n_failed),
                 on_tile_error=str(settings.on_tile_error))
-    write_safetensors({"features": half, "coords": coords[keep]}, slide.out, metadata=meta)
+    half, levels = split_levels(half, spec.dim)
+    tensors = {"features": half, "coords": coords[keep], **({} if levels is None else {LEVELS_KEY: levels})}
+    write_safetensors(tensors, slide.out, metadata=meta)
     reason = failure_reason(n_failed, settings.on_tile_error)
     return manifest_row(slide.slide_id, "ok", reason, int(keep.sum()), half.shape[1], slide.out)
 
@@ -183,6 +188,8 @@ def _embed_slides(cfg: Config, spec: EncoderSpec, cohort: str,
 
     settings = cfg.settings.embedding
     loaded = load_encoder(cfg, spec.name)
+    if writes_levels(settings.levels, "slides"):
+        loaded.model.with_levels(spec.levels)
     runtime = select_runtime(settings, spec.precision)
     embedder = Embedder(loaded, runtime)
     reader = reader_setting(cfg, cohort)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pathfuse.encoders.levels import N_LEVELS
 from pathfuse.encoders.transforms import Normalize
 from pathfuse.encoders.weights import LoadedEncoder
 from pathfuse.reproducibility import choose_device
@@ -112,17 +113,19 @@ class Embedder:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = torch.compile(model) if runtime.compile else model
         self.normalize = Normalize(loaded.spec, runtime.device, runtime.channels_last)
+        # With level features the model returns [embedding | low | mid] (pathfuse.encoders.levels).
+        self.width = loaded.spec.dim * (N_LEVELS if loaded.model.level_blocks else 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Embed a uint8 image batch [B, 3, H, W]; raises when the output is not [B, spec.dim]."""
+        """Embed a uint8 image batch [B, 3, H, W]; raises when the output is not [B, width]."""
         dtype = self.runtime.autocast_dtype
         autocast = (torch.autocast(device_type=self.runtime.device.type, dtype=dtype) if dtype is not None
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
             out = self.model(self.normalize(images)).float()
-        if out.ndim != 2 or out.shape[1] != self.spec.dim:
+        if out.ndim != 2 or out.shape[1] != self.width:
             raise ValueError(f"encoder {self.spec.name!r} produced embeddings of shape {tuple(out.shape)}; "
-                             f"the registry says dim {self.spec.dim}")
+                             f"the registry says dim {self.spec.dim} ({self.width // self.spec.dim} level(s))")
         return out
 
 

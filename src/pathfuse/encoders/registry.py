@@ -19,6 +19,7 @@ from torch import nn
 from pathfuse.compat import import_timm
 from pathfuse.config import Config, ConfigError
 from pathfuse.encoders.layers import HEADS, LAYERS
+from pathfuse.encoders.levels import LEVEL_RULES, N_LEVELS
 from pathfuse.registry import Registry
 
 #: A model built by ``timm.create_model``. timm ships no type information, so what the embedding
@@ -31,6 +32,20 @@ EmbeddingRule = Callable[[torch.Tensor, TimmTrunk, "nn.Module | None"], torch.Te
 EMBEDDING_RULES: Registry[EmbeddingRule] = Registry("embedding rule")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+
+def default_level_blocks(depth: int) -> tuple[int, ...]:
+    """The 1-based blocks whose outputs are the low, mid and high levels of a ``depth``-block trunk.
+
+    Block number ⌊k·(depth − 1)/3⌋ + 1 for k = 1, 2, 3 (i.e. 0-based index ⌊k·(depth − 1)/3⌋):
+    blocks 8, 16, 24 of a 24-block ViT-L and 14, 27, 40 of a 40-block ViT-g — the 0-based indices
+    7/15/23 and 13/26/39 the Shazam authors' public code uses — and 1, 2, 3 of a 3-block demo ViT.
+    A trunk of fewer than 3 blocks has no three distinct levels.
+    """
+    if depth < N_LEVELS:
+        raise ConfigError(f"a trunk of {depth} block(s) has no {N_LEVELS} distinct levels (low, mid, high)")
+    return tuple(k * (depth - 1) // N_LEVELS + 1 for k in range(1, N_LEVELS + 1))
 
 
 @EMBEDDING_RULES.register("cls")
@@ -86,6 +101,7 @@ class EncoderSpec:
     remap: str = "timm"
     weights_url: str | None = None
     description: str = ""
+    levels: tuple[int, ...] | None = None  # 1-based level blocks; None = default_level_blocks(depth)
 
     @classmethod
     def from_entry(cls, name: str, entry: Mapping[str, Any]) -> EncoderSpec:
@@ -95,6 +111,8 @@ class EncoderSpec:
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
         values["kwargs"] = dict(values.get("kwargs") or {})
+        if values.get("levels") is not None:
+            values["levels"] = tuple(int(b) for b in values["levels"])
         return cls(name=name, **values)
 
     @property
@@ -114,7 +132,14 @@ def encoder_spec(cfg: Config, name: str) -> EncoderSpec:
 
 
 class EncoderModel(nn.Module):
-    """timm trunk → token sequence → embedding rule (optionally through a pooling head)."""
+    """timm trunk → token sequence → embedding rule (optionally through a pooling head).
+
+    With ``level_blocks`` set (:meth:`with_levels`), the forward pass also returns the level
+    features: ``[B, dim · 3]`` = the embedding, then the same token rule applied to the output
+    tokens of the low and the mid level block. The high level is the embedding
+    itself (the last block's output after the trunk's final norm), so it is not repeated; the lower
+    levels are raw block outputs, without the final norm, which was fitted to the last block only.
+    """
 
     def __init__(self, trunk: TimmTrunk, rule: str, head: nn.Module | None = None) -> None:
         super().__init__()
@@ -122,10 +147,29 @@ class EncoderModel(nn.Module):
         self.head = head
         self.rule_name = rule
         self._rule = EMBEDDING_RULES.get(rule)
+        self.level_blocks: tuple[int, ...] | None = None
+
+    def with_levels(self, blocks: tuple[int, ...] | None) -> EncoderModel:
+        """Also output the level features of ``blocks`` (1-based; None = the depth's default)."""
+        n_blocks = len(getattr(self.trunk, "blocks", ()))
+        if self.rule_name not in LEVEL_RULES or not n_blocks:
+            raise ConfigError(f"embedding rule {self.rule_name!r} on {type(self.trunk).__name__} has no level features")
+        blocks = blocks or default_level_blocks(n_blocks)
+        if len(blocks) != N_LEVELS or list(blocks) != sorted(set(blocks)) or blocks[-1] != n_blocks or blocks[0] < 1:
+            raise ConfigError(f"level blocks {list(blocks)} must be {N_LEVELS} increasing 1-based blocks ending "
+                              f"with the last ({n_blocks})")
+        self.level_blocks = tuple(blocks)
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised images [B, 3, H, W] → one embedding per image [B, dim]."""
-        return self._rule(self.trunk.forward_features(images), self.trunk, self.head)
+        """Normalised images [B, 3, H, W] → one embedding per image [B, dim] (+ levels, see above)."""
+        if self.level_blocks is None:
+            return self._rule(self.trunk.forward_features(images), self.trunk, self.head)
+        indices = [b - 1 for b in self.level_blocks[:-1]]
+        final, lower = self.trunk.forward_intermediates(images, indices=indices, norm=False, output_fmt="NLC",
+                                                         return_prefix_tokens=True)
+        levels = [self._rule(torch.cat([prefix, patches], dim=1), self.trunk, self.head) for patches, prefix in lower]
+        return torch.cat([self._rule(final, self.trunk, self.head), *levels], dim=1)
 
 
 def resolve_layer_kwargs(spec: EncoderSpec) -> dict[str, Any]:

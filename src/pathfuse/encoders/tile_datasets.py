@@ -29,6 +29,7 @@ import pathfuse
 from pathfuse.config import Config
 from pathfuse.encoders import sources
 from pathfuse.encoders.extract import FEATURES_SCHEMA_VERSION, check_finite
+from pathfuse.encoders.levels import LEVELS_KEY, has_levels, split_levels, writes_levels
 from pathfuse.encoders.registry import encoder_spec
 from pathfuse.encoders.tile_groups import GROUP_SOURCE_KEY
 from pathfuse.encoders.tile_sources import INDEX_COLUMNS, list_samples, read_image
@@ -97,6 +98,8 @@ class SharedEncoder:
             from pathfuse.encoders.weights import load_encoder
 
             loaded = load_encoder(self.cfg, self.encoder)
+            if writes_levels(self.cfg.settings.embedding.levels, "tiles"):
+                loaded.model.with_levels(loaded.spec.levels)
             runtime = select_runtime(self.cfg.settings.embedding, loaded.spec.precision)
             self._built = (loaded, runtime, Embedder(loaded, runtime))
         return self._built
@@ -132,7 +135,8 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder
     if (spec.is_byo or cfg.tile_dataset(dataset).format == "features"
             or sources.tile_source(cfg, encoder, dataset) is not None):
         return byo.import_tile_features(cfg, encoder, dataset)
-    if index_path.exists() and features_path.exists():
+    levels_wanted = writes_levels(cfg.settings.embedding.levels, "tiles")
+    if index_path.exists() and features_path.exists() and (not levels_wanted or has_levels(features_path)):
         log.info("%s/%s: already embedded (%s)", encoder, dataset, index_path)
         return regroup_index(cfg, dataset, index_path)
     samples = list_samples(cfg, dataset)
@@ -152,7 +156,9 @@ def embed_dataset(cfg: Config, encoder: str, dataset: str, shared: SharedEncoder
                  lambda i: f"sample {kept['sample_id'].iloc[i]}")
     metadata.update(dataset=dataset, n_tiles_failed=str(int((~ok).sum())),
                     on_tile_error=on_tile_error)
-    write_safetensors({"features": half}, features_path, metadata=metadata)
+    half, levels = split_levels(half, spec.dim)
+    tensors = {"features": half} if levels is None else {"features": half, LEVELS_KEY: levels}
+    write_safetensors(tensors, features_path, metadata=metadata)
     index = pd.DataFrame({"row": np.arange(len(kept), dtype=np.int64), **{c: kept[c].astype(str) for c in
                                                                           INDEX_COLUMNS}})
     meta = {"encoder": encoder, "dataset": dataset, "format": cfg.tile_dataset(dataset).format,
@@ -188,7 +194,7 @@ def _embed_samples(cfg: Config, shared: SharedEncoder, dataset: str,
     loaded, runtime, embedder = shared.get()
     spec, encoder = loaded.spec, shared.encoder
     images = TileImages(samples, ResizeCrop.for_encoder(spec), settings.on_tile_error, dataset)
-    feats = np.empty((len(images), spec.dim), dtype=np.float32)
+    feats = np.empty((len(images), embedder.width), dtype=np.float32)
     ok = np.zeros(len(images), dtype=bool)
     start = time.perf_counter()
     try:

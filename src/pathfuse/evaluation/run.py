@@ -40,6 +40,7 @@ from pathfuse.evaluation.reference import choose_reference, delta_rows, describe
 from pathfuse.evaluation.scoring import score_folds, source_rows
 from pathfuse.evaluation.sources import Loaded, expected_folds, expected_sources, load_source
 from pathfuse.evaluation.table import metrics_frame, missing_rows
+from pathfuse.fusion import FUSERS
 from pathfuse.io import write_parquet
 from pathfuse.seeds import n_seeds, replicates, seed_gain_rows
 from pathfuse.selection import primary_metric
@@ -60,8 +61,9 @@ def evaluate_task(cfg: Config, task: str) -> Path:
     for source in expected_sources(cfg, spec):
         item = load_source(source, spec)
         if item is None:
-            log.warning("task %s: %s has no prediction file %s; its cells are reported missing",
-                        task, source.method, source.path)
+            if _not_applicable(source.method, spec.is_slide_task) is None:
+                log.warning("task %s: %s has no prediction file %s; its cells are reported missing",
+                            task, source.method, source.path)
             missing.append(source)
         else:
             loaded.append(item)
@@ -76,7 +78,9 @@ def evaluate_task(cfg: Config, task: str) -> Path:
             rows += source_rows(cfg, spec, item, folds, metrics, samples, scores)
             report.advance()
     for source in missing:
-        rows += [r for m in metrics for r in missing_rows(spec, source, folds, m, f"no prediction file {source.path}")]
+        why = _not_applicable(source.method, spec.is_slide_task)
+        reason = f"not applicable: {why}" if why else f"no prediction file {source.path}"
+        rows += [r for m in metrics for r in missing_rows(spec, source, folds, m, reason)]
     experts = [x for x in loaded if x.source.family == "expert"]
     chosen, val_rows, rankings = choose_reference(cfg, spec, experts, folds, metric)
     rows += val_rows + delta_rows(cfg, spec, loaded, missing, chosen, metric, scores, samples)
@@ -109,3 +113,7 @@ def _fold_facts(experts: list[Loaded]) -> dict[str, dict[str, Any]]:
     return {str(f): {"carve_val": bool(info.get("carve_val", False)), "split_source": info.get("split_source", "")}
             for f, info in facts.items()}
 
+
+def _not_applicable(method: str, is_slide_task: bool) -> str | None:
+    """Why a fusion method does not run on this task (None: it does, or the source is an expert)."""
+    return FUSERS.get(method).not_applicable(is_slide_task) if method in FUSERS else None

@@ -64,6 +64,13 @@ class Method:
     # Further settings it reads, as dotted paths from the config root (e.g. "report.primary_metric"):
     # with its block, `fusion.survival_alpha` and `options` they make its rerun digest (pathfuse.plan).
     reads: tuple[str, ...] = ()
+    needs_levels: bool = False  # reads the teachers' level features (embedding.levels; start-up check)
+    # Why it does not run on slide tasks ("" = it does); such a (task, method) is reported, not fitted.
+    not_on_slides: str = ""
+
+    def not_applicable(self, is_slide_task: bool) -> str | None:
+        """Why this method does not run on a task of this kind, or None when it does."""
+        return self.not_on_slides if is_slide_task and self.not_on_slides else None
 
     @property
     def fit_fold(self) -> Callable[..., FoldOutput]:
@@ -108,6 +115,12 @@ _BUILT_IN: dict[str, Method] = {
                          options={"mixer": "moe"},
                          description="Shazam's MoE ablation: a softmax gate over the teacher tokens "
                                      "(settings of shazam)"),
+    "shazam_levels": Method(
+        "fuser", "pathfuse.fusion.shazam_levels:fit_fold", needs_features=True, needs_levels=True,
+        not_on_slides="tile tasks only: each (teacher, level) bag would need its own ABMIL pooling (3x Shazam's "
+                      "per step) over level features that triple the slide feature storage (docs/methods.md)",
+        description="Shazam with low/mid/high teacher levels, a gate per level, residual-joined attention "
+                    "segments, distillation per level (the authors' current code)"),
     "concat": Method("baseline", "pathfuse.fusion.concat:fit_fold", needs_features=True,
                      description="concatenated teacher features + one head (MLP probe or gated ABMIL)"),
     "best_val_expert": Method("baseline", "pathfuse.fusion.baselines:best_val_expert",
@@ -127,4 +140,9 @@ for _name, _method in _BUILT_IN.items():
 for _plugin in entry_points(group="pathfuse.fusers"):  # a lab's own methods, without forking
     FUSERS.register(_plugin.name)(_plugin.load())
 
-__all__ = ["FUSERS", "BlockKey", "FoldOutput", "Method", "reads_oof"]
+def applicable_methods(methods: list[str] | tuple[str, ...], is_slide_task: bool) -> list[str]:
+    """The methods of ``methods`` that run on a task of this kind (the others are reported not applicable)."""
+    return [m for m in methods if FUSERS.get(m).not_applicable(is_slide_task) is None]
+
+
+__all__ = ["FUSERS", "BlockKey", "FoldOutput", "Method", "applicable_methods", "reads_oof"]

@@ -21,7 +21,7 @@ import torch
 
 from pathfuse import progress
 from pathfuse.config import Config
-from pathfuse.fusion import FUSERS, FoldOutput
+from pathfuse.fusion import FUSERS, FoldOutput, applicable_methods
 from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.inputs import load_context
 from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
@@ -41,9 +41,12 @@ def fuse_task(cfg: Config, task: str, seed: int = 0) -> list[Path]:
     docs/architecture.md, with per-fold cost facts in the metadata. ``seed`` > 0 is a replicate
     (``experts.n_seeds``): that seed's experts in, its own fusers' training seeds, its own paths.
     """
-    methods = list(cfg.settings.fusion.methods)
-    for method in methods:
+    for method in cfg.settings.fusion.methods:
         FUSERS.get(method)  # an unknown name fails before any work
+    methods = applicable_methods(cfg.settings.fusion.methods, cfg.task(task).is_slide_task)
+    skipped = [m for m in cfg.settings.fusion.methods if m not in methods]
+    if skipped:
+        log.info("task %s: not applicable, not fitted: %s", task, ", ".join(skipped))
     plan = Planner(cfg)
     outputs = {m: cfg.layout.fusion_predictions(task, m, seed) for m in methods}
     digests = {m: p.fingerprint() for m, p in plan.fuse_methods(task, seed).items()}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pathfuse.config import Config, TaskSpec
-from pathfuse.fusion import FUSERS
+from pathfuse.fusion import FUSERS, applicable_methods
 from pathfuse.paths import Layout
 from pathfuse.plan.digests import JobPlan, MethodPlan, settings_digest
 from pathfuse.seeds import replicate_payload
@@ -68,7 +68,7 @@ def method_plans(plan: Planner, task_id: str, seed: int = 0) -> dict[str, Method
     experts, features = expert_files(plan, task_id, seed), feature_files(plan, task)
     fusion, facts = plan.section("fusion", kind=task.kind, task=task_id), plan.task_facts(task_id)
     out = {}
-    for method in plan.cfg.fusion_methods:
+    for method in applicable_methods(plan.cfg.fusion_methods, task.is_slide_task):
         spec = FUSERS.get(method)
         payload = {"method": method, "settings": _settings(plan, task_id, fusion, method),
                    "options": dict(spec.options), "task": facts, "seed": plan.cfg.seed, **replicate_payload(seed)}

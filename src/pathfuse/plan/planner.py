@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pathfuse.config import Config, TaskSpec
 from pathfuse.doctor.rows import generated_by_run
+from pathfuse.encoders.levels import writes_levels
 from pathfuse.encoders.sources import cohort_encoders, shard_bags, slide_source, tile_source
 from pathfuse.paths import shard_name
 from pathfuse.plan.checks import check_inputs_at_start
@@ -148,9 +149,10 @@ class Planner:
         path = Path(entry["weights"])
         return [str(path if path.is_absolute() else Path(self.cfg.settings.embedding.weights_dir) / path)]
 
-    def embedding_settings(self, encoder: str) -> dict[str, Any]:
-        """The embedding section as one encoder's jobs read it: only its own BYO sources."""
+    def embedding_settings(self, encoder: str, stage: Literal["tiles", "slides"]) -> dict[str, Any]:
+        """The embedding section as one encoder's jobs of ``stage`` read it: its own BYO sources, its levels."""
         settings = self.section("embedding")
+        settings["levels"] = writes_levels(settings.get("levels", False), stage)
         byo = settings.get("byo", {})
         settings["byo"] = {"nan_policy": byo.get("nan_policy"),
                            "slides": byo.get("slides", {}).get(encoder), "tiles": byo.get("tiles", {}).get(encoder),
@@ -168,7 +170,7 @@ class Planner:
             # which rewrites the shard. Listing them here again would only slow planning.
             inputs = {"tiles": [str(self.layout.tile_shard(cohort, shard_name(shard)))],
                       "weights": self.weight_files(encoder)}
-        payload = {"embedding": self.embedding_settings(encoder), "encoder": self.encoder_facts(encoder),
+        payload = {"embedding": self.embedding_settings(encoder, "slides"), "encoder": self.encoder_facts(encoder),
                    "cohort": self.cfg.raw["cohorts"].get(cohort), "seed": self.cfg.seed, "shard": shard}
         return JobPlan(inputs, settings_digest(payload))
 
@@ -176,7 +178,7 @@ class Planner:
         """``encoder``'s features of the run's tile datasets; folders enter as fingerprints (too many files)."""
         datasets = self.cfg.tile_dataset_ids_for(encoder)
         files = [f for d in datasets for f in self.tile_dataset_files(encoder, d)]
-        payload = {"embedding": self.embedding_settings(encoder), "encoder": self.encoder_facts(encoder),
+        payload = {"embedding": self.embedding_settings(encoder, "tiles"), "encoder": self.encoder_facts(encoder),
                    "datasets": {d: self.cfg.raw["tile_datasets"].get(d) for d in datasets}, "seed": self.cfg.seed,
                    "listings": {d: self.folder_listing(self.cfg.tile_dataset(d).path) for d in datasets
                                 if tile_source(self.cfg, encoder, d) is None}}

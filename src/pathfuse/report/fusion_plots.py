@@ -55,8 +55,10 @@ def gate_weights(gates: pd.DataFrame, task_order: Sequence[str], stem: Path) -> 
                 ax.text(left[i] + w[i] / 2, i, f"{w[i]:.2f}", ha="center", va="center", fontsize=6.5,
                         color="white" if dark else "#1a1a1a")
             left += np.nan_to_num(w)
+        status = gates[gates["method"] == m].groupby("task")["status"].first()
         for i in np.flatnonzero(left == 0):
-            ax.text(0.01, i, "missing", va="center", fontsize=6.5, color="#888888", style="italic")
+            label = "not applicable" if status.get(tasks[i]) == "not applicable" else "missing"
+            ax.text(0.01, i, label, va="center", fontsize=6.5, color="#888888", style="italic")
         ax.set_xlim(0, 1)
         ax.set_xlabel("mean gate weight (test samples)", fontsize=FONT)
         ax.set_title(m, fontsize=9)

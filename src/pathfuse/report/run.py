@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pathfuse.config import Config
+from pathfuse.fusion import FUSERS
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import REPORT_TABLES as TABLES
 from pathfuse.report import attention, curves, fusion_plots, fusion_tables, left_out, markdown, plots, tables
@@ -208,8 +209,10 @@ def _complete_gates(cfg: Config, gates: pd.DataFrame) -> pd.DataFrame:
         have = set(gates.loc[gates["method"] == method, "task"])
         for task in cfg.tasks:
             if task.id not in have:
+                applies = method not in FUSERS or FUSERS.get(method).not_applicable(task.is_slide_task) is None
                 rows += [{"task": task.id, "kind": task.kind, "method": method, "expert": e,
-                          "weight_mean": np.nan, "weight_sd": np.nan, "n_samples": 0, "status": "missing",
+                          "weight_mean": np.nan, "weight_sd": np.nan, "n_samples": 0,
+                          "status": "missing" if applies else "not applicable",
                           "kl_from_uniform": np.nan, "max_weight": np.nan, "folds_kept_first_epoch": 0,
                           "near_uniform": False}
                          for e in task.encoders]

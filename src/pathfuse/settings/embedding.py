@@ -45,4 +45,6 @@ class EmbeddingSettings(Settings):
     allow_mixed_readers: bool
     on_tile_error: Literal["drop", "zero", "fail"]
     max_tile_error_fraction: Number
+    #: Level features beside the embedding (shazam_levels): off, tile datasets only, or slides too.
+    levels: Literal[False, "tiles", True]
     byo: ByoSettings

@@ -53,23 +53,37 @@ class LogitProdConvergedSettings(Settings):
     val_folds: int
 
 
-class ShazamSettings(Settings):
-    """The Shazam fuser (and its Sum / MoE ablations)."""
+class DistilledFuserSettings(Settings):
+    """What Shazam and shazam_levels share: distillation toward teacher targets, AdamW, early stopping."""
 
-    dim: int
-    n_layers: int
     distill_target: Literal["linear", "random", "none"]
     distill_weight: Number
     huber_delta: Number
     lr: Number
     weight_decay: Number
     batch_size: int
-    bag_batch_size: int
     max_epochs: int
     patience: int
+
+
+class ShazamSettings(DistilledFuserSettings):
+    """The Shazam fuser (and its Sum / MoE ablations)."""
+
+    dim: int
+    n_layers: int
+    bag_batch_size: int
     abmil_hidden: int
     abmil_dropout: Number
     max_tiles: int | None
+
+
+class ShazamLevelsSettings(DistilledFuserSettings):
+    """shazam_levels: Shazam with three levels per teacher, as the authors' current code runs it."""
+
+    dim: int
+    layers_per_level: int
+    gate_hidden: int
+    gate_dropout: Number
 
 
 class ConcatSettings(Settings):
@@ -102,6 +116,7 @@ class FusionSettings(Settings):
     logitprod: LogitProdSettings
     logitprod_converged: LogitProdConvergedSettings
     shazam: ShazamSettings
+    shazam_levels: ShazamLevelsSettings
     concat: ConcatSettings
     stacking: StackingSettings
     survival_alpha: Number
