@@ -17,6 +17,7 @@ from pathfuse.encoders.sources import cohort_encoders, shard_bags, slide_source,
 from pathfuse.paths import shard_name
 from pathfuse.plan.checks import check_inputs_at_start
 from pathfuse.plan.digests import NO_EFFECT, JobPlan, MethodPlan, folder_fingerprint, narrow, settings_digest
+from pathfuse.plan.external import external_cohorts
 from pathfuse.plan.fusion import fuse_plan, method_plans
 from pathfuse.plan.inner_folds import inner_folds_needed
 from pathfuse.seeds import n_seeds, replicate_payload, replicates
@@ -43,8 +44,9 @@ class Planner:
         return narrow(data, kind, task)
 
     def task_facts(self, task_id: str) -> dict[str, Any]:
-        """The registry entry and ``task_data`` entry of a task (what its jobs read of it)."""
-        return {"registry": self.cfg.task_registry[task_id], "data": self.cfg.raw["task_data"].get(task_id, {})}
+        """The registry and ``task_data`` entries of a task, without ``external`` (pathfuse.plan.external)."""
+        data = {k: v for k, v in self.cfg.raw["task_data"].get(task_id, {}).items() if k != "external"}
+        return {"registry": self.cfg.task_registry[task_id], "data": data}
 
     def encoder_facts(self, encoder: str) -> dict[str, Any]:
         """The encoder's registry entry (what its embedding jobs read of it, so it enters their digests)."""
@@ -273,6 +275,7 @@ class Planner:
         tasks = self.cfg.tasks
         inputs = {
             "metrics": [str(self.layout.metrics(t.id)) for t in tasks],
+            "external": [str(self.layout.external_metrics(t, c)) for t, c, ok in external_cohorts(self.cfg) if ok],
             "fusion": [str(self.layout.fusion_manifest(t.id)) for t in tasks],
             "curves": [str(self.layout.expert_curve(t.id, e)) for t in tasks for e in t.encoders],
             # The attention figures: experts' test predictions and attention, slide thumbnails, tile images.
