@@ -102,8 +102,8 @@ def features_only_run(tmp_path_factory) -> tuple[Path, Path]:
     for seed, (encoder, model) in enumerate(MODELS.items(), start=1):
         write_bags(root / f"features_{model}", slides, DIMS[encoder], seed=seed)
         write_bags(new / f"features_{model}", {f"N{i}": i % 2 for i in range(6)}, DIMS[encoder], seed=10 + seed)
-    labels, splits = write_labels_and_splits(work, slides, n_folds=2)
-    config = trident_config(work, root, MODELS, DIMS, labels, splits, n_folds=2)
+    labels, splits = write_labels_and_splits(work, slides)
+    config = trident_config(work, root, MODELS, DIMS, labels, splits)
     raw = yaml.safe_load(config.read_text())
     raw["cohorts"]["new"] = {"trident": {"root": str(new), "models": dict(MODELS)}}
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -135,7 +135,7 @@ def test_predict_writes_every_sources_predictions_gates_and_heatmaps(features_on
     gates, _ = read_parquet(folder / "logitprod" / "predictions.parquet", schema="predictions")
     assert gates["gate_weights"].map(len).eq(len(MODELS)).all()
     attention, _ = read_parquet(folder / "tri_uni" / "attention.parquet", schema="attention")
-    assert set(attention["fold"]) == {-1, 0, 1}
+    assert set(attention["fold"]) == {-1, 0, 1, 2}
     assert (folder / "heatmaps.png").stat().st_size > 5_000
 
 

@@ -72,10 +72,11 @@ class Planner:
         """What demo_data writes that later jobs read: label tables, split CSVs, folders."""
         if self.demo_dir is None:
             return {"files": [], "folders": []}
-        files: set[str] = set()
-        for task in self.cfg.tasks:
-            files.update(f for f in (task.labels, *self.split_files(task)) if f and self.made_by_demo(f))
+        ext = [(x.labels, self.cfg.cohort(x.cohort).slides or "") for t in self.cfg.tasks for x in t.external]
+        files = {f for t in self.cfg.tasks for f in (t.labels, *self.split_files(t)) if f and self.made_by_demo(f)}
+        files.update(labels for labels, _ in ext if labels and self.made_by_demo(labels))  # its external cohort's
         folders = {str(self.demo_dir / "slides")}
+        folders.update(str(Path(glob).parent) for _, glob in ext if self.made_by_demo(glob))
         for task in self.cfg.tasks:
             if not task.is_slide_task and self.made_by_demo(self.cfg.tile_dataset(task.dataset or "").path):
                 folders.add(self.cfg.tile_dataset(task.dataset or "").path)
@@ -110,8 +111,8 @@ class Planner:
         """The slide files of one shard, or the demo's slide folder while it is to be made."""
         spec = self.cfg.cohort(cohort)
         where = spec.slides or spec.manifest or ""
-        if self.made_by_demo(where):
-            return [str(self.demo_dir / "slides")] if self.demo_dir else []
+        if self.made_by_demo(where):  # the demo's slide folder (its external cohort's for that one)
+            return [str(Path(where).parent)]
         from pathfuse.slides.cohort import shard_slides
 
         return sorted(shard_slides(self._slides(cohort), shard, self.cfg.n_shards(cohort))["path"].astype(str))

@@ -59,4 +59,4 @@ class TaskDataSettings(Settings):
     splits: str | None = None
     n_folds: int | None = None
     encoders: tuple[str, ...] | None = None
-    external: tuple[ExternalCohortSettings, ...] = ()
+    external: tuple[ExternalCohortSettings, ...] | None = None
