@@ -1,0 +1,26 @@
+"""What a trained expert checks before it predicts another cohort's features (pathfuse.external.experts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pathfuse.config import TaskSpec
+from pathfuse.external.experts import ExternalError, check_features
+
+TASK = TaskSpec(id="brca_idc_ilc", kind="wsi_classification", description="")
+TRAINED = {"encoder": "uni", "weights_sha256": "aa11", "dim": 1024}
+
+
+def test_features_of_the_same_encoder_weights_and_width_are_accepted():
+    check_features(TASK, "uni", "cptac", TRAINED, dict(TRAINED))
+
+
+@pytest.mark.parametrize(("key", "value"), [("weights_sha256", "bb22"), ("dim", 768), ("encoder", "virchow")])
+def test_features_of_another_encoder_version_are_refused_with_the_reason(key, value):
+    with pytest.raises(ExternalError, match=f"its features have {key} {value!r}, the expert was trained on"):
+        check_features(TASK, "uni", "cptac", TRAINED, {**TRAINED, key: value})
+
+
+def test_a_model_without_a_recorded_feature_identity_is_refused():
+    with pytest.raises(ExternalError, match="record no feature identity"):
+        check_features(TASK, "uni", "cptac", None, TRAINED)
