@@ -92,9 +92,9 @@ def external_plot(table: pd.DataFrame, stem: Path) -> list[Path]:
                                                      (part["ci_high"] - part["value"])[ok]],
                     fmt="o", color="#1d6fa5", capsize=2, label=f"external ({cohort}), 95% CI")
         ax.plot(x, part["cv_value"], "o", mfc="none", color="#444444", label="cross-validation (mean over folds)")
-        for i in np.flatnonzero(~ok):
-            ax.text(i, np.nanmean(part["cv_value"]), "missing", rotation=90, ha="center", va="center",
-                    fontsize=FONT - 2, color="#777777")
+        for i in np.flatnonzero(~ok):  # at the axis' foot, clear of the hollow CV point
+            ax.text(i, 0.03, "missing", rotation=90, ha="center", va="bottom", fontsize=FONT - 2, color="#777777",
+                    transform=ax.get_xaxis_transform())
         ax.set_xticks(x, part["method"], rotation=35, ha="right", fontsize=FONT - 1)
         ax.set_ylabel(part["metric"].iloc[0], fontsize=FONT)
         ax.set_title(f"{task} on external cohort {cohort}", fontsize=FONT + 1)

@@ -250,7 +250,8 @@ def build_report(cfg: Config) -> list[Path]:
     bench = tables.order_rows(tables.benchmark_table(metrics), task_order, order, extra=["metric"])
     ranks = tables.order_rows(tables.ranks_table(bench, metrics, expected, primary, settings.rank_statistic,
                                                  settings.rank_families, float(settings.ci_level)), task_order, order)
-    external_rows = external.external_table(external.load_external(cfg), ranks, primary)
+    external_rows = tables.order_rows(external.external_table(external.load_external(cfg), ranks, primary),
+                                      task_order, order, extra=["cohort"])
     summary = tables.summary_table(ranks).merge(external.external_summary(external_rows), on="method", how="left")
     summary["external_n"] = summary["external_n"].astype("float64").fillna(0).astype("int64")
     missing = tables.missing_cells(ranks)
