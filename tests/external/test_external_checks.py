@@ -24,3 +24,16 @@ def test_features_of_another_encoder_version_are_refused_with_the_reason(key, va
 def test_a_model_without_a_recorded_feature_identity_is_refused():
     with pytest.raises(ExternalError, match="record no feature identity"):
         check_features(TASK, "uni", "cptac", None, TRAINED)
+
+
+def test_an_external_cohort_of_a_tile_task_is_refused_by_name():
+    from pathfuse import resources
+    from pathfuse.config import Config, ConfigError
+    from pathfuse.plan.external import external_cohorts
+
+    cfg = Config.from_file(resources.demo_config())
+    assert external_cohorts(cfg) == [("brca_idc_ilc", "demo_ext", True)]  # the demo's own
+    raw = dict(cfg.raw)
+    raw["task_data"]["crc100k"]["external"] = [{"cohort": "demo_ext"}]
+    with pytest.raises(ConfigError, match="task_data.crc100k.external: external cohorts are for slide tasks"):
+        external_cohorts(Config.from_dict(raw))

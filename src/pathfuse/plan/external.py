@@ -10,14 +10,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pathfuse.config import Config
+from pathfuse.config import Config, ConfigError
 from pathfuse.plan.digests import JobPlan, settings_digest
 from pathfuse.plan.fusion import Planner
 
 
 def external_cohorts(cfg: Config) -> list[tuple[str, str, bool]]:
-    """Every (task, cohort, labelled) of ``task_data.<task>.external`` (slide tasks), in run order."""
-    return [(t.id, x.cohort, x.labels is not None) for t in cfg.tasks if t.is_slide_task for x in t.external]
+    """Every (task, cohort, labelled) of ``task_data.<task>.external``, in run order (slide tasks only)."""
+    tile = [t.id for t in cfg.tasks if t.external and not t.is_slide_task]
+    if tile:
+        raise ConfigError(f"task_data.{tile[0]}.external: external cohorts are for slide tasks; {tile[0]} is a "
+                          "tile task (give its dataset another split instead)")
+    return [(t.id, x.cohort, x.labels is not None) for t in cfg.tasks for x in t.external]
 
 
 def external_entry(cfg: Config, task_id: str, cohort: str) -> dict[str, Any]:
