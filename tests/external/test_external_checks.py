@@ -35,5 +35,5 @@ def test_an_external_cohort_of_a_tile_task_is_refused_by_name():
     assert external_cohorts(cfg) == [("brca_idc_ilc", "demo_ext", True)]  # the demo's own
     raw = dict(cfg.raw)
     raw["task_data"]["crc100k"]["external"] = [{"cohort": "demo_ext"}]
-    with pytest.raises(ConfigError, match="task_data.crc100k.external: external cohorts are for slide tasks"):
+    with pytest.raises(ConfigError, match=r"task_data\.crc100k\.external: external cohorts are for slide tasks"):
         external_cohorts(Config.from_dict(raw))
