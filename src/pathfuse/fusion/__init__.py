@@ -144,7 +144,7 @@ _BUILT_IN: dict[str, Method] = {
                               reads=("report.primary_metric",),
                               description="single expert chosen per fold on validation"),
     "oracle_expert": Method("oracle", "pathfuse.fusion.baselines:oracle_expert", reads=("report.primary_metric",),
-                            no_apply="the oracle chooses its expert on test labels; it has none on new slides",
+                            no_apply="the oracle chooses its expert on test labels, which new slides do not have",
                             description="single expert chosen per fold on TEST (not a method)"),
     "mean_logits": Method("baseline", "pathfuse.fusion.baselines:mean_logits",
                           apply="pathfuse.fusion.apply:mean_logits",
