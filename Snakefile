@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from pathfuse.config import Config, ConfigError, validate_config  # noqa: E402
 from pathfuse.paths import REPORT_PLOTS, REPORT_TABLES, shard_index, shard_name  # noqa: E402
 from pathfuse.plan import Planner  # noqa: E402
+from pathfuse.plan.external import evaluate_external_plan, external_targets, predict_plan  # noqa: E402
 
 # The demo config only when no --configfile is given: merged under a user's config, its short
 # demo schedules would leak into a real run.
@@ -68,6 +69,7 @@ rule all:
     default_target: True
     input:
         PLAN.report_outputs()["tables"],
+        external_targets(PLAN),
 
 
 include: "workflow/rules/common.smk"
@@ -76,4 +78,5 @@ include: "workflow/rules/tiling.smk"
 include: "workflow/rules/embedding.smk"
 include: "workflow/rules/experts.smk"
 include: "workflow/rules/fusion.smk"
+include: "workflow/rules/external.smk"
 include: "workflow/rules/report.smk"

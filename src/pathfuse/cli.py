@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         for arg, typ in spec.args:
             p.add_argument(f"--{arg}", type=typ, required=True)
         for arg, typ, default in spec.optional:
-            note = ": a replicate's training seed (experts.n_seeds)" if arg == "seed" else ""
+            note = {"seed": ": a replicate's training seed (experts.n_seeds)",
+                    "run": ": the finished run's results_dir (default: the config's)"}.get(arg, "")
             p.add_argument(f"--{arg}", type=typ, default=default, help=f"default {default}{note}")
     sub.add_parser("check-config", help="validate a run config and print it with defaults filled").add_argument(
         "--config", default=None, type=Path, help="run config YAML (default: the demo's)")

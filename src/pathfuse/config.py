@@ -192,6 +192,7 @@ class Config:
             labels=data.labels,
             splits=data.splits,
             encoders=tuple(_given(data.encoders, self.encoder_ids)),
+            external=data.external or (),
         )
 
     @cached_property

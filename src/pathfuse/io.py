@@ -31,6 +31,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "tile_features_manifest": 1,
     "predictions": 1,
     "fusion_manifest": 1,
+    "external_manifest": 1,
     "training_curve": 1,
     "attention": 1,
     "metrics": 1,

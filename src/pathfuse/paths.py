@@ -23,8 +23,8 @@ def shard_index(name: str) -> int:
 
 
 #: The report's tables and plots (file stems), in the order they are written.
-REPORT_TABLES = ("benchmark", "ranks", "summary", "cost", "gate_weights", "left_out")
-REPORT_PLOTS = ("heatmap", "gains", "gate_weights", "cost", "cost_gain")
+REPORT_TABLES = ("benchmark", "ranks", "summary", "cost", "gate_weights", "left_out", "external")
+REPORT_PLOTS = ("heatmap", "gains", "gate_weights", "cost", "cost_gain", "external")
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,10 @@ class Layout:
         """A fusion method's predictions, every fold."""
         return self.fusion_dir(task, method, seed) / "predictions.parquet"
 
+    def fusion_model(self, task: str, method: str, seed: int | str = 0) -> Path:
+        """A fusion method's fitted folds, as its ``apply`` function reads them (external cohorts, predict)."""
+        return self.fusion_dir(task, method, seed) / "model.json"
+
     def fusion_manifest(self, task: str, seed: int | str = 0) -> Path:
         """A task's fusion manifest: each method's predictions file, digest and SHA-256 (written last).
 
@@ -116,6 +120,31 @@ class Layout:
         evaluate and report take as input; they read the method files it lists.
         """
         return self.seed_root(seed) / "fusion" / task / "_methods.parquet"
+
+    # external cohorts (task_data.<task>.external) and pathfuse predict
+    def external_dir(self, task: str, cohort: str) -> Path:
+        """Everything the trained models of ``task`` predict on another cohort."""
+        return self.root / "external" / task / cohort
+
+    def external_predictions(self, task: str, cohort: str, source: str) -> Path:
+        """One expert's or method's external predictions: per fold and the fold ensemble (fold −1)."""
+        return self.external_dir(task, cohort) / source / "predictions.parquet"
+
+    def external_attention(self, task: str, cohort: str, encoder: str) -> Path:
+        """Each tile's attention under every fold model of one expert, on the external cohort."""
+        return self.external_dir(task, cohort) / encoder / "attention.parquet"
+
+    def external_manifest(self, task: str, cohort: str) -> Path:
+        """The predict job's one tracked output, written last: each source's file, or why it is missing."""
+        return self.external_dir(task, cohort) / "_predictions.parquet"
+
+    def external_metrics(self, task: str, cohort: str) -> Path:
+        """Scores of every source on a labelled external cohort, apart from the cross-validation's."""
+        return self.root / "metrics" / "external" / task / f"{cohort}.parquet"
+
+    def predict_figure(self, task: str, cohort: str) -> Path:
+        """Attention and gate heatmaps of the slides of a predicted cohort."""
+        return self.external_dir(task, cohort) / "heatmaps.png"
 
     # evaluation + report
     def metrics(self, task: str) -> Path:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pathfuse.kinds import TaskKind, get_kind
 from pathfuse.settings import TridentSettings
+from pathfuse.settings.inputs import ExternalCohortSettings
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class TaskSpec:
     labels: str | None = None
     splits: str | None = None
     encoders: tuple[str, ...] = ()
+    # External test cohorts (``task_data.<task>.external``): predicted by the trained models, never trained on.
+    external: tuple[ExternalCohortSettings, ...] = ()
 
     @property
     def kind_strategy(self) -> TaskKind:

@@ -63,6 +63,14 @@ STAGES: dict[str, Stage] = {
     ),
     "evaluate": Stage("pathfuse.evaluation.run:evaluate_task", "score every prediction file of one task",
                       (("task", str),)),
+    "predict": Stage(
+        "pathfuse.external.predict:predict_cohort",
+        "apply a run's trained experts and fusion models to a cohort (new slides or an external test cohort)",
+        (("task", str), ("cohort", str)), (("run", str, ""),),
+    ),
+    "evaluate-external": Stage("pathfuse.external.evaluate:evaluate_external",
+                               "score every expert and method on a labelled external cohort",
+                               (("task", str), ("cohort", str))),
     "report": Stage("pathfuse.report.run:build_report", "write the benchmark tables and plots"),
 }
 

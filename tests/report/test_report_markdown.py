@@ -149,6 +149,8 @@ def summary_cells(t: Tables) -> dict[str, list[dict[str, Cell]]]:
         "mean gain (%)": shown("#%", r.mean_gain_pct),
         "significant wins / losses": shown("# / #", r.sig_wins, r.sig_losses),
         "missing cells": shown("#", r.n_missing),
+        "external gain (points)": shown("# (#)", r.external_mean_gain_points if r.external_n else math.nan,
+                                        r.external_n),
     } for r in summary.itertuples()]
     missing: list[dict[str, Cell]] = [{"task": r.task, "method": r.method, "family": r.family, "why": r.note}
                                       for r in ranks[ranks["value"].isna()].itertuples()]
@@ -194,9 +196,26 @@ def left_out_cells(t: Tables) -> dict[str, list[dict[str, Cell]]]:
                  for r in t["left_out"][0].itertuples()]}
 
 
+def external_cells(t: Tables) -> dict[str, list[dict[str, Cell]]]:
+    """Per (task, cohort): external value and CI, gain (arrow where its CI excludes 0), p, CV value, note."""
+    table, meta = t["external"]
+    level = round(100 * float(meta["ci_level"]))
+    out: dict[str, list[dict[str, Cell]]] = {}
+    for (task, cohort), rows in table.groupby(["task", "cohort"], sort=False):
+        heading = f"{task} on {cohort} ({int(rows['n_patients'].max())} patients)"
+        out[heading] = [{
+            "method": r.method, "family": r.family,
+            f"external {r.metric} [{level}% CI]": shown("# [#, #]", r.value, r.ci_low, r.ci_high),
+            "gain (points)": shown("#" + (" ↑" if r.gain_ci_low > 0 else " ↓" if r.gain_ci_high < 0 else ""),
+                                   100 * r.gain),
+            "p": shown("#", r.p_value), "CV": shown("#", r.cv_value), "note": r.note or "",
+        } for r in rows.itertuples()]
+    return out
+
+
 EXPECTED: dict[str, Callable[[Tables], dict[str, list[dict[str, Cell]]]]] = {
     "benchmark": benchmark_cells, "ranks": ranks_cells, "summary": summary_cells, "cost": cost_cells,
-    "gate_weights": gate_cells, "left_out": left_out_cells,
+    "gate_weights": gate_cells, "left_out": left_out_cells, "external": external_cells,
 }
 
 

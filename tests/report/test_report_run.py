@@ -26,7 +26,7 @@ def test_every_output_is_written_and_readable(run):
     assert sorted(map(str, written)) == sorted(map(str, expected))
     for name in TABLES:
         df, meta = read_parquet(cfg.layout.table(name), schema=f"table:{name}")
-        assert len(df) and meta["missing_cells"] == 8, name
+        assert (len(df) or name == "external") and meta["missing_cells"] == 8, name  # no external cohort here
     for path in [*report_outputs(cfg)["png"], *report_outputs(cfg)["svg"]]:
         assert path.stat().st_size > 5_000, path
         head = path.read_bytes()[:8]

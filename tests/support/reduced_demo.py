@@ -32,7 +32,10 @@ def write_reduced_config(workdir: Path, **overrides: object) -> Path:
                          "encoders": str(REPO / "src" / "pathfuse" / "resources" / "encoders.yaml")}
     raw["tasks"] = list(REDUCED_TASKS)
     raw["encoders"] = list(REDUCED_ENCODERS)
-    raw["task_data"] = {t: v for t, v in raw["task_data"].items() if t in REDUCED_TASKS}
+    # Without the demo's external cohort: tests/workflow/test_external.py adds one to a finished run.
+    raw["task_data"] = {t: {k: x for k, x in v.items() if k != "external"} for t, v in raw["task_data"].items()
+                        if t in REDUCED_TASKS}
+    raw["cohorts"] = {c: v for c, v in raw["cohorts"].items() if c == "demo"}
     raw["tile_datasets"] = {d: v for d, v in raw["tile_datasets"].items()
                             if any(raw["task_data"][t].get("dataset") == d for t in REDUCED_TASKS)}
     raw.setdefault("demo", {}).update(REDUCED_DEMO)
@@ -47,6 +50,7 @@ def write_reduced_config(workdir: Path, **overrides: object) -> Path:
 #: Demo size for the reduced runs (keys of src/pathfuse/resources/schemas/sections/demo.schema.yaml).
 REDUCED_DEMO: dict[str, object] = {
     "n_cases": 12, "slide_width_px": 2048, "slide_height_px": 1024, "tile_images_per_class": 4,
+    "external": {"n_cases": 0},
 }
 
 

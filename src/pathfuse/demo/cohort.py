@@ -25,16 +25,19 @@ from pathfuse.settings import DemoSettings
 CASE_PREFIX = "DEMO"
 
 
-def make_cohort(seed: int, settings: DemoSettings) -> pd.DataFrame:
-    """One row per slide: case_id, slide_id, the case's latent factors and the slide's look."""
-    rng = seeded_rng(seed, "cohort")
+def make_cohort(seed: int, settings: DemoSettings, prefix: str = CASE_PREFIX, stream: str = "cohort") -> pd.DataFrame:
+    """One row per slide: case_id, slide_id, the case's latent factors and the slide's look.
+
+    ``prefix`` and ``stream`` name another cohort drawn the same way (the demo's external cohort).
+    """
+    rng = seeded_rng(seed, stream)
     n = settings.n_cases
     latent = rng.standard_normal((n, len(LATENT)))
     n_two = round(settings.two_slide_fraction * n)
     two_slides = set(rng.choice(n, size=n_two, replace=False).tolist())
     rows = []
     for i in range(n):
-        case_id = f"{CASE_PREFIX}-{i + 1:04d}"
+        case_id = f"{prefix}-{i + 1:04d}"
         for k in range(2 if i in two_slides else 1):
             rows.append({"case_id": case_id, "slide_id": f"{case_id}-{k + 1:02d}",
                          **dict(zip(LATENT, latent[i], strict=True))})

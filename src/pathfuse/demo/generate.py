@@ -47,6 +47,8 @@ from pathfuse.demo.design import (
     label_table,
     readme,
 )
+from pathfuse.demo.external import FOLDER as EXTERNAL
+from pathfuse.demo.external import external_slides, write_external_labels
 from pathfuse.demo.slides import render_slide, write_pyramid_tiff
 from pathfuse.demo.splits import make_splits, write_csv, write_split_csv
 from pathfuse.demo.tiles import (
@@ -165,6 +167,14 @@ def generate_demo(cfg: Config) -> Path:
                  settings.mpp, settings.jpeg_quality, bool(aperio), look)
         for slide_id, width, height, aperio, look in slide_rows
     ]
+    if settings.external.n_cases:  # another "scanner": stain and resolution shifted (pathfuse.demo.external)
+        external = external_slides(cfg.seed, settings)
+        written += write_external_labels(cfg.seed, out, external, demo.designs, demo.tasks, settings.label_noise)
+        jobs += [SlideJob(cfg.seed, slide_id, out / EXTERNAL / "slides" / f"{slide_id}.tiff", width, height,
+                          settings.external.mpp, settings.jpeg_quality, bool(aperio), look)
+                 for slide_id, width, height, aperio, look in zip(
+                     external["slide_id"], external["width"], external["height"], external["aperio"],
+                     external["look"], strict=True)]
     tile_datasets = [d for d in demo.designs.values() if isinstance(d, TileDatasetPlan)]
     tile_classes = {t: [str(c) for c in demo.classes[t]] for t in demo.classes}
     jobs += plan_tile_jobs(cfg.seed, out / "tiles", tile_datasets, tile_classes, settings.tile_images_per_class)

@@ -46,3 +46,16 @@ def manifest_row(slide_id: str, status: str, reason: str, n_tiles: int, dim: int
     """One row of the feature shard manifest (``feature_shard`` schema)."""
     return {"slide_id": slide_id, "status": status, "reason": reason, "n_tiles": n_tiles, "dim": dim,
             "features_path": str(path)}
+
+
+def features_identity(path: Path) -> dict[str, Any]:
+    """What a feature file says about the features in it: encoder, weights' SHA-256 and width.
+
+    An expert records it of its training features; a cohort it is applied to must match it.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as fh:
+        meta = fh.metadata() or {}
+        dim = int(fh.get_slice("features").get_shape()[1])
+    return {"encoder": meta.get("encoder"), "weights_sha256": meta.get("weights_sha256"), "dim": dim}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pathfuse import bag_folders
 from pathfuse.bag_folders import bag_files
-from pathfuse.config import Config, ConfigError
+from pathfuse.config import Config, ConfigError, TaskSpec
 from pathfuse.encoders import bag_scan
 from pathfuse.encoders.bag_scan import BagVerdict
 from pathfuse.settings import ByoTileSource
@@ -46,8 +46,26 @@ def source_key(cfg: Config, encoder: str, cohort: str) -> str:
 
 
 def cohort_encoders(cfg: Config, cohort: str) -> list[str]:
-    """Encoders of the run's tasks on ``cohort`` (run order): whose slides a features-only cohort has."""
-    return list(dict.fromkeys(e for t in cfg.tasks if t.cohort == cohort for e in t.encoders))
+    """Encoders of the run's tasks on ``cohort`` (run order): whose slides a features-only cohort has.
+
+    A task's external cohort counts too, with the task's encoders it has features of
+    (:func:`external_encoders`).
+    """
+    return list(dict.fromkeys(
+        [e for t in cfg.tasks if t.cohort == cohort for e in t.encoders]
+        + [e for t in cfg.tasks for x in t.external if x.cohort == cohort for e in external_encoders(cfg, t, cohort)]))
+
+
+def external_encoders(cfg: Config, task: TaskSpec, cohort: str) -> list[str]:
+    """The task's encoders whose features the external ``cohort`` has or will have.
+
+    A cohort with slides is embedded by every one of them; a features-only cohort has only the
+    encoders its TRIDENT tree or ``embedding.byo.slides`` names: the others' experts cannot
+    predict it, and the tables say so.
+    """
+    if not is_features_only(cfg, cohort):
+        return list(task.encoders)
+    return [e for e in task.encoders if slide_source(cfg, e, cohort) is not None]
 
 
 def shard_bags(cfg: Config, encoder: str, cohort: str, shard: int) -> dict[str, Path]:

@@ -49,6 +49,17 @@ def finished_fold(job: Job, fold: Fold, fingerprint: str) -> FoldResult | None:
     return None
 
 
+def training_features(job: Job) -> dict[str, Any] | None:
+    """Encoder, weights' SHA-256 and width of the features the job trained on (slide tasks; None for tiles)."""
+    if job.store is None:
+        return None
+    from pathfuse.data.bags import cohort_feature_paths
+    from pathfuse.encoders.feature_files import features_identity
+
+    paths = cohort_feature_paths(job.cfg, job.encoder, job.spec.cohort or "")[0]
+    return features_identity(paths[job.samples["slide_ids"].iloc[0][0]])
+
+
 def save_fold(
     job: Job,
     k: int,
@@ -59,8 +70,14 @@ def save_fold(
     bin_edges: list[float] | None,
     fingerprint: str,
 ) -> None:
-    """Write the outer model's weights and the fold's partial predictions (with its fingerprint)."""
+    """Write the outer model's weights and the fold's partial predictions (with its fingerprint).
+
+    The weights record the expert settings digest and the identity of the features they were
+    trained on: what an external cohort or ``pathfuse predict`` checks before applying them.
+    """
     meta = {
+        "settings_digest": Planner(job.cfg).expert(job.spec.id, job.encoder, job.replicate).digest,
+        "features": training_features(job),
         "task": job.spec.id,
         "encoder": job.encoder,
         "fold": k,

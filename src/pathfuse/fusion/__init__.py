@@ -36,11 +36,15 @@ class FoldOutput:
         cost: train_seconds, params, flops (forward FLOPs per sample, or None), best_epoch,
             plus any method-specific facts (e.g. the chosen expert); stored in the metadata.
         gate_weights: LogitProd only, per block [N, G·M] (G = T+1 bins for survival, else 1).
+        model: what the fitted fold keeps to predict rows it never saw (an external cohort, new
+            slides) through the method's ``apply`` function: JSON-able numbers and lists, saved
+            beside the predictions (``fusion/{task}/{method}/model.json``). None: not kept.
     """
 
     logits: dict[BlockKey, np.ndarray]
     cost: dict[str, Any]
     gate_weights: dict[BlockKey, np.ndarray] | None = None
+    model: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,30 @@ class Method:
     def not_applicable(self, is_slide_task: bool) -> str | None:
         """Why this method does not run on a task of this kind, or None when it does."""
         return self.not_on_slides if is_slide_task and self.not_on_slides else None
+    # "module:function" (task: TaskSpec, model: dict, logits [N, M, K]) -> (logits [N, K], gate weights or None):
+    # a fitted fold's ``FoldOutput.model`` applied to expert logits it never saw (external cohorts,
+    # ``pathfuse predict``). None: the method cannot predict new rows; ``no_apply`` says why.
+    apply: str | None = None
+    no_apply: str = "the method keeps no fitted model to apply to new slides"
 
     @property
     def fit_fold(self) -> Callable[..., FoldOutput]:
         """The fold function (imported now)."""
-        module, name = self.target.split(":")
-        function = getattr(importlib.import_module(module), name)
-        return functools.partial(function, **self.options) if self.options else function
+        return _imported(self.target, self.options)
+
+    @property
+    def apply_fold(self) -> Callable[..., tuple[np.ndarray, np.ndarray | None]]:
+        """The apply function (imported now); only for methods that declare one."""
+        if self.apply is None:
+            raise ValueError(self.no_apply)
+        return _imported(self.apply, {})
+
+
+def _imported(target: str, options: Mapping[str, Any]) -> Callable[..., Any]:
+    """The function named ``"module:function"``, with ``options`` bound."""
+    module, name = target.split(":")
+    function = getattr(importlib.import_module(module), name)
+    return functools.partial(function, **options) if options else function
 
 
 FUSERS: Registry[Method] = Registry("fusion method")
@@ -97,42 +118,56 @@ def reads_oof(name: str, fusion: Any) -> bool:
     block = getattr(fusion, spec.settings or name, None)
     return getattr(block, "train_on", "oof") == "oof"
 
+_FEATURE_LEVEL = ("reads the teachers' tile features: feature-level methods are not yet applied to new "
+                  "slides (their fitted networks are not kept)")
 _BUILT_IN: dict[str, Method] = {
     "logitprod": Method("fuser", "pathfuse.fusion.logitprod_fold:fit_fold", needs_oof=True,
+                        apply="pathfuse.fusion.apply:gate",
                         description="per-sample gated product of the experts' distributions (logits only)"),
     "logitprod_converged": Method(
         "fuser", "pathfuse.fusion.logitprod_converged:fit_fold", needs_oof=True,
+        apply="pathfuse.fusion.apply:gate",
         reads=("fusion.logitprod.corr_shrinkage",),
         description="LogitProd's gate fitted to convergence "
                     "(full-batch L-BFGS; λ, weight decay chosen on validation)"),
     "shazam": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True,
+                     no_apply=_FEATURE_LEVEL,
                      description="teacher tokens + self-attention + distillation (feature-level fusion)"),
-    "shazam_sum": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True, settings="shazam",
+    "shazam_sum": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True,
+                     no_apply=_FEATURE_LEVEL, settings="shazam",
                          options={"mixer": "sum"},
                          description="Shazam's Sum ablation: the teacher tokens summed, no attention "
                                      "(settings of shazam)"),
-    "shazam_moe": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True, settings="shazam",
+    "shazam_moe": Method("fuser", "pathfuse.fusion.shazam:fit_fold", needs_features=True,
+                     no_apply=_FEATURE_LEVEL, settings="shazam",
                          options={"mixer": "moe"},
                          description="Shazam's MoE ablation: a softmax gate over the teacher tokens "
                                      "(settings of shazam)"),
     "shazam_levels": Method(
         "fuser", "pathfuse.fusion.shazam_levels:fit_fold", needs_features=True, needs_levels=True,
+        no_apply=_FEATURE_LEVEL,
         not_on_slides="tile tasks only: each (teacher, level) bag would need its own ABMIL pooling (3x Shazam's "
                       "per step) over level features that triple the slide feature storage (docs/methods.md)",
         description="Shazam with low/mid/high teacher levels, a gate per level, residual-joined attention "
                     "segments, distillation per level (the authors' current code)"),
     "concat": Method("baseline", "pathfuse.fusion.concat:fit_fold", needs_features=True,
+                     no_apply=_FEATURE_LEVEL,
                      description="concatenated teacher features + one head (MLP probe or gated ABMIL)"),
     "best_val_expert": Method("baseline", "pathfuse.fusion.baselines:best_val_expert",
+                              apply="pathfuse.fusion.apply:chosen_expert",
                               reads=("report.primary_metric",),
                               description="single expert chosen per fold on validation"),
     "oracle_expert": Method("oracle", "pathfuse.fusion.baselines:oracle_expert", reads=("report.primary_metric",),
+                            no_apply="the oracle chooses its expert on test labels, which new slides do not have",
                             description="single expert chosen per fold on TEST (not a method)"),
     "mean_logits": Method("baseline", "pathfuse.fusion.baselines:mean_logits",
+                          apply="pathfuse.fusion.apply:mean_logits",
                           description="mean of the experts' logits"),
     "mean_probs": Method("baseline", "pathfuse.fusion.baselines:mean_probs",
+                         apply="pathfuse.fusion.apply:mean_probs",
                          description="mean of the experts' distributions"),
     "stacking": Method("baseline", "pathfuse.fusion.baselines:stacking", needs_oof=True,
+                       apply="pathfuse.fusion.apply:stacking",
                        description="linear stacker on the experts' outputs (out-of-fold by default)"),
 }
 for _name, _method in _BUILT_IN.items():

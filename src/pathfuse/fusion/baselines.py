@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -29,10 +28,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from pathfuse import selection
-from pathfuse.fusion import FoldOutput
+from pathfuse.fusion import FoldOutput, apply
 from pathfuse.fusion.blocks import Block
 from pathfuse.fusion.context import FusionContext, read_record
-from pathfuse.fusion.logitprod import expert_log_distributions
 from pathfuse.heads.losses import survival_nll
 from pathfuse.selection import primary_metric
 from pathfuse.settings import StackingSettings
@@ -40,13 +38,13 @@ from pathfuse.settings import StackingSettings
 log = logging.getLogger(__name__)
 
 
-def _map_blocks(ctx: FusionContext, fold: int, combine: Any, extra: dict[str, Any] | None = None) -> FoldOutput:
-    """Apply an untrained ``combine(logits [N, M, K]) -> [N, K]`` to every block of a fold."""
+def _map_blocks(ctx: FusionContext, fold: int, combine: Any, model: dict[str, Any],
+                extra: dict[str, Any] | None = None) -> FoldOutput:
+    """Apply an untrained ``combine(task, model, logits [N, M, K])`` (:mod:`pathfuse.fusion.apply`) to every block."""
     start = time.perf_counter()
-    logits = {key: np.asarray(combine(torch.as_tensor(b.logits)), dtype=np.float32)
-              for key, b in ctx.blocks[fold].items()}
+    logits = {key: combine(ctx.task, model, b.logits)[0] for key, b in ctx.blocks[fold].items()}
     cost = {"train_seconds": time.perf_counter() - start, "params": 0, "flops": None, "best_epoch": None}
-    return FoldOutput(logits=logits, cost={**cost, **(extra or {})})
+    return FoldOutput(logits=logits, cost={**cost, **(extra or {})}, model=model)
 
 
 # ----------------------------------------------------------------------------- expert choice
@@ -69,8 +67,8 @@ def rank_experts(ctx: FusionContext, fold: int, split: str) -> list[dict[str, An
 def _chosen_expert(ctx: FusionContext, fold: int, split: str) -> FoldOutput:
     start = time.perf_counter()
     ranked = rank_experts(ctx, fold, split)
-    m = ranked[0]["index"]
-    out = _map_blocks(ctx, fold, lambda z: z[:, m])
+    out = _map_blocks(ctx, fold, apply.chosen_expert, {"expert": int(ranked[0]["index"]),
+                                                      "encoder": ranked[0]["encoder"]})
     out.cost.update(train_seconds=time.perf_counter() - start, chosen_expert=ranked[0]["encoder"],
                     chosen_on=split, ranking=ranked)
     return out
@@ -89,26 +87,18 @@ def oracle_expert(ctx: FusionContext, fold: int) -> FoldOutput:
 # ----------------------------------------------------------------------------- averages
 def mean_logits(ctx: FusionContext, fold: int) -> FoldOutput:
     """Average of the experts' logits (class logits, or hazard logits)."""
-    return _map_blocks(ctx, fold, lambda z: z.mean(1))
+    return _map_blocks(ctx, fold, apply.mean_logits, {})
 
 
 def mean_probs(ctx: FusionContext, fold: int) -> FoldOutput:
     """Average of the experts' distributions; output as log-probs or hazard logits."""
-    rules = ctx.task.kind_strategy.training()
-
-    def combine(z: torch.Tensor) -> torch.Tensor:
-        log_mean = torch.logsumexp(rules.log_distribution(z), dim=1) - math.log(z.shape[1])
-        return rules.output_logits(log_mean)
-
-    return _map_blocks(ctx, fold, combine)
+    return _map_blocks(ctx, fold, apply.mean_probs, {})
 
 
 # ----------------------------------------------------------------------------- stacking
 def _stack_features(block: Block, survival: bool) -> np.ndarray:
     """Concatenated expert outputs [N, M·K]: log-probabilities, or raw hazard logits."""
-    z = torch.as_tensor(block.logits)
-    out = z if survival else expert_log_distributions(z, False)
-    return out.reshape(len(block), -1).numpy().astype(np.float64)
+    return apply.stack_features(block.logits, survival)
 
 
 def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
@@ -122,38 +112,39 @@ def stacking(ctx: FusionContext, fold: int) -> FoldOutput:
     survival = ctx.task.kind_strategy.time_to_event  # stacks hazard logits, fitted by the survival NLL
     scaler = StandardScaler().fit(_stack_features(train, survival))
     if survival:
-        predict, params = _fit_survival_stack(train, scaler, settings, ctx.settings.survival_alpha,
-                                              ctx.seed("stacking", fold))
+        model, params = _fit_survival_stack(train, scaler, settings, ctx.settings.survival_alpha,
+                                            ctx.seed("stacking", fold))
     else:
-        predict, params = _fit_logistic_stack(ctx, train, scaler, settings)
+        model, params = _fit_logistic_stack(ctx, train, scaler, settings)
+    model = {"survival": survival, "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(), **model}
     train_seconds = time.perf_counter() - start
-    logits = {key: predict(scaler.transform(_stack_features(b, survival))).astype(np.float32)
-              for key, b in ctx.blocks[fold].items()}
+    logits = {key: apply.stacking(ctx.task, model, b.logits)[0] for key, b in ctx.blocks[fold].items()}
     n_features = scaler.n_features_in_
     cost = {"train_seconds": train_seconds, "params": params, "flops": 2 * n_features * logits[("val", False)].shape[1],
             "best_epoch": None, **read_record(trained_on)}
-    return FoldOutput(logits=logits, cost=cost)
+    return FoldOutput(logits=logits, cost=cost, model=model)
 
 
-def _fit_logistic_stack(ctx: FusionContext, train: Block, scaler: StandardScaler, settings: StackingSettings):
-    """Multinomial logistic regression; classes absent from training get log-probability −30."""
+def _fit_logistic_stack(ctx: FusionContext, train: Block, scaler: StandardScaler,
+                        settings: StackingSettings) -> tuple[dict[str, Any], int]:
+    """Multinomial logistic regression (its record for :func:`pathfuse.fusion.apply.stacking`, its size).
+
+    Classes absent from training get log-probability −30.
+    """
     n_classes = train.logits.shape[2]
     x = scaler.transform(_stack_features(train, False))
     present = np.unique(train.label)
     if len(present) < 2:
         log.warning("task %s: one class in the stacker's training rows; predicting it always", ctx.task.id)
-        return lambda feats: np.where(np.arange(n_classes) == present[0], 0.0, -30.0)[None].repeat(len(feats), 0), 0
+        return {"form": "constant", "out": np.where(np.arange(n_classes) == present[0], 0.0, -30.0).tolist()}, 0
     model = LogisticRegression(C=settings.C, max_iter=settings.max_iter).fit(x, train.label)
-
-    def predict(feats: np.ndarray) -> np.ndarray:
-        out = np.full((len(feats), n_classes), -30.0)
-        out[:, model.classes_] = model.predict_log_proba(feats)
-        return out
-
-    return predict, int(model.coef_.size + model.intercept_.size)
+    record = {"form": "logistic", "weight": model.coef_.tolist(), "bias": model.intercept_.tolist(),
+              "classes": model.classes_.tolist(), "n_classes": n_classes}
+    return record, int(model.coef_.size + model.intercept_.size)
 
 
-def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: StackingSettings, alpha: float, seed: int):
+def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: StackingSettings, alpha: float,
+                        seed: int) -> tuple[dict[str, Any], int]:
     """Linear map of standardised hazard logits [M·T] → T hazard logits, by L-BFGS on the survival NLL.
 
     Starts from the mean of the experts' hazard logits (in standardised units) and uses the
@@ -182,9 +173,5 @@ def _fit_survival_stack(train: Block, scaler: StandardScaler, settings: Stacking
         return loss
 
     opt.step(closure)
-
-    def predict(feats: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return linear(torch.as_tensor(feats, dtype=torch.float32)).numpy()
-
-    return predict, int(linear.weight.numel() + linear.bias.numel())
+    record = {"form": "linear", "weight": linear.weight.detach().tolist(), "bias": linear.bias.detach().tolist()}
+    return record, int(linear.weight.numel() + linear.bias.numel())

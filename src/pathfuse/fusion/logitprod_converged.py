@@ -23,6 +23,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from pathfuse.fusion import FoldOutput, val_selection
+from pathfuse.fusion.apply import gate_record
 from pathfuse.fusion.blocks import Block
 from pathfuse.fusion.context import FusionContext, read_record
 from pathfuse.fusion.gate_training import GateParams, GateProblem, fused_log_q, loss_and_grad, nll
@@ -95,4 +96,4 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
         **read_record(trained_on), "chosen": chosen, "grid": grid, "kept_first_epoch": False,
         **gate_movement(gates[("test", False)], len(ctx.encoders)), **extra,
     }
-    return FoldOutput(logits=logits, cost=cost, gate_weights=gates)
+    return FoldOutput(logits=logits, cost=cost, gate_weights=gates, model=gate_record(model))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pathfuse.fusion import FoldOutput
+from pathfuse.fusion.apply import gate_record
 from pathfuse.fusion.blocks import Block
 from pathfuse.fusion.context import FusionContext, read_record
 from pathfuse.fusion.fitting import block_targets, forward_flops, kind_monitor
@@ -76,7 +77,7 @@ def fit_fold(ctx: FusionContext, fold: int) -> FoldOutput:
         **read_record(trained_on), "kept_first_epoch": result.best_epoch <= 0,
         **gate_movement(gates[("test", False)], len(ctx.encoders)), **extra,
     }
-    return FoldOutput(logits=logits, cost=cost, gate_weights=gates)
+    return FoldOutput(logits=logits, cost=cost, gate_weights=gates, model=gate_record(model))
 
 
 def _fit_early_stopped(ctx: FusionContext, fold: int, train: Block, r: np.ndarray, schedule: GateSchedule) -> GateFit:

@@ -24,7 +24,7 @@ from pathfuse.config import Config
 from pathfuse.fusion import FUSERS, FoldOutput, applicable_methods
 from pathfuse.fusion.context import FusionContext
 from pathfuse.fusion.inputs import load_context
-from pathfuse.io import SchemaError, read_parquet_meta, write_parquet
+from pathfuse.io import SchemaError, read_parquet_meta, write_json, write_parquet
 from pathfuse.plan import Planner
 from pathfuse.plan.fusion import method_settings
 from pathfuse.reproducibility import file_sha256
@@ -49,20 +49,27 @@ def fuse_task(cfg: Config, task: str, seed: int = 0) -> list[Path]:
         log.info("task %s: not applicable, not fitted: %s", task, ", ".join(skipped))
     plan = Planner(cfg)
     outputs = {m: cfg.layout.fusion_predictions(task, m, seed) for m in methods}
-    digests = {m: p.fingerprint() for m, p in plan.fuse_methods(task, seed).items()}
-    todo = [m for m in methods if not _up_to_date(outputs[m], digests[m])]
+    method_plans = plan.fuse_methods(task, seed)
+    digests = {m: p.fingerprint() for m, p in method_plans.items()}
+    todo = [m for m in methods if not _up_to_date(outputs[m], digests[m], _model_path(cfg, task, m, seed))]
     kept = [m for m in methods if m not in todo]
     if kept:
         log.info("task %s: up to date, kept: %s", task, ", ".join(kept))
     if todo:
         log.info("task %s: to fit: %s", task, ", ".join(todo))
-        _fit(cfg, plan, task, seed, todo, digests)
+        _fit(cfg, plan, task, seed, todo, digests, {m: method_plans[m].digest for m in todo})
     write_manifest(cfg.layout.fusion_manifest(task, seed), task, seed, outputs, digests)
     return list(outputs.values())
 
 
-def _fit(cfg: Config, plan: Planner, task: str, seed: int, todo: list[str], digests: dict[str, str]) -> None:
-    """Fit each method of ``todo`` on every fold and write its predictions file (a progress step per method)."""
+def _fit(cfg: Config, plan: Planner, task: str, seed: int, todo: list[str], digests: dict[str, str],
+         settings_digests: dict[str, str]) -> None:
+    """Fit each method of ``todo`` on every fold and write its model and predictions files (a step per method).
+
+    The model file (methods with an ``apply`` function) is written first: a predictions file
+    that exists always has the fitted folds beside it that external cohorts and
+    ``pathfuse predict`` apply.
+    """
     with progress.scope("job", len(todo), interval=cfg.settings.logging.progress_interval_s, task=task,
                         seed=seed or None) as report:
         ctx = load_context(cfg, task, seed)
@@ -73,6 +80,10 @@ def _fit(cfg: Config, plan: Planner, task: str, seed: int, todo: list[str], dige
             report.note(method=f"{i + 1}/{len(todo)}")
             results = _fit_method(ctx, method)
             frame = pd.concat([_fold_frame(ctx, fold, out) for fold, out in results.items()], ignore_index=True)
+            if (model_path := _model_path(cfg, task, method, seed)) is not None:
+                write_json({"task": task, "method": method, "encoders": ctx.encoders, "digest": digests[method],
+                            "settings_digest": settings_digests[method],
+                            "folds": {str(f): out.model for f, out in results.items()}}, model_path)
             write_parquet(frame, cfg.layout.fusion_predictions(task, method, seed), schema="predictions",
                           meta=_metadata(ctx, method_settings(plan, task, method), method, results, digests[method]))
             report.advance()
@@ -149,8 +160,13 @@ def _metadata(ctx: FusionContext, settings: dict[str, Any], method: str, results
     return meta
 
 
-def _up_to_date(path: Path, digest: str) -> bool:
-    if not path.exists():
+def _model_path(cfg: Config, task: str, method: str, seed: int) -> Path | None:
+    """Where a method that can be applied to new slides keeps its fitted folds (None: it has no ``apply``)."""
+    return cfg.layout.fusion_model(task, method, seed) if FUSERS.get(method).apply else None
+
+
+def _up_to_date(path: Path, digest: str, model: Path | None) -> bool:
+    if not path.exists() or (model is not None and not model.exists()):
         return False
     try:
         return read_parquet_meta(path, schema="predictions").get("digest") == digest

@@ -18,6 +18,7 @@ from pathfuse.encoders.sources import cohort_encoders, shard_bags, slide_source,
 from pathfuse.paths import shard_name
 from pathfuse.plan.checks import check_inputs_at_start
 from pathfuse.plan.digests import NO_EFFECT, JobPlan, MethodPlan, folder_fingerprint, narrow, settings_digest
+from pathfuse.plan.external import external_cohorts
 from pathfuse.plan.fusion import fuse_plan, method_plans
 from pathfuse.plan.inner_folds import inner_folds_needed
 from pathfuse.seeds import n_seeds, replicate_payload, replicates
@@ -44,8 +45,9 @@ class Planner:
         return narrow(data, kind, task)
 
     def task_facts(self, task_id: str) -> dict[str, Any]:
-        """The registry entry and ``task_data`` entry of a task (what its jobs read of it)."""
-        return {"registry": self.cfg.task_registry[task_id], "data": self.cfg.raw["task_data"].get(task_id, {})}
+        """The registry and ``task_data`` entries of a task, without ``external`` (pathfuse.plan.external)."""
+        data = {k: v for k, v in self.cfg.raw["task_data"].get(task_id, {}).items() if k != "external"}
+        return {"registry": self.cfg.task_registry[task_id], "data": data}
 
     def encoder_facts(self, encoder: str) -> dict[str, Any]:
         """The encoder's registry entry (what its embedding jobs read of it, so it enters their digests)."""
@@ -71,10 +73,11 @@ class Planner:
         """What demo_data writes that later jobs read: label tables, split CSVs, folders."""
         if self.demo_dir is None:
             return {"files": [], "folders": []}
-        files: set[str] = set()
-        for task in self.cfg.tasks:
-            files.update(f for f in (task.labels, *self.split_files(task)) if f and self.made_by_demo(f))
+        ext = [(x.labels, self.cfg.cohort(x.cohort).slides or "") for t in self.cfg.tasks for x in t.external]
+        files = {f for t in self.cfg.tasks for f in (t.labels, *self.split_files(t)) if f and self.made_by_demo(f)}
+        files.update(labels for labels, _ in ext if labels and self.made_by_demo(labels))  # its external cohort's
         folders = {str(self.demo_dir / "slides")}
+        folders.update(str(Path(glob).parent) for _, glob in ext if self.made_by_demo(glob))
         for task in self.cfg.tasks:
             if not task.is_slide_task and self.made_by_demo(self.cfg.tile_dataset(task.dataset or "").path):
                 folders.add(self.cfg.tile_dataset(task.dataset or "").path)
@@ -109,8 +112,8 @@ class Planner:
         """The slide files of one shard, or the demo's slide folder while it is to be made."""
         spec = self.cfg.cohort(cohort)
         where = spec.slides or spec.manifest or ""
-        if self.made_by_demo(where):
-            return [str(self.demo_dir / "slides")] if self.demo_dir else []
+        if self.made_by_demo(where):  # the demo's slide folder (its external cohort's for that one)
+            return [str(Path(where).parent)]
         from pathfuse.slides.cohort import shard_slides
 
         return sorted(shard_slides(self._slides(cohort), shard, self.cfg.n_shards(cohort))["path"].astype(str))
@@ -275,6 +278,7 @@ class Planner:
         tasks = self.cfg.tasks
         inputs = {
             "metrics": [str(self.layout.metrics(t.id)) for t in tasks],
+            "external": [str(self.layout.external_metrics(t, c)) for t, c, ok in external_cohorts(self.cfg) if ok],
             "fusion": [str(self.layout.fusion_manifest(t.id)) for t in tasks],
             "curves": [str(self.layout.expert_curve(t.id, e)) for t in tasks for e in t.encoders],
             # The attention figures: experts' test predictions and attention, slide thumbnails, tile images.

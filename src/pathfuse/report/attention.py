@@ -26,6 +26,7 @@ from pathfuse.io import save_figure
 from pathfuse.report.attention_data import (
     THUMBNAIL_PX,
     Pick,
+    RowSource,
     TaskView,
     slide_attention,
     slide_paths,
@@ -45,10 +46,15 @@ GATE_COLOR = "#1d6fa5"
 MUTED = "#777777"
 
 
-def attention_figure(cfg: Config, task_id: str, stem: Path) -> list[Path]:
-    """Draw ``task_id``'s figure to ``stem.png`` (always written; missing pieces are said in it)."""
+def attention_figure(cfg: Config, task_id: str, stem: Path, source: RowSource | None = None,
+                     n_slides: int = N_SLIDES) -> list[Path]:
+    """Draw ``task_id``'s figure to ``stem.png`` (always written; missing pieces are said in it).
+
+    ``source`` None: the outer folds' test samples (the report); a :class:`RowSource` with a cohort:
+    that cohort's fold-ensemble predictions (external cohorts, ``pathfuse predict``).
+    """
     task = cfg.task(task_id)
-    view = task_view(cfg, task_id, N_SLIDES if task.is_slide_task else N_TILES)
+    view = task_view(cfg, task_id, n_slides if task.is_slide_task else N_TILES, source)
     # Slide tasks: one attention panel per expert + the gate; tile tasks: image, predictions, gate.
     ratios = [1.0] * len(view.encoders) + [0.8] if task.is_slide_task else [1.0, 1.3, 1.0]
     n_rows = max(len(view.picks), 1)
@@ -70,6 +76,8 @@ def attention_figure(cfg: Config, task_id: str, stem: Path) -> list[Path]:
     else:
         _tile_rows(cfg, view, axes)
         what = "test tiles where the experts disagree most"
+    if view.source.cohort is not None:
+        what += f"; cohort {view.source.cohort}, fold ensemble"
     gate = f"gate weights: {view.gate_method}" if view.gate_method else "no gated fusion method in this run"
     fig.suptitle(f"{task_id} — {what}; {gate}", fontsize=FONT + 1)
     return save_figure(fig, stem, formats=("png",), dpi=DPI)
@@ -77,7 +85,8 @@ def attention_figure(cfg: Config, task_id: str, stem: Path) -> list[Path]:
 
 def _row_title(pick: Pick) -> str:
     fused = f"fused: {pick.fused_text}" if pick.fused_text else "fused: —"
-    return f"{pick.sample_id} (fold {pick.fold})  truth: {pick.truth}  {fused}  disagreement {pick.disagreement:.2f}"
+    fold = f"fold {pick.fold}" if pick.fold >= 0 else "fold ensemble"
+    return f"{pick.sample_id} ({fold})  truth: {pick.truth}  {fused}  disagreement {pick.disagreement:.2f}"
 
 
 def _gate_bars(ax: Axes, encoders: list[str], gate: np.ndarray | None) -> None:
@@ -102,8 +111,8 @@ def _say(ax: Axes, text: str) -> None:
 
 
 def _slide_rows(cfg: Config, view: TaskView, axes: np.ndarray) -> None:
-    layers = slide_attention(cfg, view.task.id, view.encoders, view.picks)
-    paths = slide_paths(cfg, view.task.cohort or "")
+    layers = slide_attention(cfg, view.task.id, view.encoders, view.picks, view.source)
+    paths = slide_paths(cfg, view.source.cohort or view.task.cohort or "")
     for row, pick in zip(axes, view.picks, strict=False):
         found = {e: layers[e].get((pick.fold, pick.sample_id)) for e in view.encoders}
         present = [f for f in found.values() if f is not None and len(f)]

@@ -45,6 +45,38 @@ class Pick:
     gate: np.ndarray | None  # [M] mean weight per expert (survival: averaged over the time bins)
 
 
+@dataclass(frozen=True)
+class RowSource:
+    """Which rows a figure draws: the cross-validation's test rows, or a cohort predicted by the trained models.
+
+    ``cohort`` None: each outer fold's test rows (the report). A cohort name: the fold-ensemble
+    rows (fold −1) of ``results/external/{task}/{cohort}/`` (external cohorts, ``pathfuse predict``),
+    whose attention is the mean over the fold models.
+    """
+
+    cohort: str | None = None
+
+    def predictions(self, cfg: Config, task_id: str, source: str, expert: bool) -> Path:
+        """The predictions file of one expert (``expert``) or fusion method."""
+        if self.cohort is not None:
+            return cfg.layout.external_predictions(task_id, self.cohort, source)
+        return (cfg.layout.expert_predictions if expert else cfg.layout.fusion_predictions)(task_id, source)
+
+    def attention(self, cfg: Config, task_id: str, encoder: str) -> Path:
+        """One expert's attention table."""
+        if self.cohort is not None:
+            return cfg.layout.external_attention(task_id, self.cohort, encoder)
+        return cfg.layout.expert_attention(task_id, encoder)
+
+    def rows(self, path: Path) -> pd.DataFrame:
+        """The drawn rows of a predictions file, indexed by (fold, sample_id)."""
+        df, _ = read_parquet(path, schema="predictions",
+                             columns=["fold", "split", "oof", "sample_id", "label", "time", "event", "logits",
+                                      "gate_weights"])
+        keep = (df["split"] == "test") & ~df["oof"].astype(bool) if self.cohort is None else df["fold"] == -1
+        return df[keep].set_index(["fold", "sample_id"])
+
+
 @dataclass
 class TaskView:
     """The picks of one task, and which gated method (if any) the bars come from."""
@@ -54,6 +86,7 @@ class TaskView:
     picks: list[Pick]
     gate_method: str | None
     notes: list[str] = field(default_factory=list)
+    source: RowSource = field(default_factory=RowSource)
 
 
 def distributions(kind: TaskKind, logits: np.ndarray) -> np.ndarray:
@@ -87,24 +120,18 @@ def _describe(kind: TaskKind, dist: np.ndarray, classes: list[str]) -> str:
     return f"{classes[k]} {dist[k]:.2f}"
 
 
-def _test_rows(path: Path) -> tuple[pd.DataFrame, dict]:
-    df, meta = read_parquet(path, schema="predictions",
-                            columns=["fold", "split", "oof", "sample_id", "label", "time", "event", "logits",
-                                     "gate_weights"])
-    return df[(df["split"] == "test") & ~df["oof"].astype(bool)].set_index(["fold", "sample_id"]), meta
-
-
-def task_view(cfg: Config, task_id: str, n: int) -> TaskView:
+def task_view(cfg: Config, task_id: str, n: int, source: RowSource | None = None) -> TaskView:
     """Pick the ``n`` test samples of ``task_id`` where its experts disagree most (module docstring)."""
+    source = source or RowSource()
     task = cfg.task(task_id)
     kind = task.kind_strategy
     classes = list(task.display_classes) if kind.has_classes else []
-    view = TaskView(task, [], [], None)
+    view = TaskView(task, [], [], None, source=source)
     rows = {}
     for encoder in task.encoders:
-        path = cfg.layout.expert_predictions(task_id, encoder)
+        path = source.predictions(cfg, task_id, encoder, expert=True)
         if path.exists():
-            rows[encoder] = _test_rows(path)[0]
+            rows[encoder] = source.rows(path)
         else:
             view.notes.append(f"{encoder}: no predictions")
     view.encoders = list(rows)
@@ -118,13 +145,12 @@ def task_view(cfg: Config, task_id: str, n: int) -> TaskView:
                       for e in view.encoders])
     score = disagreement(kind, dists)
     order = sorted(range(len(keys)), key=lambda i: (-score[i], str(keys[i][1])))[:n]
-    gated, view.gate_method = _gated_rows(cfg, task_id)
+    gated, view.gate_method = _gated_rows(cfg, task_id, source)
     first = rows[view.encoders[0]]
     for i in order:
         fold, sample = keys[i]
         truth_row = first.loc[(fold, sample)]
-        truth = (f"time {truth_row['time']:.3g}, {'event' if truth_row['event'] == 1 else 'censored'}"
-                 if kind.time_to_event else classes[int(truth_row["label"])])
+        truth = _truth(kind, truth_row, classes)
         fused_text, gate = None, None
         if gated is not None and (fold, sample) in gated.index:
             row = gated.loc[(fold, sample)]
@@ -136,13 +162,21 @@ def task_view(cfg: Config, task_id: str, n: int) -> TaskView:
     return view
 
 
-def _gated_rows(cfg: Config, task_id: str) -> tuple[pd.DataFrame | None, str | None]:
-    """Test rows of the run's first fusion method that records gate weights (LogitProd), if any."""
+def _truth(kind: TaskKind, row: pd.Series, classes: list[str]) -> str:
+    """The sample's label as the figure states it ("unlabelled" for new slides)."""
+    if kind.time_to_event:
+        return "unlabelled" if np.isnan(row["time"]) else \
+            f"time {row['time']:.3g}, {'event' if row['event'] == 1 else 'censored'}"
+    return classes[int(row["label"])] if int(row["label"]) >= 0 else "unlabelled"
+
+
+def _gated_rows(cfg: Config, task_id: str, source: RowSource) -> tuple[pd.DataFrame | None, str | None]:
+    """Drawn rows of the run's first fusion method that records gate weights (LogitProd), if any."""
     for method in cfg.fusion_methods:
-        path = cfg.layout.fusion_predictions(task_id, method)
+        path = source.predictions(cfg, task_id, method, expert=False)
         if not path.exists():
             continue
-        rows, _ = _test_rows(path)
+        rows = source.rows(path)
         if rows["gate_weights"].notna().any():
             return rows[rows["gate_weights"].notna()], method
     return None, None
@@ -157,7 +191,8 @@ class SlideLayer:
     rank: np.ndarray  # [n] in [0, 1]
 
 
-def slide_attention(cfg: Config, task_id: str, encoders: list[str], picks: list[Pick]) -> dict[str, dict]:
+def slide_attention(cfg: Config, task_id: str, encoders: list[str], picks: list[Pick],
+                    source: RowSource | None = None) -> dict[str, dict]:
     """Attention rows of the picked samples, per encoder and (fold, sample).
 
     Returns:
@@ -165,7 +200,7 @@ def slide_attention(cfg: Config, task_id: str, encoders: list[str], picks: list[
     """
     out: dict[str, dict] = {}
     for encoder in encoders:
-        path = cfg.layout.expert_attention(task_id, encoder)
+        path = (source or RowSource()).attention(cfg, task_id, encoder)
         if not path.exists():
             out[encoder] = {}
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pathfuse.evaluation.metrics import HIGHER_IS_BETTER
@@ -127,6 +128,8 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
         "significant wins / losses": [f"{w} / {lo}" for w, lo in zip(summary["sig_wins"], summary["sig_losses"],
                                                                       strict=True)],
         "missing cells": summary["n_missing"],
+        "external gain (points)": [MISSING if not n else f"{signed_points(g / 100)} ({n})" for g, n in
+                                   zip(summary["external_mean_gain_points"], summary["external_n"], strict=True)],
     })
 
 
@@ -260,5 +263,34 @@ def render_all(frames: Mapping[str, pd.DataFrame], missing: pd.DataFrame, meta: 
              "Each reason counts the slides (tiles, for tile tasks) it left out; the Parquet table lists every id."),
         ], [("", left_out_view(frames["left_out"]))] if len(frames["left_out"])
             else [("Nothing was left out", pd.DataFrame())]),
+        "external": document("External cohorts: the trained models on another cohort, never refitted", [
+            ("Each expert and fusion method of a task, as trained on the task's folds, predicts every sample of "
+             "the external cohort; the value is that of the fold ensemble (the mean of the fold models' predictive "
+             f"distributions) with its {level}% patient-level bootstrap CI. Gain: the ensemble minus "
+             "best_val_expert on the cohort (each fold's validation-chosen expert, then the fold ensemble), "
+             "paired bootstrap, ↑/↓ where the CI excludes 0. 'CV' repeats the cross-validation value of the "
+             "ranks table for reading only: external rows are never pooled with it."),
+        ], external_sections(frames["external"], level) or [("No labelled external cohort in this run",
+                                                               pd.DataFrame())]),
     }
     return docs
+
+
+def external_sections(table: pd.DataFrame, level: int) -> list[Section]:
+    """One section per (task, cohort): each source's external value, CI, gain and CV value."""
+    out = []
+    for (task, cohort), part in table.groupby(["task", "cohort"], sort=False):
+        view = pd.DataFrame({
+            "method": part["method"], "family": part["family"],
+            f"external {part['metric'].iloc[0]} [{level}% CI]": [
+                MISSING if pd.isna(v) else f"{num(v, 3)} [{num(lo, 3)}, {num(hi, 3)}]"
+                for v, lo, hi in zip(part["value"], part["ci_low"], part["ci_high"], strict=True)],
+            "gain (points)": [MISSING if pd.isna(g) else signed_points(g) + _arrow(
+                np.sign(g) if lo > 0 or hi < 0 else 0) for g, lo, hi in
+                zip(part["gain"], part["gain_ci_low"], part["gain_ci_high"], strict=True)],
+            "p": [MISSING if pd.isna(p) else f"{p:.3f}" for p in part["p_value"]],
+            "CV": [MISSING if pd.isna(v) else num(v, 3) for v in part["cv_value"]],
+            "note": part["note"].fillna(""),
+        })
+        out.append((f"{task} on {cohort} ({int(part['n_patients'].max())} patients)", view))
+    return out

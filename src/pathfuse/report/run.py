@@ -23,7 +23,7 @@ from pathfuse.config import Config
 from pathfuse.fusion import FUSERS
 from pathfuse.io import atomic_path, read_parquet, read_parquet_meta, write_parquet
 from pathfuse.paths import REPORT_TABLES as TABLES
-from pathfuse.report import attention, curves, fusion_plots, fusion_tables, left_out, markdown, plots, tables
+from pathfuse.report import attention, curves, external, fusion_plots, fusion_tables, left_out, markdown, plots, tables
 from pathfuse.report.drawing import Figure, draw, job_threads
 from pathfuse.selection import primary_metric
 
@@ -253,7 +253,10 @@ def build_report(cfg: Config) -> list[Path]:
     bench = tables.order_rows(tables.benchmark_table(metrics), task_order, order, extra=["metric"])
     ranks = tables.order_rows(tables.ranks_table(bench, metrics, expected, primary, settings.rank_statistic,
                                                  settings.rank_families, float(settings.ci_level)), task_order, order)
-    summary = tables.summary_table(ranks)
+    external_rows = tables.order_rows(external.external_table(external.load_external(cfg), ranks, primary),
+                                      task_order, order, extra=["cohort"])
+    summary = tables.summary_table(ranks).merge(external.external_summary(external_rows), on="method", how="left")
+    summary["external_n"] = summary["external_n"].astype("float64").fillna(0).astype("int64")
     missing = tables.missing_cells(ranks)
     cost_records, gate_records = fusion_records(cfg)
     cost_records["family"] = cost_records["method"].map(family_of).fillna(cost_records["family"])
@@ -261,7 +264,7 @@ def build_report(cfg: Config) -> list[Path]:
     gates = tables.order_rows(_complete_gates(cfg, gate_records).assign(family="fuser"), task_order, order,
                               extra=["expert"]).drop(columns="family")
     frames = {"benchmark": bench, "ranks": ranks, "summary": summary, "cost": cost, "gate_weights": gates,
-              "left_out": left_out.left_out_table(cfg)}
+              "left_out": left_out.left_out_table(cfg), "external": external_rows}
 
     meta = {
         "tasks": task_order, "methods": order, "primary_metric": primary,
@@ -287,6 +290,7 @@ def build_report(cfg: Config) -> list[Path]:
         (fusion_plots.cost, (cost, summary, settings.cost_reference, stem / "cost")),
         (fusion_plots.cost_gain, (cost, ranks, _outer_expert_seconds(cfg), float(settings.ci_level),
                                   stem / "cost_gain")),
+        (external.external_plot, (external_rows, stem / "external")),
         *((_task_figures, (cfg, task)) for task in task_order),
     ]
     written += draw(figures, job_threads())

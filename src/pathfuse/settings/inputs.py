@@ -43,6 +43,13 @@ class TileDatasetSettings(Settings):
     group_pattern: str | None = None
 
 
+class ExternalCohortSettings(Settings):
+    """One external test cohort of a task: which cohort, and its label table (None: predictions only)."""
+
+    cohort: str
+    labels: str | None = None
+
+
 class TaskDataSettings(Settings):
     """Per task: where its labels and splits are, and optionally another cohort/dataset."""
 
@@ -52,3 +59,4 @@ class TaskDataSettings(Settings):
     splits: str | None = None
     n_folds: int | None = None
     encoders: tuple[str, ...] | None = None
+    external: tuple[ExternalCohortSettings, ...] | None = None

@@ -1,0 +1,1 @@
+"""External cohorts and new slides: a run's trained experts and fusion models applied to another cohort."""
