@@ -157,11 +157,10 @@ class Planner:
         settings = self.section("embedding")
         settings["levels"] = writes_levels(settings.get("levels", False), stage)
         byo = settings.get("byo", {})
-        settings["byo"] = {"nan_policy": byo.get("nan_policy"),
-                           "slides": byo.get("slides", {}).get(encoder), "tiles": byo.get("tiles", {}).get(encoder),
-                           **({"on_bad_file": byo.get("on_bad_file")}  # read by slide-bag imports only
-                              if self.encoder_facts(encoder).get("kind") == "byo" or byo.get("slides", {}).get(encoder)
-                              else {})}
+        slides, tiles = byo.get("slides", {}).get(encoder), byo.get("tiles", {}).get(encoder)
+        imports_slides = self.encoder_facts(encoder).get("kind") == "byo" or slides  # on_bad_file: slide imports only
+        settings["byo"] = {"nan_policy": byo.get("nan_policy"), "slides": slides, "tiles": tiles,
+                           **({"on_bad_file": byo.get("on_bad_file")} if imports_slides else {})}
         return settings
 
     def embed_slides(self, encoder: str, cohort: str, shard: int) -> JobPlan:
