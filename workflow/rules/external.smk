@@ -33,7 +33,7 @@ rule evaluate_external:
     log:
         L.log("evaluate_external", "{task}", "{cohort}"),
     conda:
-        "../../envs/report.yaml"
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
